@@ -1,0 +1,124 @@
+# hcpsnap's one entry point: build, dependencies of the local environment,
+# the environment itself, tests, demo and benchmarks. Versions are pinned in
+# deps/versions.mk; built dependencies are cached in .cache/ (git-ignored).
+include deps/versions.mk
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+GO        ?= go
+CACHE     := $(CURDIR)/.cache
+BIN       := $(CACHE)/bin
+CRDS      := $(CACHE)/crds
+OUT       := $(CURDIR)/bin
+LOCALENV  := $(CURDIR)/.localenv
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -X github.com/hcpsnap/hcpsnap/internal/version.Version=$(VERSION) \
+             -X github.com/hcpsnap/hcpsnap/internal/version.Commit=$(COMMIT)
+# The environment's daemons find their binaries and state through these.
+export LOCALENV_DIR     := $(LOCALENV)
+export LOCALENV_BIN_DIR := $(BIN)
+export LOCALENV_CRD_DIR := $(CRDS)
+
+GO_SOURCES := $(shell find . -name '*.go' -not -path './.cache/*' -not -path './deps/*') go.mod go.sum
+
+.PHONY: build
+build: $(OUT)/hcpsnap ## Build bin/hcpsnap.
+
+$(OUT)/hcpsnap: $(GO_SOURCES)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ .
+
+$(OUT)/localenv: $(GO_SOURCES)
+	$(GO) build -o $@ ./e2e/cmd/localenv
+
+# ---------------------------------------------------------------------------
+# Dependencies of the local environment, built once from the module proxy.
+
+.PHONY: deps
+deps: check-versions $(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/minio $(CRDS)/.stamp ## Build etcd, kube, MinIO; extract the CRDs.
+
+$(BIN)/etcd: deps/versions.mk deps/etcd/go.mod deps/etcd/go.sum
+	@mkdir -p $(BIN)
+	cd deps/etcd && $(GO) build -trimpath -o $(BIN)/ go.etcd.io/etcd/etcdctl/v3 go.etcd.io/etcd/etcdutl/v3 go.etcd.io/etcd/server/v3
+	mv $(BIN)/server $(BIN)/etcd
+
+$(BIN)/kube-apiserver: deps/versions.mk deps/kube/go.mod deps/kube/go.sum
+	@mkdir -p $(BIN)
+	cd deps/kube && $(GO) build -trimpath -o $(BIN)/ k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
+	touch $@
+
+$(BIN)/minio: deps/versions.mk
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install -trimpath github.com/minio/minio@$(MINIO_VERSION)
+	touch $@
+
+$(CRDS)/.stamp: go.mod deps/versions.mk
+	@mkdir -p $(CRDS)
+	$(GO) mod download github.com/openshift/hypershift/api
+	src=$$($(GO) list -m -f '{{.Dir}}' github.com/openshift/hypershift/api)/hypershift/v1beta1/zz_generated.featuregated-crd-manifests; \
+	for crd in hostedclusters hostedcontrolplanes; do \
+	  sed '/feature-gate.release.openshift.io\/:/d' $$src/$$crd.hypershift.openshift.io/AAA_ungated.yaml > $(CRDS)/$$crd.yaml; \
+	done
+	touch $@
+
+.PHONY: deps-mod
+deps-mod: ## Regenerate deps/etcd and deps/kube after changing deps/versions.mk.
+	./deps/gen-tools-mod.sh all
+
+.PHONY: check-versions
+check-versions: ## Fail when a go.mod disagrees with deps/versions.mk.
+	@grep -qE "go.etcd.io/etcd/server/v3 $(ETCD_VERSION)( |$$)" deps/etcd/go.mod || { echo "deps/etcd/go.mod is not at ETCD_VERSION=$(ETCD_VERSION): run 'make deps-mod'"; exit 1; }
+	@grep -qE "k8s.io/kubernetes $(KUBE_VERSION)( |$$)" deps/kube/go.mod || { echo "deps/kube/go.mod is not at KUBE_VERSION=$(KUBE_VERSION): run 'make deps-mod'"; exit 1; }
+	@grep -qE "github.com/openshift/hypershift/api $(HYPERSHIFT_API_VERSION)( |$$)" go.mod || { echo "go.mod does not require hypershift/api $(HYPERSHIFT_API_VERSION): run 'go get github.com/openshift/hypershift/api@$(HYPERSHIFT_API_VERSION)'"; exit 1; }
+
+# ---------------------------------------------------------------------------
+# The local environment.
+
+.PHONY: env-up
+env-up: deps $(OUT)/localenv ## Start the local environment and write .localenv/env.
+	$(OUT)/localenv up
+
+.PHONY: env-down
+env-down: $(OUT)/localenv ## Stop the local environment; fail if anything is left behind.
+	$(OUT)/localenv down
+
+# ---------------------------------------------------------------------------
+# Tests.
+
+.PHONY: test
+test: unit e2e ## Unit tests, then e2e tests on a fresh local environment.
+
+.PHONY: unit
+unit: ## Unit tests (no environment needed).
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+.PHONY: e2e
+e2e: deps $(OUT)/hcpsnap $(OUT)/localenv ## e2e tests: env up/down twice, then the suite on a fresh environment.
+	@if $(OUT)/localenv running 2>/dev/null; then echo "an environment is running: run 'make env-down' first"; exit 1; fi
+	ETCD_DATA_MB=1 ./e2e/env-cycle.sh $(OUT)/localenv 2
+	$(OUT)/localenv up
+	status=0; HCPSNAP_BIN=$(OUT)/hcpsnap $(GO) test -tags e2e -count=1 -timeout 40m ./... || status=$$?; \
+	$(OUT)/localenv down || status=$$((status ? status : 1)); exit $$status
+
+# ---------------------------------------------------------------------------
+# Demo.
+
+.PHONY: demo
+demo: deps build $(OUT)/localenv ## Build everything, start the environment, run hcpsnap on it.
+	@test -f $(LOCALENV)/env || $(OUT)/localenv up
+	./e2e/demo.sh $(OUT)/hcpsnap $(LOCALENV)/env
+
+.PHONY: fmt
+fmt: ## Format the Go sources.
+	gofmt -w $$(git ls-files '*.go')
+
+.PHONY: clean
+clean: ## Remove built binaries (keeps the dependency cache).
+	rm -rf $(OUT)
+
+.PHONY: help
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'

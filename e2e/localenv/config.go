@@ -1,0 +1,124 @@
+package localenv
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Fixed loopback addresses of the environment. They are constants, not flags:
+// the environment is one per machine, and a fixed layout keeps the env file,
+// the README and the tests in agreement.
+const (
+	MgmtEtcdClientPort = 32379
+	MgmtEtcdPeerPort   = 32380
+	APIServerPort      = 36443
+	NodeAgentPort      = 30250
+	S3Port             = 39000
+	NodeName           = "hcpsnap-local"
+	Region             = "us-east-1"
+)
+
+// Config says where the environment lives and what hosted cluster it holds.
+type Config struct {
+	// Dir is the state folder (.localenv): PKI, kubeconfig, data, logs, pids, env.
+	Dir string
+	// BinDir holds the built dependencies: etcd, etcdctl, etcdutl,
+	// kube-apiserver, kube-controller-manager, kubectl, minio.
+	BinDir string
+	// CRDDir holds the HostedCluster and HostedControlPlane CRD manifests.
+	CRDDir string
+	// Self is the localenv executable, started again as node agent and operator.
+	Self string
+	// Cluster and Namespace name the HostedCluster.
+	Cluster   string
+	Namespace string
+	// Bucket is created in the S3 server for backups.
+	Bucket string
+	// DataMB is the size of the deterministic data written to the hosted etcd.
+	DataMB int
+	// Replicas are the desired replicas of the API Deployments.
+	Replicas map[string]int32
+}
+
+// APIDeployments are the three Deployments the runbook scales down.
+var APIDeployments = []string{"kube-apiserver", "openshift-apiserver", "openshift-oauth-apiserver"}
+
+// ConfigFromEnv reads the configuration from the environment with the
+// defaults of `make env-up`: LOCALENV_DIR, LOCALENV_BIN_DIR, LOCALENV_CRD_DIR,
+// HCPSNAP_CLUSTER, HCPSNAP_NAMESPACE, HCPSNAP_BUCKET, ETCD_DATA_MB and
+// API_REPLICAS (e.g. "kube-apiserver=3,openshift-apiserver=2").
+func ConfigFromEnv() (Config, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return Config{}, err
+	}
+	cfg := Config{
+		Dir:       envOr("LOCALENV_DIR", ".localenv"),
+		BinDir:    envOr("LOCALENV_BIN_DIR", ".cache/bin"),
+		CRDDir:    envOr("LOCALENV_CRD_DIR", ".cache/crds"),
+		Self:      self,
+		Cluster:   envOr("HCPSNAP_CLUSTER", "example"),
+		Namespace: envOr("HCPSNAP_NAMESPACE", "clusters"),
+		Bucket:    envOr("HCPSNAP_BUCKET", "hcpsnap-backups"),
+		Replicas:  map[string]int32{},
+	}
+	for _, d := range APIDeployments {
+		cfg.Replicas[d] = 3
+	}
+	if cfg.DataMB, err = strconv.Atoi(envOr("ETCD_DATA_MB", "64")); err != nil || cfg.DataMB < 0 {
+		return Config{}, fmt.Errorf("ETCD_DATA_MB=%q is not a size in MiB: set a whole number such as 64", os.Getenv("ETCD_DATA_MB"))
+	}
+	if r := os.Getenv("API_REPLICAS"); r != "" {
+		if err := parseReplicas(r, cfg.Replicas); err != nil {
+			return Config{}, err
+		}
+	}
+	for _, p := range []*string{&cfg.Dir, &cfg.BinDir, &cfg.CRDDir} {
+		if *p, err = filepath.Abs(*p); err != nil {
+			return Config{}, err
+		}
+	}
+	return cfg, nil
+}
+
+func parseReplicas(s string, into map[string]int32) error {
+	for _, kv := range strings.Split(s, ",") {
+		name, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		n, err := strconv.ParseInt(val, 10, 32)
+		if !ok || err != nil || n < 0 || !knownDeployment(name) {
+			return fmt.Errorf("API_REPLICAS entry %q is not <deployment>=<count>: use names from %s", kv, strings.Join(APIDeployments, ", "))
+		}
+		into[name] = int32(n)
+	}
+	return nil
+}
+
+func knownDeployment(name string) bool {
+	for _, d := range APIDeployments {
+		if d == name {
+			return true
+		}
+	}
+	return false
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// path returns a path inside the state folder.
+func (c Config) path(elem ...string) string {
+	return filepath.Join(append([]string{c.Dir}, elem...)...)
+}
+
+// bin returns the path of a built dependency.
+func (c Config) bin(name string) string { return filepath.Join(c.BinDir, name) }
+
+// HCPNamespace is the namespace of the hosted control plane.
+func (c Config) HCPNamespace() string { return c.Namespace + "-" + c.Cluster }

@@ -1,0 +1,109 @@
+package localenv
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// writeEnv writes the shell file that lets anyone use the environment with
+// kubectl, the aws CLI, etcdctl and hcpsnap: `source .localenv/env`.
+func (c Config) writeEnv(s secrets) error {
+	vars := map[string]string{
+		"LOCALENV_DIR":          c.Dir,
+		"KUBECONFIG":            c.Kubeconfig(),
+		"AWS_ACCESS_KEY_ID":     s.S3AccessKey,
+		"AWS_SECRET_ACCESS_KEY": s.S3SecretKey,
+		"AWS_REGION":            Region,
+		"AWS_DEFAULT_REGION":    Region,
+		"AWS_ENDPOINT_URL_S3":   c.S3Endpoint(),
+		"HCPSNAP_BUCKET":        c.Bucket,
+		"HCPSNAP_CLUSTER":       c.Cluster,
+		"HCPSNAP_NAMESPACE":     c.Namespace,
+		"ETCD":                  c.bin("etcd"),
+		"ETCDCTL":               c.bin("etcdctl"),
+		"ETCDUTL":               c.bin("etcdutl"),
+	}
+	// The hosted etcd as seen from the host, for etcdctl on the host and for
+	// tests. Named LOCALENV_* so that they never set an hcpsnap flag.
+	fx := c.FixtureConfig(nil)
+	vars["LOCALENV_ETCD_ENDPOINTS"] = strings.Join(fx.EtcdEndpoints(), ",")
+	vars["LOCALENV_ETCD_CACERT"] = fx.EtcdCAFile()
+	vars["LOCALENV_ETCD_CERT"] = fx.EtcdClientCertFile()
+	vars["LOCALENV_ETCD_KEY"] = fx.EtcdClientKeyFile()
+	keys := make([]string, 0, len(vars))
+	for k := range vars {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString("# Written by `make env-up`; source it to use the local environment. Holds credentials: keep it private.\n")
+	for _, k := range keys {
+		fmt.Fprintf(&b, "export %s=%s\n", k, shellQuote(vars[k]))
+	}
+	fmt.Fprintf(&b, "export PATH=%s:\"$PATH\"\n", shellQuote(c.BinDir))
+	tmp := c.EnvFile() + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, c.EnvFile())
+}
+
+// ReadEnv parses an env file written by `make env-up` into a map, for tests.
+func ReadEnv(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w; start the environment with 'make env-up'", path, err)
+	}
+	defer f.Close()
+	vars := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		rest, ok := strings.CutPrefix(line, "export ")
+		if !ok {
+			continue
+		}
+		k, v, ok := strings.Cut(rest, "=")
+		if !ok || k == "PATH" {
+			continue
+		}
+		vars[k] = shellUnquote(v)
+	}
+	return vars, sc.Err()
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func shellUnquote(s string) string {
+	if len(s) >= 2 && s[0] == '\'' && s[len(s)-1] == '\'' {
+		return strings.ReplaceAll(s[1:len(s)-1], `'\''`, "'")
+	}
+	return s
+}
+
+// DefaultEnvFile finds .localenv/env from the working directory upwards, so
+// that tests in e2e/ find the environment started at the repository root.
+func DefaultEnvFile() string {
+	if d := os.Getenv("LOCALENV_DIR"); d != "" {
+		return filepath.Join(d, "env")
+	}
+	dir, _ := os.Getwd()
+	for {
+		p := filepath.Join(dir, ".localenv", "env")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return filepath.Join(".localenv", "env")
+		}
+		dir = parent
+	}
+}

@@ -1,0 +1,5 @@
+// Package kube owns hcpsnap's access to the management cluster: loading the
+// client configuration with the standard rules, and (in later files) the
+// narrow interfaces the steps use to read objects, scale Deployments and exec
+// into pods.
+package kube

@@ -1,0 +1,83 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+
+	hyperv1 "github.com/openshift/hypershift/api/hypershift/v1beta1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+)
+
+// The HyperShift resources hcpsnap reads and patches.
+var (
+	HostedClusterGVR       = hyperv1.GroupVersion.WithResource("hostedclusters")
+	HostedControlPlaneGVR  = hyperv1.GroupVersion.WithResource("hostedcontrolplanes")
+	hostedClusterKind      = hyperv1.GroupVersion.WithKind("HostedCluster")
+	hostedControlPlaneKind = hyperv1.GroupVersion.WithKind("HostedControlPlane")
+)
+
+// HyperShift reads and patches HyperShift objects through the dynamic client
+// and converts them to the typed API of github.com/openshift/hypershift/api,
+// which keeps hcpsnap free of a generated clientset.
+type HyperShift struct {
+	Dynamic dynamic.Interface
+}
+
+// GetHostedCluster returns the HostedCluster namespace/name.
+func (h *HyperShift) GetHostedCluster(ctx context.Context, namespace, name string) (*hyperv1.HostedCluster, error) {
+	u, err := h.Dynamic.Resource(HostedClusterGVR).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	hc := &hyperv1.HostedCluster{}
+	return hc, fromUnstructured(u, hc, hostedClusterKind)
+}
+
+// PatchHostedCluster applies a JSON merge patch to the HostedCluster.
+func (h *HyperShift) PatchHostedCluster(ctx context.Context, namespace, name string, patch []byte) (*hyperv1.HostedCluster, error) {
+	u, err := h.Dynamic.Resource(HostedClusterGVR).Namespace(namespace).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "hcpsnap"})
+	if err != nil {
+		return nil, err
+	}
+	hc := &hyperv1.HostedCluster{}
+	return hc, fromUnstructured(u, hc, hostedClusterKind)
+}
+
+// UpdateHostedCluster writes the whole object with optimistic concurrency:
+// it fails with a Conflict when the object changed since it was read.
+func (h *HyperShift) UpdateHostedCluster(ctx context.Context, hc *hyperv1.HostedCluster) (*hyperv1.HostedCluster, error) {
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(hc)
+	if err != nil {
+		return nil, err
+	}
+	u := &unstructured.Unstructured{Object: obj}
+	u.SetGroupVersionKind(hostedClusterKind)
+	out, err := h.Dynamic.Resource(HostedClusterGVR).Namespace(hc.Namespace).Update(ctx, u, metav1.UpdateOptions{FieldManager: "hcpsnap"})
+	if err != nil {
+		return nil, err
+	}
+	res := &hyperv1.HostedCluster{}
+	return res, fromUnstructured(out, res, hostedClusterKind)
+}
+
+// GetHostedControlPlane returns the HostedControlPlane namespace/name.
+func (h *HyperShift) GetHostedControlPlane(ctx context.Context, namespace, name string) (*hyperv1.HostedControlPlane, error) {
+	u, err := h.Dynamic.Resource(HostedControlPlaneGVR).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	hcp := &hyperv1.HostedControlPlane{}
+	return hcp, fromUnstructured(u, hcp, hostedControlPlaneKind)
+}
+
+func fromUnstructured(u *unstructured.Unstructured, into runtime.Object, gvk schema.GroupVersionKind) error {
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into); err != nil {
+		return fmt.Errorf("decode %s %s/%s: %w", gvk.Kind, u.GetNamespace(), u.GetName(), err)
+	}
+	return nil
+}
