@@ -115,6 +115,7 @@ func New(stdout, stderr io.Writer) *cli.Command {
 			return context.WithValue(ctx, globalsKey{}, g), nil
 		},
 		Commands: []*cli.Command{
+			newBackupCommand(stdout, stderr),
 			newVersionCommand(stdout),
 		},
 	}

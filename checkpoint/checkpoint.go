@@ -1,0 +1,149 @@
+package checkpoint
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// SchemaVersion is the version of the run file format this build writes and
+// the newest it reads.
+const SchemaVersion = 1
+
+// Status is the state of one step in a run.
+type Status string
+
+// Step statuses. A step is "running" from just before it starts until it
+// ends; a run file that says "running" therefore belongs to a process that
+// died in that step.
+const (
+	Pending Status = "pending"
+	Running Status = "running"
+	Done    Status = "done"
+	Failed  Status = "failed"
+	Skipped Status = "skipped"
+	// Undone: the step's change was reverted by its counterpart after a
+	// failure; a resumed run performs it again.
+	Undone Status = "undone"
+)
+
+// Cluster identifies the HostedCluster a run belongs to. The UID tells a
+// re-created cluster of the same name from the original.
+type Cluster struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	UID       string `json:"uid,omitempty"`
+}
+
+// String renders the cluster as namespace/name.
+func (c Cluster) String() string { return c.Namespace + "/" + c.Name }
+
+// StepRecord is the status of one step.
+type StepRecord struct {
+	Name       string     `json:"name"`
+	Status     Status     `json:"status"`
+	StartedAt  *time.Time `json:"startedAt,omitempty"`
+	FinishedAt *time.Time `json:"finishedAt,omitempty"`
+	Error      string     `json:"error,omitempty"`
+}
+
+// Run is the whole run file. Outputs is owned by the command that runs the
+// steps (for backup, steps.Outputs), kept as raw JSON here so that this
+// package stays independent of it.
+type Run struct {
+	SchemaVersion int             `json:"schemaVersion"`
+	RunID         string          `json:"runID"`
+	Serial        int64           `json:"serial"`
+	Command       string          `json:"command"`
+	Cluster       Cluster         `json:"cluster"`
+	Host          string          `json:"host,omitempty"`
+	StartedAt     time.Time       `json:"startedAt"`
+	UpdatedAt     time.Time       `json:"updatedAt"`
+	Finished      bool            `json:"finished"`
+	Steps         []StepRecord    `json:"steps"`
+	Options       json.RawMessage `json:"options,omitempty"`
+	Outputs       json.RawMessage `json:"outputs,omitempty"`
+}
+
+// New returns a run of command on cluster with every step pending.
+func New(command string, cluster Cluster, host string, stepNames []string, now time.Time) *Run {
+	r := &Run{
+		SchemaVersion: SchemaVersion,
+		RunID:         newRunID(now),
+		Command:       command,
+		Cluster:       cluster,
+		Host:          host,
+		StartedAt:     now.UTC(),
+		UpdatedAt:     now.UTC(),
+	}
+	for _, n := range stepNames {
+		r.Steps = append(r.Steps, StepRecord{Name: n, Status: Pending})
+	}
+	return r
+}
+
+// newRunID returns a sortable, unique run ID: UTC time plus 4 random bytes.
+func newRunID(now time.Time) string {
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return now.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b)
+}
+
+// Step returns the record of the named step, or nil.
+func (r *Run) Step(name string) *StepRecord {
+	for i := range r.Steps {
+		if r.Steps[i].Name == name {
+			return &r.Steps[i]
+		}
+	}
+	return nil
+}
+
+// StatusOf returns the status of the named step (Pending when unknown).
+func (r *Run) StatusOf(name string) Status {
+	if s := r.Step(name); s != nil {
+		return s.Status
+	}
+	return Pending
+}
+
+// Validate checks a run read from a file or an annotation against the
+// cluster the caller is about to work on. Its errors name the run and say
+// what to do; they never include secret values (a run holds none).
+func (r *Run) Validate(command string, cluster Cluster) error {
+	switch {
+	case r.SchemaVersion > SchemaVersion:
+		return fmt.Errorf("run %s has schema version %d, newer than this hcpsnap reads (%d): finish it with a newer hcpsnap", r.RunID, r.SchemaVersion, SchemaVersion)
+	case r.SchemaVersion < 1:
+		return fmt.Errorf("run file has no schemaVersion: it is not an hcpsnap run file")
+	case r.RunID == "":
+		return errors.New("run file has no runID: it is not an hcpsnap run file")
+	case r.Command != command:
+		return fmt.Errorf("run %s is a %q run, not %q", r.RunID, r.Command, command)
+	case r.Cluster.Namespace != cluster.Namespace || r.Cluster.Name != cluster.Name:
+		return fmt.Errorf("run %s belongs to cluster %s, not %s: pass the matching --cluster/--namespace or start a new run", r.RunID, r.Cluster, cluster)
+	case cluster.UID != "" && r.Cluster.UID != "" && r.Cluster.UID != cluster.UID:
+		return fmt.Errorf("run %s belongs to an earlier cluster %s (uid %s, now %s): it was deleted and re-created; start a new run", r.RunID, r.Cluster, r.Cluster.UID, cluster.UID)
+	}
+	return nil
+}
+
+// Decode parses and sanity-checks a run file's bytes.
+func Decode(data []byte) (*Run, error) {
+	var r Run
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("not a valid run file: %w", err)
+	}
+	if r.SchemaVersion > SchemaVersion {
+		return nil, fmt.Errorf("run %s has schema version %d, newer than this hcpsnap reads (%d): finish it with a newer hcpsnap", r.RunID, r.SchemaVersion, SchemaVersion)
+	}
+	if r.SchemaVersion < 1 || r.RunID == "" {
+		return nil, errors.New("not an hcpsnap run file: schemaVersion or runID missing")
+	}
+	return &r, nil
+}

@@ -1,0 +1,119 @@
+package checkpoint
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var cluster = Cluster{Namespace: "clusters", Name: "example", UID: "uid-1"}
+
+func TestWriteReadRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	r := New("backup", cluster, "host", []string{"preflight", "snapshot-save"}, time.Now())
+	r.Step("preflight").Status = Done
+	r.Outputs = []byte(`{"snapshotPath":"/var/lib/data/x.db"}`)
+	if err := WriteFile(dir, r); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, FileName(r))
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, want 0600", fi.Mode().Perm())
+	}
+	got, err := ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.RunID != r.RunID || got.StatusOf("preflight") != Done || got.StatusOf("snapshot-save") != Pending {
+		t.Fatalf("round trip lost data: %+v", got)
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, got.Outputs); err != nil || compact.String() != string(r.Outputs) {
+		t.Fatalf("outputs %s, want %s", got.Outputs, r.Outputs)
+	}
+	// No temp file is left behind.
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Fatalf("folder holds %d entries, want 1", len(entries))
+	}
+}
+
+func TestDecodeRefuses(t *testing.T) {
+	tests := []struct {
+		name, data, want string
+	}{
+		{"not JSON", "{", "not a valid run file"},
+		{"empty object", "{}", "not an hcpsnap run file"},
+		{"newer schema", `{"schemaVersion":99,"runID":"r"}`, "newer than this hcpsnap reads"},
+		{"no run ID", `{"schemaVersion":1}`, "not an hcpsnap run file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Decode([]byte(tt.data))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Decode(%q) = %v, want error containing %q", tt.data, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	r := New("backup", cluster, "host", nil, time.Now())
+	tests := []struct {
+		name    string
+		command string
+		cluster Cluster
+		want    string
+	}{
+		{"same cluster", "backup", cluster, ""},
+		{"same cluster, UID unknown", "backup", Cluster{Namespace: "clusters", Name: "example"}, ""},
+		{"other cluster", "backup", Cluster{Namespace: "clusters", Name: "other"}, "belongs to cluster clusters/example"},
+		{"other namespace", "backup", Cluster{Namespace: "prod", Name: "example"}, "belongs to cluster"},
+		{"re-created cluster", "backup", Cluster{Namespace: "clusters", Name: "example", UID: "uid-2"}, "re-created"},
+		{"other command", "restore", cluster, `is a "backup" run`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := r.Validate(tt.command, tt.cluster)
+			if tt.want == "" && err != nil {
+				t.Fatalf("unexpected error %v", err)
+			}
+			if tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Fatalf("error %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestLatestSkipsFinishedAndOtherClusters(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	older := New("backup", cluster, "h", nil, t0)
+	newerFinished := New("backup", cluster, "h", nil, t0.Add(time.Hour))
+	newerFinished.Finished = true
+	other := New("backup", Cluster{Namespace: "clusters", Name: "example2"}, "h", nil, t0.Add(2*time.Hour))
+	for _, r := range []*Run{older, newerFinished, other} {
+		if err := WriteFile(dir, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := Latest(dir, cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got == nil || got.RunID != older.RunID {
+		t.Fatalf("Latest = %v, want run %s", got, older.RunID)
+	}
+	none, err := Latest(filepath.Join(dir, "missing"), cluster)
+	if err != nil || none != nil {
+		t.Fatalf("Latest of a missing folder = %v, %v; want nil, nil", none, err)
+	}
+}

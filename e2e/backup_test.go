@@ -1,0 +1,385 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/hcpsnap/hcpsnap/manifest"
+)
+
+// hcpsnapResult is one run of the built binary.
+type hcpsnapResult struct {
+	stdout, stderr string
+	code           int
+}
+
+// hcpsnap runs the built binary as a user would, with the environment's
+// settings (KUBECONFIG, AWS_*, HCPSNAP_*) and a private state folder.
+func (e *testEnv) hcpsnap(t *testing.T, stateDir string, args ...string) hcpsnapResult {
+	t.Helper()
+	bin := os.Getenv("HCPSNAP_BIN")
+	if bin == "" {
+		t.Fatal("HCPSNAP_BIN is not set: run the e2e tests through 'make test'")
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "HCPSNAP_STATE_DIR="+stateDir)
+	for k, v := range e.vars {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return hcpsnapResult{out.String(), errOut.String(), code}
+}
+
+// clusterState is what a backup must leave as it found it.
+type clusterState struct {
+	pausedUntil *string
+	replicas    map[string]int32
+}
+
+func (e *testEnv) state(t *testing.T) clusterState {
+	t.Helper()
+	hc, err := e.hyper.GetHostedCluster(context.Background(), e.namespace, e.cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := clusterState{pausedUntil: hc.Spec.PausedUntil, replicas: map[string]int32{}}
+	for _, d := range []string{"kube-apiserver", "openshift-apiserver", "openshift-oauth-apiserver"} {
+		s.replicas[d] = e.replicas(t, d)
+	}
+	return s
+}
+
+func TestBackup(t *testing.T) {
+	env := loadEnv(t)
+	ctx := context.Background()
+	future := time.Now().Add(6 * time.Hour).UTC().Format(time.RFC3339)
+	truth := "true"
+	originals := []struct {
+		name        string
+		pausedUntil *string
+	}{
+		{"pausedUntil absent", nil},
+		{"pausedUntil a date", &future},
+		{"pausedUntil true", &truth},
+	}
+	for _, tt := range originals {
+		t.Run(tt.name, func(t *testing.T) {
+			setPausedUntil(t, env, tt.pausedUntil)
+			defer setPausedUntil(t, env, nil)
+			before := env.state(t)
+			stateDir := t.TempDir()
+			res := env.hcpsnap(t, stateDir, "-o", "json", "backup", "--key-prefix", "e2e-keys")
+			if res.code != 0 {
+				t.Fatalf("backup exit %d\nstdout:\n%s\nstderr:\n%s", res.code, res.stdout, res.stderr)
+			}
+			sum := lastSummary(t, res.stdout)
+
+			after := env.state(t)
+			if !equalPtr(before.pausedUntil, after.pausedUntil) {
+				t.Errorf("pausedUntil %v after the backup, want %v", deref(after.pausedUntil), deref(before.pausedUntil))
+			}
+			for d, n := range before.replicas {
+				if after.replicas[d] != n {
+					t.Errorf("Deployment %s has %d replicas, want %d", d, after.replicas[d], n)
+				}
+				env.waitReady(t, d, n)
+			}
+
+			m := env.readManifest(t, sum.Manifest)
+			env.checkSnapshot(t, m)
+			env.checkKeyBundle(t, m)
+			env.checkNoPodFile(t)
+			env.checkNoMultipartUploads(t)
+			if m.DowntimeSeconds <= 0 {
+				t.Errorf("manifest downtime %v, want > 0", m.DowntimeSeconds)
+			}
+			hc, err := env.hyper.GetHostedCluster(ctx, env.namespace, env.cluster)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, held := hc.Annotations["hcpsnap.io/backup-run"]; held {
+				t.Errorf("the run annotation is still on the HostedCluster")
+			}
+		})
+	}
+}
+
+func TestBackupDryRunChangesNothing(t *testing.T) {
+	env := loadEnv(t)
+	ctx := context.Background()
+	hcBefore, _ := env.hyper.GetHostedCluster(ctx, env.namespace, env.cluster)
+	objsBefore := env.listObjects(t, "")
+	deployBefore := env.deploymentVersions(t)
+	for _, format := range []string{"text", "markdown", "json"} {
+		res := env.hcpsnap(t, t.TempDir(), "-o", format, "backup", "--dry-run")
+		if res.code != 0 {
+			t.Fatalf("dry run (%s) exit %d: %s", format, res.code, res.stderr)
+		}
+		for _, want := range []string{"pause-reconciliation", "etcd-0", "kube-apiserver", env.namespace + "-" + env.cluster, "snapshot.db", "etcdctl"} {
+			if !strings.Contains(res.stdout, want) {
+				t.Errorf("dry run (%s) output lacks %q", format, want)
+			}
+		}
+	}
+	hcAfter, _ := env.hyper.GetHostedCluster(ctx, env.namespace, env.cluster)
+	if hcAfter.Spec.PausedUntil != nil || hcAfter.Annotations["hcpsnap.io/backup-run"] != "" {
+		t.Errorf("the dry run changed the HostedCluster")
+	}
+	if hcBefore.Generation != hcAfter.Generation {
+		t.Errorf("HostedCluster generation %d → %d", hcBefore.Generation, hcAfter.Generation)
+	}
+	if got := env.deploymentVersions(t); !equalMaps(deployBefore, got) {
+		t.Errorf("the dry run changed Deployments: %v → %v", deployBefore, got)
+	}
+	if got := env.listObjects(t, ""); strings.Join(got, ",") != strings.Join(objsBefore, ",") {
+		t.Errorf("the dry run changed the bucket: %v → %v", objsBefore, got)
+	}
+}
+
+func TestBackupOnline(t *testing.T) {
+	env := loadEnv(t)
+	versions := env.deploymentVersions(t)
+	res := env.hcpsnap(t, t.TempDir(), "-o", "json", "backup", "--online", "--prefix", "online")
+	if res.code != 0 {
+		t.Fatalf("online backup exit %d: %s", res.code, res.stderr)
+	}
+	sum := lastSummary(t, res.stdout)
+	if got := env.deploymentVersions(t); !equalMaps(versions, got) {
+		t.Errorf("an online backup changed Deployments: %v → %v", versions, got)
+	}
+	m := env.readManifest(t, sum.Manifest)
+	if !m.Online || m.DowntimeSeconds != 0 {
+		t.Errorf("manifest online=%v downtime=%v, want true, 0", m.Online, m.DowntimeSeconds)
+	}
+	env.checkSnapshot(t, m)
+	env.checkNoPodFile(t)
+}
+
+// ---------------------------------------------------------------------------
+
+type summary struct {
+	MessageType string `json:"message_type"`
+	Manifest    string `json:"manifest"`
+	Snapshot    string `json:"snapshot"`
+}
+
+func lastSummary(t *testing.T, stdout string) summary {
+	t.Helper()
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		var s summary
+		if json.Unmarshal([]byte(line), &s) == nil && s.MessageType == "summary" {
+			return s
+		}
+	}
+	t.Fatalf("no summary event in stdout:\n%s", stdout)
+	return summary{}
+}
+
+func (e *testEnv) get(t *testing.T, url string) []byte {
+	t.Helper()
+	key := strings.TrimPrefix(url, "s3://"+e.bucket+"/")
+	out, err := e.s3Client(e.vars["AWS_SECRET_ACCESS_KEY"]).GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(key)})
+	if err != nil {
+		t.Fatalf("get %s: %v", url, err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (e *testEnv) readManifest(t *testing.T, url string) *manifest.Manifest {
+	t.Helper()
+	m, err := manifest.Decode(e.get(t, url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// checkSnapshot downloads the snapshot and checks it with etcdutl, an
+// independent reader, against the manifest.
+func (e *testEnv) checkSnapshot(t *testing.T, m *manifest.Manifest) {
+	t.Helper()
+	data := e.get(t, "s3://"+e.bucket+"/"+m.Snapshot.Key)
+	if int64(len(data)) != m.Snapshot.Size {
+		t.Fatalf("snapshot has %d bytes, manifest says %d", len(data), m.Snapshot.Size)
+	}
+	p := filepath.Join(t.TempDir(), "snapshot.db")
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(e.vars["ETCDUTL"], "snapshot", "status", p, "-w", "json").CombinedOutput()
+	if err != nil {
+		t.Fatalf("etcdutl snapshot status: %v: %s", err, out)
+	}
+	var st struct {
+		Revision int64 `json:"revision"`
+		TotalKey int64 `json:"totalKey"`
+		Hash     uint32
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatalf("etcdutl output %q: %v", out, err)
+	}
+	if st.Revision != m.Etcd.Revision || st.TotalKey != m.Etcd.TotalKeys || st.Hash != m.Etcd.Hash {
+		t.Fatalf("etcdutl says revision %d, %d keys, hash %d; manifest says %d, %d, %d",
+			st.Revision, st.TotalKey, st.Hash, m.Etcd.Revision, m.Etcd.TotalKeys, m.Etcd.Hash)
+	}
+	if m.Etcd.TotalKeys < 100 {
+		t.Fatalf("snapshot holds only %d keys: the hosted etcd's data is missing", m.Etcd.TotalKeys)
+	}
+}
+
+// checkKeyBundle compares the key bundle with the cluster's Secrets.
+func (e *testEnv) checkKeyBundle(t *testing.T, m *manifest.Manifest) {
+	t.Helper()
+	if m.KeyBundle.Key == "" {
+		t.Fatal("manifest has no key bundle key")
+	}
+	secrets, err := manifest.DecodeKeyBundle(e.get(t, "s3://"+e.bucket+"/"+m.KeyBundle.Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]map[string][]byte{}
+	for _, s := range secrets {
+		got[s.Namespace+"/"+s.Name] = s.Data
+	}
+	hcp := e.namespace + "-" + e.cluster
+	want := []string{e.namespace + "/" + e.cluster + "-etcd-encryption-key", hcp + "/root-ca", hcp + "/etcd-signer", hcp + "/sa-signing-key"}
+	for _, name := range want {
+		ns, n, _ := strings.Cut(name, "/")
+		live, err := e.kube.CoreV1().Secrets(ns).Get(context.Background(), n, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !equalData(live.Data, got[name]) {
+			t.Errorf("key bundle Secret %s differs from the cluster's", name)
+		}
+	}
+	if len(got) != len(want) {
+		keys := make([]string, 0, len(got))
+		for k := range got {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		t.Errorf("key bundle holds %v, want %v", keys, want)
+	}
+}
+
+func (e *testEnv) checkNoPodFile(t *testing.T) {
+	t.Helper()
+	out, stderr, err := e.exec(context.Background(), "etcd-0", "sh", "-c", "ls -a /var/lib/data")
+	if err != nil {
+		t.Fatalf("ls in etcd-0: %v %s", err, stderr)
+	}
+	if strings.Contains(out, "hcpsnap-") {
+		t.Fatalf("snapshot file left in the pod: %s", out)
+	}
+}
+
+func (e *testEnv) checkNoMultipartUploads(t *testing.T) {
+	t.Helper()
+	out, err := e.s3Client(e.vars["AWS_SECRET_ACCESS_KEY"]).ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: aws.String(e.bucket)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Uploads) != 0 {
+		t.Fatalf("%d unfinished multipart uploads left", len(out.Uploads))
+	}
+}
+
+func (e *testEnv) listObjects(t *testing.T, prefix string) []string {
+	t.Helper()
+	var keys []string
+	p := s3.NewListObjectsV2Paginator(e.s3Client(e.vars["AWS_SECRET_ACCESS_KEY"]), &s3.ListObjectsV2Input{Bucket: aws.String(e.bucket), Prefix: aws.String(prefix)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range page.Contents {
+			keys = append(keys, aws.ToString(o.Key))
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func (e *testEnv) deploymentVersions(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, d := range []string{"kube-apiserver", "openshift-apiserver", "openshift-oauth-apiserver"} {
+		dep, err := e.kube.AppsV1().Deployments(e.hcpNamespace).Get(context.Background(), d, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The generation moves with every spec change, a scale included, and
+		// not with status updates.
+		out[d] = strconv.FormatInt(dep.Generation, 10)
+	}
+	return out
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func equalData(a, b map[string][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if !bytes.Equal(b[k], v) {
+			return false
+		}
+	}
+	return true
+}
+
+func equalPtr(a, b *string) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return "<absent>"
+	}
+	return *p
+}

@@ -1,0 +1,491 @@
+package command
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/log"
+	"github.com/urfave/cli/v3"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/hcpsnap/hcpsnap/checkpoint"
+	"github.com/hcpsnap/hcpsnap/internal/dryrun"
+	"github.com/hcpsnap/hcpsnap/internal/exitcode"
+	"github.com/hcpsnap/hcpsnap/internal/kube"
+	"github.com/hcpsnap/hcpsnap/runbook"
+	"github.com/hcpsnap/hcpsnap/s3"
+	"github.com/hcpsnap/hcpsnap/steps"
+)
+
+// Flag names of `hcpsnap backup` and their environment variables.
+const (
+	FlagCluster      = "cluster"
+	FlagNamespace    = "namespace"
+	FlagBucket       = "bucket"
+	FlagPrefix       = "prefix"
+	FlagKeyPrefix    = "key-prefix"
+	FlagMember       = "member"
+	FlagContainer    = "container"
+	FlagDeployments  = "deployments"
+	FlagPauseTimeout = "pause-timeout"
+	FlagWaitTimeout  = "wait-timeout"
+	FlagUndoTimeout  = "undo-timeout"
+	FlagOnline       = "online"
+	FlagSkipSteps    = "skip-steps"
+	FlagDryRun       = "dry-run"
+	FlagResume       = "resume"
+	FlagStateDir     = "state-dir"
+	FlagKeyOut       = "key-out"
+	FlagSSE          = "sse"
+	FlagSSEKMSKeyID  = "sse-kms-key-id"
+	FlagEtcdctl      = "etcdctl"
+	FlagEtcdEndpoint = "etcd-endpoint"
+	FlagEtcdCACert   = "etcd-cacert"
+	FlagEtcdCert     = "etcd-cert"
+	FlagEtcdKey      = "etcd-key"
+	FlagSnapshotDir  = "snapshot-dir"
+	FlagS3CABundle   = "s3-ca-bundle"
+	FlagS3Insecure   = "s3-insecure-skip-verify"
+	FlagS3PathStyle  = "s3-path-style"
+	FlagPartSize     = "part-size-mib"
+	FlagConcurrency  = "concurrency"
+)
+
+// env returns the HCPSNAP_ variable of a flag: --key-prefix → HCPSNAP_KEY_PREFIX.
+func env(flag string) string {
+	return "HCPSNAP_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// S3Options are the S3 settings shared by backup and restore.
+type S3Options struct {
+	Bucket      string
+	CABundle    string
+	Insecure    bool
+	PathStyle   bool
+	PartSizeMiB int64
+	Concurrency int
+}
+
+func (o *S3Options) flags(withBucket bool) []cli.Flag {
+	f := []cli.Flag{
+		&cli.StringFlag{Name: FlagS3CABundle, Sources: cli.EnvVars(env(FlagS3CABundle)), Destination: &o.CABundle,
+			Usage: "PEM file of the CA that signed the S3 endpoint's certificate, for S3-compatible stores with a private CA."},
+		&cli.BoolFlag{Name: FlagS3Insecure, Sources: cli.EnvVars(env(FlagS3Insecure)), Destination: &o.Insecure,
+			Usage: "Do not verify the S3 endpoint's TLS certificate. Insecure: for tests only; a warning is logged."},
+		&cli.BoolFlag{Name: FlagS3PathStyle, Sources: cli.EnvVars(env(FlagS3PathStyle)), Destination: &o.PathStyle,
+			Usage: "Address the bucket in the URL path instead of the host name, as most S3-compatible stores need."},
+		&cli.Int64Flag{Name: FlagPartSize, Value: 16, Sources: cli.EnvVars(env(FlagPartSize)), Destination: &o.PartSizeMiB,
+			Usage: "Size in MiB of each part of the multipart upload (5 or more). Memory use is about part size × (concurrency + 1)."},
+		&cli.IntFlag{Name: FlagConcurrency, Value: 4, Sources: cli.EnvVars(env(FlagConcurrency)), Destination: &o.Concurrency,
+			Usage: "Number of parts uploaded at once."},
+	}
+	if withBucket {
+		f = append([]cli.Flag{&cli.StringFlag{Name: FlagBucket, Sources: cli.EnvVars(env(FlagBucket)), Destination: &o.Bucket,
+			Usage: "S3 bucket that receives the backups (required). The AWS SDK's configuration chain supplies credentials, region and endpoint (AWS_ENDPOINT_URL_S3)."}}, f...)
+	}
+	return f
+}
+
+func (o *S3Options) validate() error {
+	if o.Bucket != "" {
+		if errs := validation.IsDNS1123Subdomain(o.Bucket); len(errs) > 0 || len(o.Bucket) < 3 || len(o.Bucket) > 63 {
+			return exitcode.Usagef("--bucket %q is not a valid S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)", o.Bucket)
+		}
+	}
+	if o.PartSizeMiB < 5 || o.PartSizeMiB > 5*1024 {
+		return exitcode.Usagef("--%s %d is out of range: S3 parts are 5 to 5120 MiB", FlagPartSize, o.PartSizeMiB)
+	}
+	if o.Concurrency < 1 || o.Concurrency > 64 {
+		return exitcode.Usagef("--%s %d is out of range: use 1 to 64", FlagConcurrency, o.Concurrency)
+	}
+	if o.CABundle != "" && o.Insecure {
+		return exitcode.Usagef("--%s and --%s contradict each other: keep one", FlagS3CABundle, FlagS3Insecure)
+	}
+	return nil
+}
+
+func (o *S3Options) open(ctx context.Context) (*s3.Store, error) {
+	if o.Insecure {
+		log.FromContext(ctx).Warn("TLS verification of the S3 endpoint is off (--" + FlagS3Insecure + "): anyone on the path can read and change the backup")
+	}
+	store, err := s3.Open(ctx, s3.Config{Bucket: o.Bucket, CABundle: o.CABundle, InsecureSkipVerify: o.Insecure,
+		PathStyle: o.PathStyle, PartSize: o.PartSizeMiB << 20, Concurrency: o.Concurrency})
+	if err != nil {
+		return nil, exitcode.New(exitcode.Precondition, err)
+	}
+	return store, nil
+}
+
+// BackupOptions are the options of `hcpsnap backup`.
+type BackupOptions struct {
+	steps.Options
+	S3          S3Options
+	DryRun      bool
+	Resume      bool
+	StateDir    string
+	UndoTimeout time.Duration
+
+	Global *GlobalOptions
+	Out    io.Writer
+	ErrOut io.Writer
+
+	// Filled by Complete.
+	restConfig *rest.Config
+	hyper      *kube.HyperShift
+	kube       kubernetes.Interface
+	store      steps.Store
+}
+
+func (o *BackupOptions) flags() []cli.Flag {
+	f := []cli.Flag{
+		&cli.StringFlag{Name: FlagCluster, Sources: cli.EnvVars(env(FlagCluster)), Destination: &o.Cluster,
+			Usage: "Name of the HostedCluster to back up (required)."},
+		&cli.StringFlag{Name: FlagNamespace, Value: "clusters", Sources: cli.EnvVars(env(FlagNamespace)), Destination: &o.Namespace,
+			Usage: "Namespace of the HostedCluster; its control plane runs in <namespace>-<cluster>."},
+		&cli.StringFlag{Name: FlagPrefix, Value: "backups", Sources: cli.EnvVars(env(FlagPrefix)), Destination: &o.Prefix,
+			Usage: "Key prefix of the snapshot and manifest: <prefix>/<cluster>/<UTC timestamp>/snapshot.db."},
+		&cli.StringFlag{Name: FlagKeyPrefix, Value: "hcpsnap-keys", Sources: cli.EnvVars(env(FlagKeyPrefix)), Destination: &o.KeyPrefix,
+			Usage: "Key prefix of the key bundle (AES key and signing Secrets), apart from the snapshots so that access to it can be restricted."},
+		&cli.StringFlag{Name: FlagMember, Value: "etcd-0", Sources: cli.EnvVars(env(FlagMember)), Destination: &o.Member,
+			Usage: "etcd pod whose member is snapshotted; it must be Running and Ready."},
+		&cli.StringFlag{Name: FlagContainer, Value: "etcd", Sources: cli.EnvVars(env(FlagContainer)), Destination: &o.Container,
+			Usage: "Container of the etcd pod in which etcdctl runs."},
+		&cli.StringSliceFlag{Name: FlagDeployments, Value: steps.DefaultDeployments, Sources: cli.EnvVars(env(FlagDeployments)), Destination: &o.Deployments,
+			Usage: "API Deployments scaled to 0 while the snapshot is taken (comma-separated)."},
+		&cli.DurationFlag{Name: FlagPauseTimeout, Value: 30 * time.Minute, Sources: cli.EnvVars(env(FlagPauseTimeout)), Destination: &o.PauseTimeout,
+			Usage: "Reconciliation is paused until now plus this; if hcpsnap is lost, HyperShift resumes by itself at that time."},
+		&cli.DurationFlag{Name: FlagWaitTimeout, Value: 5 * time.Minute, Sources: cli.EnvVars(env(FlagWaitTimeout)), Destination: &o.WaitTimeout,
+			Usage: "Longest wait for the cluster to show a change (pause seen, pods gone, Deployments available)."},
+		&cli.DurationFlag{Name: FlagUndoTimeout, Value: 10 * time.Minute, Sources: cli.EnvVars(env(FlagUndoTimeout)), Destination: &o.UndoTimeout,
+			Usage: "Longest time the undo after a failure or Ctrl-C may take."},
+		&cli.BoolFlag{Name: FlagOnline, Sources: cli.EnvVars(env(FlagOnline)), Destination: &o.Online,
+			Usage: "Take the snapshot without pausing or scaling down: no API downtime (etcd snapshots are consistent)."},
+		&cli.StringSliceFlag{Name: FlagSkipSteps, Sources: cli.EnvVars(env(FlagSkipSteps)), Destination: &o.SkipSteps,
+			Usage: "Steps to leave out (comma-separated): " + strings.Join(stepNames(), ", ") + "."},
+		&cli.BoolFlag{Name: FlagDryRun, Sources: cli.EnvVars(env(FlagDryRun)), Destination: &o.DryRun,
+			Usage: "Read the cluster, change nothing anywhere, and print the runbook with real values and equivalent commands (-o markdown for a review document)."},
+		&cli.BoolFlag{Name: FlagResume, Sources: cli.EnvVars(env(FlagResume)), Destination: &o.Resume,
+			Usage: "Continue the unfinished run of this cluster from its first unfinished step, taking its state from the HostedCluster (any machine) or the local run file."},
+		&cli.StringFlag{Name: FlagStateDir, Sources: cli.EnvVars("HCPSNAP_STATE_DIR"), Destination: &o.StateDir,
+			Usage: "Folder of run files (default $XDG_STATE_HOME/hcpsnap/runs or ~/.local/state/hcpsnap/runs)."},
+		&cli.StringFlag{Name: FlagKeyOut, Sources: cli.EnvVars(env(FlagKeyOut)), Destination: &o.KeyOut,
+			Usage: "Write the key bundle to this local file (mode 0600) instead of the bucket."},
+		&cli.StringFlag{Name: FlagSSE, Sources: cli.EnvVars(env(FlagSSE)), Destination: &o.SSE,
+			Usage: "Server-side encryption of the key bundle: AES256 or aws:kms (default: the bucket's default encryption)."},
+		&cli.StringFlag{Name: FlagSSEKMSKeyID, Sources: cli.EnvVars(env(FlagSSEKMSKeyID)), Destination: &o.SSEKMSKeyID,
+			Usage: "KMS key for --sse aws:kms."},
+		&cli.StringFlag{Name: FlagEtcdctl, Value: steps.DefaultEtcdctl, Sources: cli.EnvVars(env(FlagEtcdctl)), Destination: &o.Etcd.Etcdctl,
+			Usage: "Path of etcdctl inside the etcd container."},
+		&cli.StringFlag{Name: FlagEtcdEndpoint, Value: steps.DefaultEndpoint, Sources: cli.EnvVars(env(FlagEtcdEndpoint)), Destination: &o.Etcd.Endpoint,
+			Usage: "etcd endpoint as seen from inside the pod."},
+		&cli.StringFlag{Name: FlagEtcdCACert, Sources: cli.EnvVars(env(FlagEtcdCACert)), Destination: &o.Etcd.CACert,
+			Usage: "CA file inside the pod (default: " + steps.CACertPath + " when the pod mounts it, as since OCP 4.12, else " + steps.LegacyCACertPath + ")."},
+		&cli.StringFlag{Name: FlagEtcdCert, Value: steps.DefaultClientCert, Sources: cli.EnvVars(env(FlagEtcdCert)), Destination: &o.Etcd.Cert,
+			Usage: "Client certificate file inside the pod."},
+		&cli.StringFlag{Name: FlagEtcdKey, Value: steps.DefaultClientKey, Sources: cli.EnvVars(env(FlagEtcdKey)), Destination: &o.Etcd.Key,
+			Usage: "Client key file inside the pod."},
+		&cli.StringFlag{Name: FlagSnapshotDir, Value: steps.DefaultSnapshotDir, Sources: cli.EnvVars(env(FlagSnapshotDir)), Destination: &o.Etcd.SnapshotDir,
+			Usage: "Folder inside the pod where the snapshot file is written; it must have room for the database."},
+	}
+	return append(f, o.S3.flags(true)...)
+}
+
+func stepNames() []string {
+	e := steps.Engine{Steps: steps.Backup()}
+	return e.Names()
+}
+
+// Validate checks the options without any I/O.
+func (o *BackupOptions) Validate() error {
+	if o.Cluster == "" {
+		return exitcode.Usagef("--%s is required: name the HostedCluster to back up (or set %s)", FlagCluster, env(FlagCluster))
+	}
+	for _, v := range []struct{ flag, val string }{{FlagCluster, o.Cluster}, {FlagNamespace, o.Namespace}, {FlagMember, o.Member}, {FlagContainer, o.Container}} {
+		if errs := validation.IsDNS1123Label(v.val); len(errs) > 0 {
+			return exitcode.Usagef("--%s %q is not a valid Kubernetes name: %s", v.flag, v.val, errs[0])
+		}
+	}
+	o.Options.Bucket = o.S3.Bucket
+	if o.Bucket == "" && !o.DryRun {
+		return exitcode.Usagef("--%s is required: name the S3 bucket for the backup (or set %s)", FlagBucket, env(FlagBucket))
+	}
+	if err := o.S3.validate(); err != nil {
+		return err
+	}
+	var deploys []string
+	for _, d := range o.Deployments {
+		if d = strings.TrimSpace(d); d != "" {
+			deploys = append(deploys, d)
+		}
+	}
+	o.Deployments = deploys
+	for _, d := range o.Deployments {
+		if errs := validation.IsDNS1123Subdomain(d); len(errs) > 0 {
+			return exitcode.Usagef("--%s: %q is not a valid Deployment name", FlagDeployments, d)
+		}
+	}
+	if len(o.Deployments) == 0 && !o.Online {
+		return exitcode.Usagef("--%s is empty: name the API Deployments to scale down, or use --%s", FlagDeployments, FlagOnline)
+	}
+	for _, p := range []struct{ flag, val string }{{FlagPrefix, o.Prefix}, {FlagKeyPrefix, o.KeyPrefix}} {
+		if strings.HasPrefix(p.val, "/") || strings.Contains(p.val, "//") || strings.Contains(p.val, "..") {
+			return exitcode.Usagef("--%s %q is not a clean key prefix: no leading slash, no empty or '..' segments", p.flag, p.val)
+		}
+	}
+	if o.Prefix == o.KeyPrefix {
+		return exitcode.Usagef("--%s and --%s are both %q: keep the key bundle apart from the snapshots", FlagPrefix, FlagKeyPrefix, o.Prefix)
+	}
+	if o.PauseTimeout < time.Minute || o.PauseTimeout > 24*time.Hour {
+		return exitcode.Usagef("--%s %s is out of range: use 1m to 24h, longer than the snapshot takes", FlagPauseTimeout, o.PauseTimeout)
+	}
+	if o.WaitTimeout <= 0 || o.UndoTimeout <= 0 {
+		return exitcode.Usagef("--%s and --%s must be positive durations", FlagWaitTimeout, FlagUndoTimeout)
+	}
+	engine := steps.Engine{Steps: steps.Backup()}
+	if err := engine.ValidateNames(o.SkipSteps); err != nil {
+		return err
+	}
+	for _, n := range o.SkipSteps {
+		if n == steps.StepScaleUp || n == steps.StepResume {
+			return exitcode.Usagef("--%s %s would leave the control plane down: it is a counterpart that always runs; use --%s to avoid downtime", FlagSkipSteps, n, FlagOnline)
+		}
+	}
+	switch o.SSE {
+	case "", "AES256", "aws:kms":
+	default:
+		return exitcode.Usagef("--%s %q is not supported: use AES256 or aws:kms", FlagSSE, o.SSE)
+	}
+	if o.SSEKMSKeyID != "" && o.SSE != "aws:kms" {
+		return exitcode.Usagef("--%s needs --%s aws:kms", FlagSSEKMSKeyID, FlagSSE)
+	}
+	if o.KeyOut != "" && o.SSE != "" {
+		return exitcode.Usagef("--%s and --%s contradict each other: a local key file is not encrypted by S3", FlagKeyOut, FlagSSE)
+	}
+	if o.DryRun && o.Resume {
+		return exitcode.Usagef("--%s and --%s cannot be combined: a dry run changes nothing, so there is nothing to resume", FlagDryRun, FlagResume)
+	}
+	if o.Global.Output == OutputMarkdown && !o.DryRun {
+		return exitcode.Usagef("--output markdown is the format of a dry run's runbook: add --%s, or use text or json", FlagDryRun)
+	}
+	if !strings.HasPrefix(o.Etcd.SnapshotDir, "/") || !strings.HasPrefix(o.Etcd.Etcdctl, "/") {
+		return exitcode.Usagef("--%s and --%s must be absolute paths inside the pod", FlagSnapshotDir, FlagEtcdctl)
+	}
+	return nil
+}
+
+// Complete builds the clients. A dry run gets clients that can only read.
+func (o *BackupOptions) Complete(ctx context.Context) error {
+	cfg, err := kube.RESTConfig(o.Global.Kubeconfig, o.Global.Context)
+	if err != nil {
+		return exitcode.New(exitcode.Precondition, err)
+	}
+	if o.DryRun {
+		cfg = dryrun.ReadOnly(cfg)
+	}
+	o.restConfig = cfg
+	if o.kube, err = kubernetes.NewForConfig(cfg); err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	o.hyper = &kube.HyperShift{Dynamic: dyn}
+	if o.StateDir == "" {
+		if o.StateDir, err = checkpoint.Dir(); err != nil {
+			return exitcode.New(exitcode.Precondition, err)
+		}
+	}
+	if o.Bucket != "" {
+		store, err := o.S3.open(ctx)
+		if err != nil {
+			return err
+		}
+		o.store = store
+		if o.DryRun {
+			o.store = dryrun.Store{Next: store}
+		}
+	}
+	return nil
+}
+
+// Run performs the backup, or prints its runbook for a dry run.
+func (o *BackupOptions) Run(ctx context.Context) error {
+	engine := &steps.Engine{Steps: steps.Backup(), UndoTimeout: o.UndoTimeout}
+	state := &steps.State{
+		Opts: o.Options,
+		Clients: steps.Clients{
+			Kube:       o.kube,
+			HyperShift: o.hyper,
+			Exec:       &kube.Executor{Config: o.restConfig, Client: o.kube},
+			Store:      o.store,
+		},
+		Out: &steps.Outputs{},
+	}
+	cluster := checkpoint.Cluster{Namespace: o.Namespace, Name: o.Cluster}
+	host, _ := os.Hostname()
+	if o.DryRun {
+		state.Run = checkpoint.New("backup", cluster, host, engine.Names(), time.Now())
+		return o.printRunbook(ctx, engine, state)
+	}
+
+	hc, err := o.hyper.GetHostedCluster(ctx, o.Namespace, o.Cluster)
+	if apierrors.IsNotFound(err) {
+		return exitcode.Preconditionf("HostedCluster %s not found: check --cluster and --namespace (kubectl get hostedclusters -A)", cluster)
+	}
+	if err != nil {
+		return exitcode.New(exitcode.Precondition, fmt.Errorf("read HostedCluster %s: %w", cluster, err))
+	}
+	cluster.UID = string(hc.UID)
+	held, err := steps.Holder(hc)
+	if err != nil {
+		return exitcode.New(exitcode.Precondition, err)
+	}
+	if o.Resume {
+		run, err := o.loadRun(held, cluster)
+		if err != nil {
+			return err
+		}
+		state.Run = run
+		if state.Out, err = steps.LoadOutputs(run); err != nil {
+			return exitcode.New(exitcode.Usage, err)
+		}
+		if err := json.Unmarshal(run.Options, &state.Opts); err != nil {
+			return exitcode.Usagef("run %s: options: %v", run.RunID, err)
+		}
+		log.FromContext(ctx).Info("resuming run", "run", run.RunID, "from", firstUnfinished(run), "host", run.Host)
+	} else {
+		if held != nil && !held.Finished {
+			return steps.CheckNotHeld(hc, "")
+		}
+		state.Run = checkpoint.New("backup", cluster, host, engine.Names(), time.Now())
+		if state.Run.Options, err = json.Marshal(o.Options); err != nil {
+			return err
+		}
+	}
+	saver := &steps.ClusterSaver{Dir: o.StateDir, Client: o.hyper}
+	state.Saver = saver
+	out := newReporter(o.Global.Output, o.Out, o.ErrOut)
+	state.Events = out.event
+	out.event(steps.Event{MessageType: "run_started", Message: fmt.Sprintf("backup of %s, run %s", cluster, state.Run.RunID)})
+
+	runErr := engine.Execute(ctx, state)
+	// Release the lock unless a change could not be undone: then it stays,
+	// so that nothing else runs before --resume finishes the undo.
+	if exitcode.Of(runErr) != exitcode.ManualAction {
+		relCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if err := saver.Release(relCtx, state.Run); err != nil {
+			log.FromContext(ctx).Warn("could not remove the run annotation", "annotation", steps.RunAnnotation, "err", err)
+		}
+	}
+	if runErr != nil {
+		out.event(steps.Event{MessageType: "run_failed", Error: runErr.Error()})
+		return runErr
+	}
+	return out.summary(state)
+}
+
+// loadRun finds the run to resume: the cluster's annotation (written by any
+// machine) or, failing that, this machine's newest unfinished run file.
+func (o *BackupOptions) loadRun(held *checkpoint.Run, cluster checkpoint.Cluster) (*checkpoint.Run, error) {
+	local, err := checkpoint.Latest(o.StateDir, cluster)
+	if err != nil {
+		return nil, exitcode.New(exitcode.Usage, fmt.Errorf("--resume: %w", err))
+	}
+	run := held
+	if run == nil || run.Finished || (local != nil && local.RunID == run.RunID && local.Serial > run.Serial) {
+		run = local
+	}
+	if run == nil {
+		return nil, exitcode.Preconditionf("--resume: no unfinished backup run of %s on the HostedCluster or in %s: start a new backup without --resume", cluster, o.StateDir)
+	}
+	if err := run.Validate("backup", cluster); err != nil {
+		return nil, exitcode.New(exitcode.Usage, fmt.Errorf("--resume: %w", err))
+	}
+	return run, nil
+}
+
+func firstUnfinished(run *checkpoint.Run) string {
+	for _, s := range run.Steps {
+		if s.Status != checkpoint.Done && s.Status != checkpoint.Skipped {
+			return s.Name
+		}
+	}
+	return "(none)"
+}
+
+func (o *BackupOptions) printRunbook(ctx context.Context, engine *steps.Engine, state *steps.State) error {
+	entries, err := runbook.Build(ctx, engine.Steps, state)
+	if err != nil {
+		var w *dryrun.ErrWrite
+		if errors.As(err, &w) {
+			return fmt.Errorf("dry run: a plan tried to change something, which is a bug: %w", err)
+		}
+		if exitcode.Of(err) == exitcode.Internal && apierrors.IsNotFound(errors.Unwrap(err)) {
+			return exitcode.New(exitcode.Precondition, err)
+		}
+		return err
+	}
+	mode := "offline (API down during the snapshot)"
+	if o.Online {
+		mode = "online (no API downtime)"
+	}
+	h := runbook.Header{Title: "hcpsnap backup runbook", Cluster: o.Namespace + "/" + o.Cluster, Mode: mode, RunID: state.Run.RunID}
+	switch o.Global.Output {
+	case OutputJSON:
+		return runbook.WriteJSON(o.Out, h, entries)
+	case OutputMarkdown:
+		return runbook.WriteMarkdown(o.Out, h, entries)
+	default:
+		return runbook.WriteText(o.Out, h, entries)
+	}
+}
+
+func newBackupCommand(stdout, stderr io.Writer) *cli.Command {
+	o := &BackupOptions{Out: stdout, ErrOut: stderr}
+	return &cli.Command{
+		Name:  "backup",
+		Usage: "back up a HostedCluster's etcd to S3",
+		Description: `Performs HyperShift's etcd backup runbook as one command. The steps, in order:
+
+` + stepHelp() + `
+Every change is recorded (run file and HostedCluster annotation) before it is
+made, and undone after a failure, SIGINT or SIGTERM. scale-up-apiservers and
+resume-reconciliation run as soon as the snapshot file exists, so the API
+downtime does not include the upload. A run that was killed is finished with
+--resume, from any machine.`,
+		Flags: o.flags(),
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			if err := noArgs(cmd); err != nil {
+				return err
+			}
+			o.Global = globalsFrom(ctx)
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			if err := o.Complete(ctx); err != nil {
+				return err
+			}
+			return o.Run(ctx)
+		},
+	}
+}
+
+func stepHelp() string {
+	var b strings.Builder
+	for i, st := range steps.Backup() {
+		fmt.Fprintf(&b, "  %2d. %-22s %s\n", i+1, st.Name, st.Summary)
+	}
+	return b.String()
+}

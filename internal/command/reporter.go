@@ -1,0 +1,129 @@
+package command
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/mattn/go-isatty"
+
+	"github.com/hcpsnap/hcpsnap/steps"
+)
+
+// reporter turns a run's events into output: NDJSON on stdout with -o json,
+// otherwise a progress bar for the upload on a terminal's stderr and a
+// readable summary on stdout at the end.
+type reporter struct {
+	format string
+	out    io.Writer
+	errOut io.Writer
+	tty    bool
+
+	mu       sync.Mutex
+	enc      *json.Encoder
+	lastDraw time.Time
+}
+
+func newReporter(format string, out, errOut io.Writer) *reporter {
+	r := &reporter{format: format, out: out, errOut: errOut, enc: json.NewEncoder(out)}
+	if f, ok := errOut.(*os.File); ok {
+		r.tty = isatty.IsTerminal(f.Fd())
+	}
+	return r
+}
+
+func (r *reporter) event(e steps.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.format == OutputJSON {
+		_ = r.enc.Encode(e)
+		return
+	}
+	if !r.tty || e.MessageType != "upload_progress" || e.BytesTotal <= 0 {
+		return
+	}
+	if time.Since(r.lastDraw) < 200*time.Millisecond && e.BytesDone < e.BytesTotal {
+		return
+	}
+	r.lastDraw = time.Now()
+	const width = 30
+	frac := float64(e.BytesDone) / float64(e.BytesTotal)
+	if frac > 1 {
+		frac = 1
+	}
+	filled := int(frac * width)
+	bar := make([]byte, width)
+	for i := range bar {
+		bar[i] = ' '
+		if i < filled {
+			bar[i] = '='
+		}
+	}
+	fmt.Fprintf(r.errOut, "\rupload [%s] %3.0f%% %d/%d MiB", bar, frac*100, e.BytesDone>>20, e.BytesTotal>>20)
+	if e.BytesDone >= e.BytesTotal {
+		fmt.Fprintln(r.errOut)
+	}
+}
+
+// Summary is the result of a backup, printed at the end.
+type Summary struct {
+	MessageType     string  `json:"message_type"`
+	Cluster         string  `json:"cluster"`
+	RunID           string  `json:"runID"`
+	Snapshot        string  `json:"snapshot"`
+	Manifest        string  `json:"manifest"`
+	KeyBundle       string  `json:"keyBundle"`
+	Bytes           int64   `json:"bytes"`
+	SHA256          string  `json:"sha256"`
+	Revision        int64   `json:"revision"`
+	TotalKeys       int64   `json:"totalKeys"`
+	DowntimeSeconds float64 `json:"downtimeSeconds"`
+	UploadReused    bool    `json:"uploadReused,omitempty"`
+	Online          bool    `json:"online,omitempty"`
+}
+
+func (r *reporter) summary(s *steps.State) error {
+	m := steps.BuildManifest(s)
+	sum := Summary{
+		MessageType:     "summary",
+		Cluster:         m.Namespace + "/" + m.Cluster,
+		RunID:           m.RunID,
+		Snapshot:        "s3://" + s.Opts.Bucket + "/" + m.Snapshot.Key,
+		Manifest:        "s3://" + s.Opts.Bucket + "/" + s.Out.ManifestKey,
+		Bytes:           m.Snapshot.Size,
+		SHA256:          m.Snapshot.SHA256,
+		Revision:        m.Etcd.Revision,
+		TotalKeys:       m.Etcd.TotalKeys,
+		DowntimeSeconds: m.DowntimeSeconds,
+		UploadReused:    s.Out.UploadReused,
+		Online:          s.Opts.Online,
+	}
+	switch {
+	case s.Out.KeyBundleFile != "":
+		sum.KeyBundle = s.Out.KeyBundleFile
+	case s.Out.KeyBundleKey != "":
+		sum.KeyBundle = "s3://" + s.Opts.Bucket + "/" + s.Out.KeyBundleKey
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.format == OutputJSON {
+		return r.enc.Encode(sum)
+	}
+	downtime := fmt.Sprintf("%.1fs", sum.DowntimeSeconds)
+	if sum.Online {
+		downtime = "none (online)"
+	}
+	_, err := fmt.Fprintf(r.out, `Backup of %s complete (run %s)
+  snapshot:     %s
+  size:         %d bytes (%.1f MiB)
+  sha256:       %s
+  etcd:         revision %d, %d keys
+  manifest:     %s
+  key bundle:   %s
+  API downtime: %s
+`, sum.Cluster, sum.RunID, sum.Snapshot, sum.Bytes, float64(sum.Bytes)/(1<<20), sum.SHA256, sum.Revision, sum.TotalKeys, sum.Manifest, sum.KeyBundle, downtime)
+	return err
+}

@@ -1,0 +1,74 @@
+// Package dryrun decides, in one place, what "nothing is changed" means: a
+// transport for the Kubernetes clients that lets reads through and refuses
+// every write, and a store decorator that does the same for S3. A dry run
+// builds its clients through these, so a step can never change anything by
+// mistake, and the steps hold no dry-run conditionals of their own.
+package dryrun
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+
+	"k8s.io/client-go/rest"
+
+	"github.com/hcpsnap/hcpsnap/steps"
+)
+
+// ErrWrite is returned for a write attempted during a dry run.
+type ErrWrite struct{ What string }
+
+func (e *ErrWrite) Error() string { return "dry run: refused to " + e.What }
+
+// ReadOnly returns a copy of cfg whose requests may only read: GET and HEAD
+// pass, anything else fails without reaching the server.
+func ReadOnly(cfg *rest.Config) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	c.Wrap(func(rt http.RoundTripper) http.RoundTripper { return readOnlyTransport{rt} })
+	return c
+}
+
+type readOnlyTransport struct{ next http.RoundTripper }
+
+func (t readOnlyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		return nil, &ErrWrite{What: fmt.Sprintf("%s %s", req.Method, req.URL.Path)}
+	}
+	return t.next.RoundTrip(req)
+}
+
+// Store wraps a store so that only reads reach it.
+type Store struct{ Next steps.Store }
+
+var _ steps.Store = Store{}
+
+// CheckWritable is refused: proving writability writes a probe object.
+func (s Store) CheckWritable(context.Context, string) error {
+	return &ErrWrite{What: "write a probe object"}
+}
+
+// Head passes through.
+func (s Store) Head(ctx context.Context, key string) (steps.ObjectInfo, bool, error) {
+	return s.Next.Head(ctx, key)
+}
+
+// Get passes through.
+func (s Store) Get(ctx context.Context, key string) (io.ReadCloser, steps.ObjectInfo, error) {
+	return s.Next.Get(ctx, key)
+}
+
+// Upload is refused.
+func (s Store) Upload(_ context.Context, key string, _ io.Reader, _ steps.UploadOptions) (steps.UploadResult, error) {
+	return steps.UploadResult{}, &ErrWrite{What: "upload " + key}
+}
+
+// Put is refused.
+func (s Store) Put(_ context.Context, key string, _ []byte, _ steps.PutOptions) error {
+	return &ErrWrite{What: "store " + key}
+}
+
+// AbortUploads is refused.
+func (s Store) AbortUploads(_ context.Context, key string) error {
+	return &ErrWrite{What: "abort uploads of " + key}
+}

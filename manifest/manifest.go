@@ -1,0 +1,87 @@
+// Package manifest owns the formats a backup leaves in the bucket besides
+// the snapshot: the manifest that describes a backup (written by the backup
+// workflow, read by restore and `hcpsnap backups`) and the key bundle that
+// holds the Secrets a restore needs. Both are versioned JSON.
+package manifest
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// SchemaVersion is the manifest version this build writes and the newest it reads.
+const SchemaVersion = 1
+
+// Manifest describes one backup. It holds no secret: the key bundle is
+// referenced by its object key, never inlined.
+type Manifest struct {
+	SchemaVersion    int       `json:"schemaVersion"`
+	RunID            string    `json:"runID"`
+	Cluster          string    `json:"cluster"`
+	Namespace        string    `json:"namespace"`
+	HCPNamespace     string    `json:"hcpNamespace"`
+	InfraID          string    `json:"infraID,omitempty"`
+	OpenShiftVersion string    `json:"openshiftVersion,omitempty"`
+	Online           bool      `json:"online"`
+	Etcd             Etcd      `json:"etcd"`
+	Snapshot         Object    `json:"snapshot"`
+	KeyBundle        KeyBundle `json:"keyBundle"`
+	Times            Times     `json:"times"`
+	DowntimeSeconds  float64   `json:"downtimeSeconds"`
+	HCPSnapVersion   string    `json:"hcpsnapVersion"`
+}
+
+// Etcd is what `etcdctl snapshot status` reported, and etcd's own SHA-256 of
+// the database, which is appended to the snapshot file.
+type Etcd struct {
+	Member    string `json:"member"`
+	Revision  int64  `json:"revision"`
+	TotalKeys int64  `json:"totalKeys"`
+	TotalSize int64  `json:"totalSize"`
+	Hash      uint32 `json:"hash"`
+	SHA256    string `json:"sha256"`
+}
+
+// Object is a stored object with the SHA-256 of its whole content.
+type Object struct {
+	Bucket string `json:"bucket"`
+	Key    string `json:"key"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// KeyBundle says where the Secrets went: an object (with its encryption) or
+// a local file, and which Secrets (names only).
+type KeyBundle struct {
+	Bucket  string   `json:"bucket,omitempty"`
+	Key     string   `json:"key,omitempty"`
+	File    string   `json:"file,omitempty"`
+	SSE     string   `json:"sse,omitempty"`
+	Secrets []string `json:"secrets"`
+}
+
+// Times are the run's milestones, in UTC.
+type Times struct {
+	Started       time.Time  `json:"started"`
+	SnapshotSaved *time.Time `json:"snapshotSaved,omitempty"`
+	DowntimeStart *time.Time `json:"downtimeStart,omitempty"`
+	DowntimeEnd   *time.Time `json:"downtimeEnd,omitempty"`
+	Uploaded      *time.Time `json:"uploaded,omitempty"`
+	Finished      time.Time  `json:"finished"`
+}
+
+// Decode parses a manifest and checks that this build can use it.
+func Decode(data []byte) (*Manifest, error) {
+	var m Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("not an hcpsnap manifest: %w", err)
+	}
+	if m.SchemaVersion < 1 || m.Snapshot.Key == "" {
+		return nil, fmt.Errorf("not an hcpsnap manifest: schemaVersion or snapshot key missing")
+	}
+	if m.SchemaVersion > SchemaVersion {
+		return nil, fmt.Errorf("manifest schema version %d is newer than this hcpsnap reads (%d): use a newer hcpsnap", m.SchemaVersion, SchemaVersion)
+	}
+	return &m, nil
+}

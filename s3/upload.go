@@ -1,0 +1,266 @@
+package s3
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/hcpsnap/hcpsnap/steps"
+)
+
+// Upload streams r into key with a multipart upload and returns the size,
+// the hex SHA-256 of every byte read, and the ETag of the object.
+//
+// The upload is created first and its ID handed to opts.OnCreate before any
+// data moves, so that the caller can record it and abort it after a crash.
+// Parts of PartSize bytes are read into at most Concurrency+1 buffers and
+// sent by Concurrency workers, each with a SHA-256 checksum the server
+// verifies; the object records opts.Metadata. opts.OnPart is called, one call
+// at a time, with the bytes stored so far. An empty stream stores an empty
+// object.
+//
+// On any error — r failing, a part rejected, ctx cancelled — the multipart
+// upload is aborted under a context that ignores ctx's cancellation, and the
+// original error is returned joined with any abort error. After a part
+// fails, Upload stops reading when the Read in progress returns; a caller
+// feeding r from a pipe should close the pipe's reader with an error once
+// Upload returns, so its writer does not block.
+func (s *Store) Upload(ctx context.Context, key string, r io.Reader, opts steps.UploadOptions) (res steps.UploadResult, err error) {
+	created, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
+		Bucket:            s.bucketPtr(),
+		Key:               aws.String(key),
+		ChecksumAlgorithm: types.ChecksumAlgorithmSha256,
+		Metadata:          opts.Metadata,
+	})
+	if err != nil {
+		return res, fmt.Errorf("create multipart upload of %s: %w", s.loc(key), err)
+	}
+	uploadID := aws.ToString(created.UploadId)
+	if opts.OnCreate != nil {
+		opts.OnCreate(uploadID)
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
+		defer cancel()
+		err = errors.Join(err, s.abort(actx, key, uploadID))
+	}()
+
+	u := &upload{store: s, key: key, uploadID: uploadID, onPart: opts.OnPart}
+	parts, size, sum, err := u.run(ctx, r)
+	if err != nil {
+		return res, err
+	}
+	out, err := s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+		Bucket:          s.bucketPtr(),
+		Key:             aws.String(key),
+		UploadId:        aws.String(uploadID),
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
+	})
+	if err != nil {
+		return res, fmt.Errorf("complete multipart upload %s of %s: %w", uploadID, s.loc(key), err)
+	}
+	return steps.UploadResult{Size: size, SHA256: sum, ETag: aws.ToString(out.ETag)}, nil
+}
+
+// upload is the state of one Upload while its parts move.
+type upload struct {
+	store    *Store
+	key      string
+	uploadID string
+	onPart   func(done int64)
+
+	mu     sync.Mutex
+	parts  []types.CompletedPart
+	stored int64
+}
+
+// part is one buffer of the stream on its way to the server.
+type part struct {
+	number int32
+	buf    []byte
+	n      int
+}
+
+// run reads r into parts and uploads them with the store's concurrency. It
+// returns the completed parts in order, the stream's size and hex SHA-256.
+// The first error — from r, a part or ctx — cancels the remaining work and is
+// returned once every worker has stopped.
+func (u *upload) run(ctx context.Context, r io.Reader) ([]types.CompletedPart, int64, string, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	pool := newBufferPool(u.store.partSize, u.store.concurrency+1)
+	work := make(chan part)
+	var wg sync.WaitGroup
+	for range u.store.concurrency {
+		wg.Go(func() {
+			for p := range work {
+				err := u.send(ctx, p)
+				pool.put(p.buf)
+				if err != nil {
+					cancel(err)
+				}
+			}
+		})
+	}
+
+	hash := sha256.New()
+	size := u.read(ctx, cancel, r, pool, work, hash)
+	close(work)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return nil, 0, "", err
+	}
+	slices.SortFunc(u.parts, func(a, b types.CompletedPart) int {
+		return cmp.Compare(aws.ToInt32(a.PartNumber), aws.ToInt32(b.PartNumber))
+	})
+	return u.parts, size, hex.EncodeToString(hash.Sum(nil)), nil
+}
+
+// read fills buffers from r and hands them to the workers until r ends or
+// ctx is done; a read error cancels ctx. It returns the bytes read. An empty
+// stream still yields one (empty) part, because S3 cannot complete an upload
+// without parts.
+func (u *upload) read(ctx context.Context, cancel context.CancelCauseFunc, r io.Reader, pool *bufferPool, work chan<- part, hash io.Writer) int64 {
+	var size int64
+	for number := int32(1); ; number++ {
+		buf, err := pool.get(ctx)
+		if err != nil {
+			return size
+		}
+		n, last, err := fill(r, buf)
+		switch {
+		case err != nil:
+			pool.put(buf)
+			cancel(fmt.Errorf("read stream for %s: %w", u.store.loc(u.key), err))
+			return size
+		case n == 0 && number > 1:
+			pool.put(buf)
+			return size
+		case number > u.store.maxParts:
+			pool.put(buf)
+			cancel(fmt.Errorf("stream for %s exceeds %d parts of %d bytes: raise the part size", u.store.loc(u.key), u.store.maxParts, u.store.partSize))
+			return size
+		}
+		hash.Write(buf[:n])
+		size += int64(n)
+		select {
+		case work <- part{number: number, buf: buf, n: n}:
+		case <-ctx.Done():
+			pool.put(buf)
+			return size
+		}
+		if last {
+			return size
+		}
+	}
+}
+
+// fill reads from r until buf is full or r ends, and reports whether it
+// ended. Unlike io.ReadFull it treats only io.EOF itself as the end: a reader
+// that returns io.ErrUnexpectedEOF (a truncated stream) fails the upload.
+func fill(r io.Reader, buf []byte) (n int, eof bool, err error) {
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err == io.EOF { //nolint:errorlint // io.Reader returns io.EOF itself.
+			return n, true, nil
+		}
+		if err != nil {
+			return n, false, err
+		}
+	}
+	return n, false, nil
+}
+
+// send uploads one part with its SHA-256 checksum, which the server checks
+// against the bytes it received, and records it for completion.
+func (u *upload) send(ctx context.Context, p part) error {
+	data := p.buf[:p.n]
+	sum := sha256.Sum256(data)
+	checksum := base64.StdEncoding.EncodeToString(sum[:])
+	out, err := u.store.client.UploadPart(ctx, &s3.UploadPartInput{
+		Bucket:            u.store.bucketPtr(),
+		Key:               aws.String(u.key),
+		UploadId:          aws.String(u.uploadID),
+		PartNumber:        aws.Int32(p.number),
+		Body:              bytes.NewReader(data),
+		ContentLength:     aws.Int64(int64(p.n)),
+		ChecksumAlgorithm: types.ChecksumAlgorithmSha256,
+		ChecksumSHA256:    aws.String(checksum),
+	})
+	if err != nil {
+		return fmt.Errorf("upload part %d of %s: %w", p.number, u.store.loc(u.key), err)
+	}
+	if got := aws.ToString(out.ChecksumSHA256); got != "" && got != checksum {
+		return fmt.Errorf("upload part %d of %s: server stored SHA-256 %s, sent %s", p.number, u.store.loc(u.key), got, checksum)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.parts = append(u.parts, types.CompletedPart{
+		PartNumber:     aws.Int32(p.number),
+		ETag:           out.ETag,
+		ChecksumSHA256: aws.String(checksum),
+	})
+	u.stored += int64(p.n)
+	if u.onPart != nil {
+		u.onPart(u.stored)
+	}
+	return nil
+}
+
+// bufferPool hands out at most max buffers of one size, allocating them only
+// when needed, and blocks when all are in use; that is what bounds Upload's
+// memory whatever the size of the stream. get is called by one goroutine
+// only; put by any.
+type bufferPool struct {
+	free chan []byte
+	size int64
+	max  int
+	made int
+}
+
+// newBufferPool returns a pool of at most max buffers of size bytes.
+func newBufferPool(size int64, max int) *bufferPool {
+	return &bufferPool{free: make(chan []byte, max), size: size, max: max}
+}
+
+// get returns a free buffer, a new one while fewer than max exist, or waits
+// for one to be put back until ctx is done.
+func (p *bufferPool) get(ctx context.Context) ([]byte, error) {
+	select {
+	case b := <-p.free:
+		return b, nil
+	default:
+	}
+	if p.made < p.max {
+		p.made++
+		return make([]byte, p.size), nil
+	}
+	select {
+	case b := <-p.free:
+		return b, nil
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
+
+// put returns a buffer; it never blocks, since at most max buffers exist.
+func (p *bufferPool) put(b []byte) {
+	p.free <- b[:cap(b)]
+}

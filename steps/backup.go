@@ -1,0 +1,581 @@
+package steps
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	charmlog "github.com/charmbracelet/log"
+	hyperv1 "github.com/openshift/hypershift/api/hypershift/v1beta1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/kubectl/pkg/util/podutils"
+
+	"github.com/hcpsnap/hcpsnap/internal/exitcode"
+)
+
+// HyperShift is what the steps need of HyperShift's API.
+type HyperShift interface {
+	GetHostedCluster(ctx context.Context, namespace, name string) (*hyperv1.HostedCluster, error)
+	PatchHostedCluster(ctx context.Context, namespace, name string, mergePatch []byte) (*hyperv1.HostedCluster, error)
+	GetHostedControlPlane(ctx context.Context, namespace, name string) (*hyperv1.HostedControlPlane, error)
+}
+
+// Step names of the backup workflow. They are stable: checkpoint keys,
+// values of --skip-steps and lines of the runbook.
+const (
+	StepPreflight       = "preflight"
+	StepPause           = "pause-reconciliation"
+	StepScaleDown       = "scale-down-apiservers"
+	StepSnapshotSave    = "snapshot-save"
+	StepScaleUp         = "scale-up-apiservers"
+	StepResume          = "resume-reconciliation"
+	StepUpload          = "upload-snapshot"
+	StepSaveKeys        = "save-encryption-key"
+	StepCleanupPodFile  = "cleanup-pod-file"
+	StepWriteManifest   = "write-manifest"
+	pollInterval        = 500 * time.Millisecond
+	timestampFormat     = "20060102T150405Z"
+	defaultWaitTimeout  = 5 * time.Minute
+	snapshotObjectName  = "snapshot.db"
+	manifestObjectName  = "manifest.json"
+	keyBundleObjectName = "key-bundle.json"
+)
+
+// Backup returns the backup workflow in the order the runbook performs it.
+// The API comes back (scale-up, resume) as soon as the snapshot file exists,
+// so the downtime does not include the upload.
+func Backup() []Step {
+	online := func(s *State) bool { return s.Opts.Online }
+	return []Step{
+		{Name: StepPreflight, ReadOnly: true, Run: preflight, Plan: planPreflight,
+			Summary: "Check the HostedCluster, its etcd member, the API Deployments and the bucket; change nothing."},
+		{Name: StepPause, Skip: online, Run: pause, Plan: planPause,
+			Summary: "Record spec.pausedUntil, then pause reconciliation until a deadline (a dead-man's switch)."},
+		{Name: StepScaleDown, Skip: online, Run: scaleDown, Plan: planScaleDown,
+			Summary: "Record the API Deployments' replicas, scale them to 0 and wait until their pods are gone."},
+		{Name: StepSnapshotSave, Run: snapshotSave, Plan: planSnapshotSave,
+			Summary: "Save an etcd snapshot inside the member's pod and record its status."},
+		{Name: StepScaleUp, Reverts: StepScaleDown, Skip: online, Run: scaleUp, Plan: planScaleUp,
+			Summary: "Scale the API Deployments back to their recorded replicas and wait until they are available."},
+		{Name: StepResume, Reverts: StepPause, Skip: online, Run: resume, Plan: planResume,
+			Summary: "Put spec.pausedUntil back to its recorded value (removed when it was absent)."},
+		{Name: StepUpload, Run: upload, Plan: planUpload,
+			Summary: "Stream the snapshot out of the pod into an S3 multipart upload, verifying etcd's SHA-256."},
+		{Name: StepSaveKeys, Run: saveKeys, Plan: planSaveKeys,
+			Summary: "Save the etcd encryption key and the Secrets a restore needs, encrypted, apart from the snapshot."},
+		{Name: StepCleanupPodFile, Reverts: StepSnapshotSave, Run: cleanupPodFile, Plan: planCleanupPodFile,
+			Summary: "Remove the snapshot file from the pod."},
+		{Name: StepWriteManifest, Run: writeManifest, Plan: planWriteManifest,
+			Summary: "Write the manifest that describes the backup beside the snapshot."},
+	}
+}
+
+// ---------------------------------------------------------------------------
+// preflight
+
+func preflight(ctx context.Context, s *State) error {
+	hc, err := inspect(ctx, s)
+	if err != nil {
+		return err
+	}
+	if err := CheckNotHeld(hc, s.Run.RunID); err != nil {
+		return err
+	}
+	if err := checkPausedUntil(hc.Spec.PausedUntil); err != nil {
+		return err
+	}
+	pod, err := s.Clients.Kube.CoreV1().Pods(s.Out.HCPNamespace).Get(ctx, s.Opts.Member, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return exitcode.Preconditionf("etcd pod %s not found in namespace %s: check the hosted control plane, or choose a member with --member", s.Opts.Member, s.Out.HCPNamespace)
+	}
+	if err != nil {
+		return err
+	}
+	if err := checkMemberPod(pod, s.Opts.Container); err != nil {
+		return err
+	}
+	s.Out.CACert = detectCACert(pod, s.Opts)
+	if err := checkMemberHealth(ctx, s); err != nil {
+		return err
+	}
+	if !s.Opts.Online {
+		for _, name := range s.Opts.Deployments {
+			scale, err := s.Clients.Kube.AppsV1().Deployments(s.Out.HCPNamespace).GetScale(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return exitcode.Preconditionf("Deployment %s not found in namespace %s: name the API Deployments with --deployments", name, s.Out.HCPNamespace)
+			}
+			if err != nil {
+				return err
+			}
+			if scale.Spec.Replicas == 0 && s.Out.Replicas[name] == 0 {
+				return exitcode.Preconditionf("Deployment %s/%s already has 0 replicas: the API is not serving; scale it up first, or leave it out with --deployments", s.Out.HCPNamespace, name)
+			}
+		}
+	}
+	if err := s.Clients.Store.CheckWritable(ctx, s.Opts.Prefix); err != nil {
+		return exitcode.New(exitcode.Precondition, err)
+	}
+	return nil
+}
+
+// inspect reads the HostedCluster and records what the later steps and the
+// manifest need. It is shared by preflight and its plan.
+func inspect(ctx context.Context, s *State) (*hyperv1.HostedCluster, error) {
+	hc, err := s.Clients.HyperShift.GetHostedCluster(ctx, s.Opts.Namespace, s.Opts.Cluster)
+	if apierrors.IsNotFound(err) {
+		return nil, exitcode.Preconditionf("HostedCluster %s/%s not found: check --cluster and --namespace (kubectl get hostedclusters -A)", s.Opts.Namespace, s.Opts.Cluster)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read HostedCluster %s/%s: %w", s.Opts.Namespace, s.Opts.Cluster, err)
+	}
+	if hc.Spec.Etcd.ManagementType != hyperv1.Managed {
+		return nil, exitcode.Preconditionf("HostedCluster %s/%s has %q etcd: hcpsnap backs up managed etcd only; back up an unmanaged etcd with its own tools", s.Opts.Namespace, s.Opts.Cluster, hc.Spec.Etcd.ManagementType)
+	}
+	s.Out.HCPNamespace = s.Opts.Namespace + "-" + s.Opts.Cluster
+	s.Out.InfraID = hc.Spec.InfraID
+	if hc.Status.Version != nil {
+		s.Out.OpenShiftVersion = hc.Status.Version.Desired.Version
+		for _, h := range hc.Status.Version.History {
+			if h.State == "Completed" {
+				s.Out.OpenShiftVersion = h.Version
+				break
+			}
+		}
+	}
+	if s.Out.Timestamp == "" {
+		s.Out.Timestamp = s.now().UTC().Format(timestampFormat)
+	}
+	return hc, nil
+}
+
+// checkPausedUntil refuses a pausedUntil that HyperShift itself rejects:
+// restoring it afterwards would put back a broken value.
+func checkPausedUntil(v *string) error {
+	if v == nil {
+		return nil
+	}
+	if _, err := strconv.ParseBool(*v); err == nil {
+		return nil
+	}
+	if _, err := time.Parse(time.RFC3339, *v); err == nil {
+		return nil
+	}
+	return exitcode.Preconditionf("spec.pausedUntil %q is neither true/false nor an RFC3339 time: fix or remove it on the HostedCluster first", *v)
+}
+
+func checkMemberPod(pod *corev1.Pod, container string) error {
+	if pod.DeletionTimestamp != nil || pod.Status.Phase != corev1.PodRunning || !podutils.IsPodReady(pod) {
+		return exitcode.Preconditionf("etcd pod %s/%s is not Running and Ready (phase %s): wait for it, or choose a healthy member with --member", pod.Namespace, pod.Name, pod.Status.Phase)
+	}
+	for _, c := range pod.Spec.Containers {
+		if c.Name == container {
+			return nil
+		}
+	}
+	return exitcode.Preconditionf("pod %s/%s has no container %q: name the etcd container with --container", pod.Namespace, pod.Name, container)
+}
+
+// detectCACert chooses the CA path: the user's, else the OCP 4.12+ path when
+// the pod mounts the etcd-ca volume there, else the older client CA path.
+func detectCACert(pod *corev1.Pod, o Options) string {
+	if o.Etcd.CACert != "" {
+		return o.Etcd.CACert
+	}
+	for _, c := range pod.Spec.Containers {
+		for _, m := range c.VolumeMounts {
+			if path.Clean(m.MountPath) == path.Dir(CACertPath) {
+				return CACertPath
+			}
+		}
+	}
+	return LegacyCACertPath
+}
+
+// etcdctl returns the runbook's etcdctl command line with the TLS flags.
+func etcdctl(s *State, args ...string) []string {
+	e := s.Opts.Etcd
+	cmd := []string{e.Etcdctl, "--cacert", s.Out.CACert, "--cert", e.Cert, "--key", e.Key, "--endpoints", e.Endpoint}
+	return append(cmd, args...)
+}
+
+// checkMemberHealth runs `etcdctl endpoint status` in the pod: it proves
+// etcdctl, the TLS files and the member, and gives the database size to
+// compare with the free space of the snapshot folder.
+func checkMemberHealth(ctx context.Context, s *State) error {
+	var stdout, stderr bytes.Buffer
+	err := s.Clients.Exec.Exec(ctx, s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container,
+		etcdctl(s, "endpoint", "status", "-w", "json"), nil, &stdout, &stderr)
+	if err != nil {
+		return exitcode.Preconditionf("etcd member %s/%s does not answer `etcdctl endpoint status` with the TLS files %s, %s, %s: %v (%s); check --etcd-cacert/--etcd-cert/--etcd-key or choose another --member",
+			s.Out.HCPNamespace, s.Opts.Member, s.Out.CACert, s.Opts.Etcd.Cert, s.Opts.Etcd.Key, err, firstLine(stderr.String()))
+	}
+	var status []struct {
+		Status struct {
+			DBSize int64 `json:"dbSize"`
+		} `json:"Status"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &status); err != nil || len(status) == 0 {
+		return fmt.Errorf("etcdctl endpoint status in %s: unexpected output: %v", s.Opts.Member, err)
+	}
+	stdout.Reset()
+	stderr.Reset()
+	err = s.Clients.Exec.Exec(ctx, s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container,
+		[]string{"df", "-Pk", s.Opts.Etcd.SnapshotDir}, nil, &stdout, &stderr)
+	if err != nil {
+		return exitcode.Preconditionf("cannot read the free space of %s in pod %s: %v (%s); check --snapshot-dir", s.Opts.Etcd.SnapshotDir, s.Opts.Member, err, firstLine(stderr.String()))
+	}
+	free, err := parseDFAvailable(stdout.String())
+	if err != nil {
+		return fmt.Errorf("df in pod %s: %w", s.Opts.Member, err)
+	}
+	need := status[0].Status.DBSize + status[0].Status.DBSize/10
+	if free < need {
+		return exitcode.Preconditionf("%s in pod %s/%s has %d MiB free, the snapshot needs about %d MiB: free space there or choose --snapshot-dir", s.Opts.Etcd.SnapshotDir, s.Out.HCPNamespace, s.Opts.Member, free>>20, need>>20)
+	}
+	return nil
+}
+
+// parseDFAvailable reads the available bytes from `df -Pk` output.
+func parseDFAvailable(out string) (int64, error) {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) < 2 {
+		return 0, fmt.Errorf("unexpected df output %q", out)
+	}
+	f := strings.Fields(lines[len(lines)-1])
+	if len(f) < 4 {
+		return 0, fmt.Errorf("unexpected df output %q", out)
+	}
+	kb, err := strconv.ParseInt(f[3], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("unexpected df output %q", out)
+	}
+	return kb << 10, nil
+}
+
+// ---------------------------------------------------------------------------
+// pause-reconciliation and resume-reconciliation
+
+func pause(ctx context.Context, s *State) error {
+	hc, err := s.Clients.HyperShift.GetHostedCluster(ctx, s.Opts.Namespace, s.Opts.Cluster)
+	if err != nil {
+		return err
+	}
+	// Record the original once: after a crash the current value is our own
+	// deadline, and the recorded one must survive.
+	if s.Out.PausedUntil == nil {
+		s.Out.PausedUntil = &Original{}
+		if hc.Spec.PausedUntil != nil {
+			s.Out.PausedUntil = &Original{Present: true, Value: *hc.Spec.PausedUntil}
+		}
+	}
+	s.Out.PauseUntil = s.now().Add(s.Opts.PauseTimeout).UTC().Format(time.RFC3339)
+	if err := s.Save(ctx); err != nil {
+		return err
+	}
+	if err := setPausedUntil(ctx, s, &s.Out.PauseUntil); err != nil {
+		return err
+	}
+	return waitFor(ctx, s, fmt.Sprintf("HostedControlPlane %s/%s to show the pause", s.Out.HCPNamespace, s.Opts.Cluster), func(ctx context.Context) (bool, error) {
+		hcp, err := s.Clients.HyperShift.GetHostedControlPlane(ctx, s.Out.HCPNamespace, s.Opts.Cluster)
+		if err != nil {
+			return false, ignoreNotFound(err)
+		}
+		return hcp.Spec.PausedUntil != nil && *hcp.Spec.PausedUntil == s.Out.PauseUntil, nil
+	})
+}
+
+func resume(ctx context.Context, s *State) error {
+	if s.Out.PausedUntil == nil {
+		return nil // the pause never recorded anything, so it changed nothing
+	}
+	hc, err := s.Clients.HyperShift.GetHostedCluster(ctx, s.Opts.Namespace, s.Opts.Cluster)
+	if err != nil {
+		return err
+	}
+	cur := hc.Spec.PausedUntil
+	orig := s.Out.PausedUntil
+	if cur != nil && *cur != s.Out.PauseUntil && !(orig.Present && *cur == orig.Value) {
+		log(ctx).Warn("spec.pausedUntil was changed by someone else during the run; leaving it as it is", "value", *cur)
+		return nil
+	}
+	var want *string
+	if orig.Present {
+		want = &orig.Value
+	}
+	if err := setPausedUntil(ctx, s, want); err != nil {
+		return err
+	}
+	return waitFor(ctx, s, fmt.Sprintf("HostedControlPlane %s/%s to show the original pausedUntil", s.Out.HCPNamespace, s.Opts.Cluster), func(ctx context.Context) (bool, error) {
+		hcp, err := s.Clients.HyperShift.GetHostedControlPlane(ctx, s.Out.HCPNamespace, s.Opts.Cluster)
+		if err != nil {
+			return false, ignoreNotFound(err)
+		}
+		if want == nil {
+			return hcp.Spec.PausedUntil == nil, nil
+		}
+		return hcp.Spec.PausedUntil != nil && *hcp.Spec.PausedUntil == *want, nil
+	})
+}
+
+// setPausedUntil merge-patches spec.pausedUntil to v; nil removes the field
+// (absent and "" are different things to HyperShift).
+func setPausedUntil(ctx context.Context, s *State, v *string) error {
+	patch, err := json.Marshal(map[string]any{"spec": map[string]any{"pausedUntil": v}})
+	if err != nil {
+		return err
+	}
+	_, err = s.Clients.HyperShift.PatchHostedCluster(ctx, s.Opts.Namespace, s.Opts.Cluster, patch)
+	return err
+}
+
+// ---------------------------------------------------------------------------
+// scale-down-apiservers and scale-up-apiservers
+
+func scaleDown(ctx context.Context, s *State) error {
+	if s.Out.Replicas == nil {
+		s.Out.Replicas = map[string]int32{}
+	}
+	deploys := s.Clients.Kube.AppsV1().Deployments(s.Out.HCPNamespace)
+	for _, name := range s.Opts.Deployments {
+		if _, ok := s.Out.Replicas[name]; ok {
+			continue // recorded by an earlier attempt; the current 0 is ours
+		}
+		scale, err := deploys.GetScale(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("read replicas of Deployment %s: %w", name, err)
+		}
+		s.Out.Replicas[name] = scale.Spec.Replicas
+	}
+	if s.Out.DowntimeStart == nil || s.Out.DowntimeEnd != nil {
+		// A new downtime: the first, or one after a bracket that a failure
+		// closed (scale-up ran as an undo and ended the earlier one).
+		now := s.now().UTC()
+		s.Out.DowntimeStart, s.Out.DowntimeEnd = &now, nil
+	}
+	if err := s.Save(ctx); err != nil {
+		return err
+	}
+	for _, name := range s.Opts.Deployments {
+		if err := scaleTo(ctx, s, name, 0); err != nil {
+			return err
+		}
+	}
+	for _, name := range s.Opts.Deployments {
+		d, err := deploys.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		sel := labels.SelectorFromSet(d.Spec.Selector.MatchLabels).String()
+		err = waitFor(ctx, s, fmt.Sprintf("the pods of Deployment %s to be gone", name), func(ctx context.Context) (bool, error) {
+			pods, err := s.Clients.Kube.CoreV1().Pods(s.Out.HCPNamespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
+			if err != nil {
+				return false, err
+			}
+			return len(pods.Items) == 0, nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func scaleUp(ctx context.Context, s *State) error {
+	for _, name := range s.Opts.Deployments {
+		want, ok := s.Out.Replicas[name]
+		if !ok {
+			continue // never scaled down
+		}
+		if err := scaleTo(ctx, s, name, want); err != nil {
+			return err
+		}
+	}
+	for _, name := range s.Opts.Deployments {
+		want, ok := s.Out.Replicas[name]
+		if !ok {
+			continue
+		}
+		err := waitFor(ctx, s, fmt.Sprintf("Deployment %s to have %d available replicas", name, want), func(ctx context.Context) (bool, error) {
+			d, err := s.Clients.Kube.AppsV1().Deployments(s.Out.HCPNamespace).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			return d.Status.ObservedGeneration >= d.Generation && d.Status.AvailableReplicas >= want && d.Status.UpdatedReplicas >= want, nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if s.Out.DowntimeStart != nil && s.Out.DowntimeEnd == nil {
+		now := s.now().UTC()
+		s.Out.DowntimeEnd = &now
+	}
+	return nil
+}
+
+// scaleTo sets the replicas through the scale subresource, retrying only on
+// conflicts, so that it converges whatever the current value.
+func scaleTo(ctx context.Context, s *State, name string, replicas int32) error {
+	deploys := s.Clients.Kube.AppsV1().Deployments(s.Out.HCPNamespace)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		scale, err := deploys.GetScale(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if scale.Spec.Replicas == replicas {
+			return nil
+		}
+		scale.Spec.Replicas = replicas
+		_, err = deploys.UpdateScale(ctx, name, scale, metav1.UpdateOptions{FieldManager: "hcpsnap"})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("scale Deployment %s/%s to %d: %w", s.Out.HCPNamespace, name, replicas, err)
+	}
+	log(ctx).Info("scaled", "deployment", name, "replicas", replicas)
+	return nil
+}
+
+// ---------------------------------------------------------------------------
+// snapshot-save and cleanup-pod-file
+
+func snapshotSave(ctx context.Context, s *State) error {
+	if s.Out.SnapshotPath == "" {
+		s.Out.SnapshotPath = path.Join(s.Opts.Etcd.SnapshotDir, "hcpsnap-"+s.Run.RunID+".db")
+		if err := s.Save(ctx); err != nil {
+			return err
+		}
+	}
+	p := s.Out.SnapshotPath
+	var stderr bytes.Buffer
+	if err := s.exec(ctx, etcdctl(s, "snapshot", "save", p), nil, &stderr); err != nil {
+		return fmt.Errorf("etcdctl snapshot save %s: %w (%s)", p, err, firstLine(stderr.String()))
+	}
+	now := s.now().UTC()
+	s.Out.SnapshotSaveAt = &now
+	var stdout bytes.Buffer
+	stderr.Reset()
+	if err := s.exec(ctx, []string{s.Opts.Etcd.Etcdctl, "snapshot", "status", p, "-w", "json"}, &stdout, &stderr); err != nil {
+		return fmt.Errorf("etcdctl snapshot status %s: %w (%s)", p, err, firstLine(stderr.String()))
+	}
+	st := &SnapshotStatus{}
+	if err := json.Unmarshal(stdout.Bytes(), st); err != nil {
+		return fmt.Errorf("etcdctl snapshot status %s: unexpected output: %w", p, err)
+	}
+	s.Out.Snapshot = st
+	// The file is the bolt database followed by etcd's SHA-256 of it: read
+	// the size and that trailing hash now, so the upload can verify it and
+	// an identical object already in the bucket can be recognised.
+	stdout.Reset()
+	stderr.Reset()
+	script := `stat -c %s "$1" && tail -c 32 "$1" | od -An -v -tx1`
+	if err := s.exec(ctx, []string{"sh", "-c", script, "sh", p}, &stdout, &stderr); err != nil {
+		return fmt.Errorf("read size and hash of %s: %w (%s)", p, err, firstLine(stderr.String()))
+	}
+	size, sum, err := parseSizeAndHash(stdout.String())
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", p, err)
+	}
+	s.Out.SnapshotBytes, s.Out.EtcdSHA256 = size, sum
+	log(ctx).Info("snapshot saved", "path", p, "revision", st.Revision, "keys", st.TotalKey, "bytes", size)
+	return nil
+}
+
+// parseSizeAndHash reads `stat -c %s` followed by `od -An -tx1` of 32 bytes.
+func parseSizeAndHash(out string) (int64, string, error) {
+	lines := strings.SplitN(strings.TrimSpace(out), "\n", 2)
+	if len(lines) != 2 {
+		return 0, "", fmt.Errorf("unexpected output %q", out)
+	}
+	size, err := strconv.ParseInt(strings.TrimSpace(lines[0]), 10, 64)
+	if err != nil {
+		return 0, "", fmt.Errorf("unexpected size %q", lines[0])
+	}
+	sum := strings.Join(strings.Fields(lines[1]), "")
+	if len(sum) != 64 || size < 32 {
+		return 0, "", errors.New("file too short to be an etcd snapshot")
+	}
+	return size, sum, nil
+}
+
+func cleanupPodFile(ctx context.Context, s *State) error {
+	if s.Out.SnapshotPath == "" {
+		return nil
+	}
+	p := s.Out.SnapshotPath
+	var stderr bytes.Buffer
+	// etcdctl writes <path>.part and renames it: remove both.
+	if err := s.exec(ctx, []string{"rm", "-f", p, p + ".part"}, nil, &stderr); err != nil {
+		return fmt.Errorf("remove %s from pod %s/%s: %w (%s); remove it by hand with: oc exec -n %s %s -c %s -- rm -f %s",
+			p, s.Out.HCPNamespace, s.Opts.Member, err, firstLine(stderr.String()), s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container, p)
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------------------
+// helpers
+
+// objectKey places an object of this backup under prefix.
+func objectKey(prefix, cluster, timestamp, name string) string {
+	return strings.TrimPrefix(path.Join(prefix, cluster, timestamp, name), "/")
+}
+
+// exec runs cmd in the member's container; a nil buffer discards that stream.
+func (s *State) exec(ctx context.Context, cmd []string, stdout, stderr *bytes.Buffer) error {
+	var out, errw io.Writer = io.Discard, io.Discard
+	if stdout != nil {
+		out = stdout
+	}
+	if stderr != nil {
+		errw = stderr
+	}
+	return s.Clients.Exec.Exec(ctx, s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container, cmd, nil, out, errw)
+}
+
+// log returns the context's logger, which carries the step field.
+func log(ctx context.Context) *charmlog.Logger { return charmlog.FromContext(ctx) }
+
+func waitFor(ctx context.Context, s *State, what string, cond func(context.Context) (bool, error)) error {
+	timeout := s.Opts.WaitTimeout
+	if timeout <= 0 {
+		timeout = defaultWaitTimeout
+	}
+	err := wait.PollUntilContextTimeout(ctx, pollInterval, timeout, true, cond)
+	if err != nil && ctx.Err() == nil && wait.Interrupted(err) {
+		return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
+	}
+	if err != nil {
+		return fmt.Errorf("waiting for %s: %w", what, err)
+	}
+	return nil
+}
+
+func ignoreNotFound(err error) error {
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	return s
+}

@@ -1,0 +1,165 @@
+package steps
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/hcpsnap/hcpsnap/internal/fsutil"
+	"github.com/hcpsnap/hcpsnap/internal/version"
+	"github.com/hcpsnap/hcpsnap/manifest"
+)
+
+// ControlPlaneSecrets are the Secrets of the hosted control plane namespace
+// that HyperShift's own automated backup bundles with the AES key: without
+// them a restored etcd holds data signed by keys the new cluster lacks.
+var ControlPlaneSecrets = []string{"root-ca", "etcd-signer", "sa-signing-key"}
+
+// secretRef is a Secret the key bundle holds, with its role.
+type secretRef struct {
+	Namespace, Name, Role string
+	Required              bool
+}
+
+// keySecrets lists the Secrets of the key bundle: the AES keys named by the
+// HostedCluster (required when set) and the control plane's signing Secrets
+// (saved when present).
+func keySecrets(ctx context.Context, s *State) ([]secretRef, error) {
+	hc, err := s.Clients.HyperShift.GetHostedCluster(ctx, s.Opts.Namespace, s.Opts.Cluster)
+	if err != nil {
+		return nil, err
+	}
+	var refs []secretRef
+	if enc := hc.Spec.SecretEncryption; enc != nil && enc.AESCBC != nil {
+		refs = append(refs, secretRef{s.Opts.Namespace, enc.AESCBC.ActiveKey.Name, manifest.RoleActiveKey, true})
+		if enc.AESCBC.BackupKey != nil && enc.AESCBC.BackupKey.Name != "" {
+			refs = append(refs, secretRef{s.Opts.Namespace, enc.AESCBC.BackupKey.Name, manifest.RoleBackupKey, true})
+		}
+	}
+	for _, n := range ControlPlaneSecrets {
+		refs = append(refs, secretRef{s.Out.HCPNamespace, n, manifest.RoleControlPlane, false})
+	}
+	return refs, nil
+}
+
+func saveKeys(ctx context.Context, s *State) error {
+	refs, err := keySecrets(ctx, s)
+	if err != nil {
+		return err
+	}
+	if len(refs) == 0 || refs[0].Role != manifest.RoleActiveKey {
+		log(ctx).Warn("the HostedCluster has no aescbc secretEncryption: the key bundle holds no AES key")
+	}
+	var secrets []corev1.Secret
+	s.Out.SecretsSaved = nil
+	for _, ref := range refs {
+		sec, err := s.Clients.Kube.CoreV1().Secrets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) && !ref.Required {
+			log(ctx).Warn("Secret not found; not saved", "secret", ref.Namespace+"/"+ref.Name)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read Secret %s/%s: %w", ref.Namespace, ref.Name, err)
+		}
+		if sec.Annotations == nil {
+			sec.Annotations = map[string]string{}
+		}
+		sec.Annotations[manifest.RoleAnnotation] = ref.Role
+		secrets = append(secrets, *sec)
+		s.Out.SecretsSaved = append(s.Out.SecretsSaved, ref.Namespace+"/"+ref.Name)
+	}
+	data, err := json.MarshalIndent(manifest.NewKeyBundle(secrets), "", "  ")
+	if err != nil {
+		return err
+	}
+	if s.Opts.KeyOut != "" {
+		p, err := filepath.Abs(s.Opts.KeyOut)
+		if err != nil {
+			return err
+		}
+		if err := fsutil.WriteFileAtomic(p, data, 0o600); err != nil {
+			return fmt.Errorf("--key-out: %w", err)
+		}
+		s.Out.KeyBundleFile = p
+		log(ctx).Info("key bundle written", "file", p, "secrets", len(secrets))
+		return nil
+	}
+	key := objectKey(s.Opts.KeyPrefix, s.Opts.Cluster, s.Out.Timestamp, keyBundleObjectName)
+	err = s.Clients.Store.Put(ctx, key, data, PutOptions{
+		ContentType: "application/json",
+		SSE:         s.Opts.SSE,
+		SSEKMSKeyID: s.Opts.SSEKMSKeyID,
+		Metadata:    map[string]string{MetaRunID: s.Run.RunID},
+	})
+	if err != nil {
+		return fmt.Errorf("store key bundle %s: %w", key, err)
+	}
+	s.Out.KeyBundleKey = key
+	log(ctx).Info("key bundle stored", "key", key, "secrets", len(secrets), "sse", s.Opts.SSE)
+	return nil
+}
+
+// BuildManifest returns the manifest of the run's backup from its outputs.
+func BuildManifest(s *State) *manifest.Manifest {
+	o := s.Out
+	m := &manifest.Manifest{
+		SchemaVersion:    manifest.SchemaVersion,
+		RunID:            s.Run.RunID,
+		Cluster:          s.Opts.Cluster,
+		Namespace:        s.Opts.Namespace,
+		HCPNamespace:     o.HCPNamespace,
+		InfraID:          o.InfraID,
+		OpenShiftVersion: o.OpenShiftVersion,
+		Online:           s.Opts.Online,
+		Snapshot:         manifest.Object{Bucket: s.Opts.Bucket, Key: o.ObjectKey, Size: o.SnapshotBytes, SHA256: o.SHA256},
+		KeyBundle: manifest.KeyBundle{Bucket: s.Opts.Bucket, Key: o.KeyBundleKey, File: o.KeyBundleFile,
+			SSE: s.Opts.SSE, Secrets: o.SecretsSaved},
+		Times: manifest.Times{Started: s.Run.StartedAt, SnapshotSaved: o.SnapshotSaveAt, DowntimeStart: o.DowntimeStart,
+			DowntimeEnd: o.DowntimeEnd, Uploaded: o.UploadEnd, Finished: s.now().UTC()},
+		DowntimeSeconds: durationSeconds(o.DowntimeStart, o.DowntimeEnd),
+		HCPSnapVersion:  version.Get().Version,
+	}
+	if o.KeyBundleFile != "" {
+		m.KeyBundle.Bucket, m.KeyBundle.SSE = "", ""
+	}
+	if o.Snapshot != nil {
+		m.Etcd = manifest.Etcd{Member: s.Opts.Member, Revision: o.Snapshot.Revision, TotalKeys: o.Snapshot.TotalKey,
+			TotalSize: o.Snapshot.TotalSize, Hash: o.Snapshot.Hash, SHA256: o.EtcdSHA256}
+	}
+	return m
+}
+
+func writeManifest(ctx context.Context, s *State) error {
+	if s.Out.ObjectKey == "" || s.Out.SHA256 == "" {
+		return fmt.Errorf("no uploaded snapshot recorded: upload-snapshot has not completed in this run")
+	}
+	m := BuildManifest(s)
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	key := objectKey(s.Opts.Prefix, s.Opts.Cluster, s.Out.Timestamp, manifestObjectName)
+	if err := s.Clients.Store.Put(ctx, key, append(data, '\n'), PutOptions{ContentType: "application/json"}); err != nil {
+		return fmt.Errorf("store manifest %s: %w", key, err)
+	}
+	s.Out.ManifestKey = key
+	return nil
+}
+
+// keyBundleDestination describes where the key bundle goes, for plans.
+func keyBundleDestination(s *State) string {
+	if s.Opts.KeyOut != "" {
+		return "local file " + s.Opts.KeyOut + " (mode 0600)"
+	}
+	sse := s.Opts.SSE
+	if sse == "" {
+		sse = "the bucket's default encryption"
+	}
+	return fmt.Sprintf("s3://%s/%s (server-side encryption: %s)", s.Opts.Bucket,
+		objectKey(s.Opts.KeyPrefix, s.Opts.Cluster, s.Out.Timestamp, keyBundleObjectName), sse)
+}

@@ -1,0 +1,187 @@
+package steps
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+)
+
+// Options are what the user asked for, as the steps need it. The command
+// fills it from flags and validates it before any step runs.
+type Options struct {
+	Cluster   string
+	Namespace string
+	// Bucket, Prefix and KeyPrefix place the objects:
+	// <Prefix>/<cluster>/<timestamp>/snapshot.db and manifest.json,
+	// <KeyPrefix>/<cluster>/<timestamp>/key-bundle.json.
+	Bucket    string
+	Prefix    string
+	KeyPrefix string
+	// Member is the etcd pod to snapshot (etcd-0); Container its container.
+	Member    string
+	Container string
+	// Deployments are scaled down while the snapshot is taken.
+	Deployments []string
+	// PauseTimeout is how long from now the pause deadline lies.
+	PauseTimeout time.Duration
+	// WaitTimeout bounds each wait for the cluster (pause seen, pods gone, available).
+	WaitTimeout time.Duration
+	// Online skips the pause and the scaling: etcd snapshots are consistent
+	// without downtime.
+	Online    bool
+	SkipSteps []string
+	// Etcd says how to reach the member from inside its pod.
+	Etcd EtcdOptions
+	// KeyOut, when set, writes the key bundle to this local file (0600)
+	// instead of the bucket.
+	KeyOut string
+	// SSE and SSEKMSKeyID choose the server-side encryption of the key bundle.
+	SSE         string
+	SSEKMSKeyID string
+}
+
+// EtcdOptions are the runbook's etcdctl settings; an empty CACert is detected.
+type EtcdOptions struct {
+	Etcdctl     string
+	Endpoint    string
+	CACert      string
+	Cert        string
+	Key         string
+	SnapshotDir string
+}
+
+// The runbook's defaults. The CA moved in OCP 4.12; the old path is the fallback.
+const (
+	DefaultEtcdctl     = "/usr/bin/etcdctl"
+	DefaultEndpoint    = "localhost:2379"
+	CACertPath         = "/etc/etcd/tls/etcd-ca/ca.crt"
+	LegacyCACertPath   = "/etc/etcd/tls/client/etcd-client-ca.crt"
+	DefaultClientCert  = "/etc/etcd/tls/client/etcd-client.crt"
+	DefaultClientKey   = "/etc/etcd/tls/client/etcd-client.key"
+	DefaultSnapshotDir = "/var/lib/data"
+)
+
+// DefaultDeployments are the API servers the runbook scales to zero.
+var DefaultDeployments = []string{"kube-apiserver", "openshift-apiserver", "openshift-oauth-apiserver"}
+
+// Original is a recorded value that may have been absent.
+type Original struct {
+	Present bool   `json:"present"`
+	Value   string `json:"value,omitempty"`
+}
+
+// SnapshotStatus is what `etcdctl snapshot status -w json` reports.
+type SnapshotStatus struct {
+	Hash      uint32 `json:"hash"`
+	Revision  int64  `json:"revision"`
+	TotalKey  int64  `json:"totalKey"`
+	TotalSize int64  `json:"totalSize"`
+}
+
+// Outputs are the values steps record: originals before a change, results
+// after. They are the run file's "outputs", so a resumed run and an undo see
+// exactly what the interrupted run saw.
+type Outputs struct {
+	HCPNamespace     string `json:"hcpNamespace,omitempty"`
+	InfraID          string `json:"infraID,omitempty"`
+	OpenShiftVersion string `json:"openshiftVersion,omitempty"`
+	// Timestamp names the backup's objects (UTC, 20060102T150405Z).
+	Timestamp string `json:"timestamp,omitempty"`
+
+	PausedUntil *Original        `json:"pausedUntil,omitempty"`
+	PauseUntil  string           `json:"pauseDeadline,omitempty"`
+	Replicas    map[string]int32 `json:"replicas,omitempty"`
+
+	CACert         string          `json:"caCert,omitempty"`
+	SnapshotPath   string          `json:"snapshotPath,omitempty"`
+	Snapshot       *SnapshotStatus `json:"snapshot,omitempty"`
+	SnapshotBytes  int64           `json:"snapshotBytes,omitempty"`
+	EtcdSHA256     string          `json:"etcdSHA256,omitempty"`
+	SHA256         string          `json:"sha256,omitempty"`
+	ObjectKey      string          `json:"objectKey,omitempty"`
+	ManifestKey    string          `json:"manifestKey,omitempty"`
+	KeyBundleKey   string          `json:"keyBundleKey,omitempty"`
+	KeyBundleFile  string          `json:"keyBundleFile,omitempty"`
+	UploadID       string          `json:"uploadID,omitempty"`
+	UploadReused   bool            `json:"uploadReused,omitempty"`
+	DowntimeStart  *time.Time      `json:"downtimeStart,omitempty"`
+	DowntimeEnd    *time.Time      `json:"downtimeEnd,omitempty"`
+	UploadStart    *time.Time      `json:"uploadStart,omitempty"`
+	UploadEnd      *time.Time      `json:"uploadEnd,omitempty"`
+	SecretsSaved   []string        `json:"secretsSaved,omitempty"`
+	SnapshotSaveAt *time.Time      `json:"snapshotSavedAt,omitempty"`
+}
+
+// Clients are the narrow ways steps reach the outside world.
+type Clients struct {
+	// Kube reads and scales Deployments, reads pods and Secrets.
+	Kube kubernetes.Interface
+	// HyperShift reads and patches HostedClusters and reads HostedControlPlanes.
+	HyperShift HyperShift
+	// Exec runs commands in pods.
+	Exec Executor
+	// Store holds the backups.
+	Store Store
+}
+
+// Executor runs a command in a container of a pod, as `kubectl exec` does.
+// A non-zero exit status is returned as an error that names it.
+type Executor interface {
+	Exec(ctx context.Context, namespace, pod, container string, cmd []string, stdin io.Reader, stdout, stderr io.Writer) error
+}
+
+// ObjectInfo describes an object in the store.
+type ObjectInfo struct {
+	Key      string
+	Size     int64
+	Metadata map[string]string
+}
+
+// UploadOptions tune a streamed multipart upload.
+type UploadOptions struct {
+	// Metadata is stored with the object (x-amz-meta-*).
+	Metadata map[string]string
+	// OnPart is called after each part is stored with the bytes stored so far.
+	OnPart func(done int64)
+	// OnCreate is called with the upload ID once the upload exists, so that
+	// it can be recorded (and aborted after a crash) before any data moves.
+	OnCreate func(uploadID string)
+}
+
+// UploadResult is what a completed upload produced.
+type UploadResult struct {
+	Size   int64
+	SHA256 string // hex SHA-256 of all bytes read
+	ETag   string
+}
+
+// PutOptions tune the upload of a small object.
+type PutOptions struct {
+	ContentType string
+	Metadata    map[string]string
+	// SSE is "", "AES256" or "aws:kms"; SSEKMSKeyID selects the KMS key.
+	SSE         string
+	SSEKMSKeyID string
+}
+
+// Store is what the backup needs of an S3 bucket. Keys are relative to the
+// bucket the store was opened on.
+type Store interface {
+	// CheckWritable proves the bucket exists and accepts writes under prefix.
+	CheckWritable(ctx context.Context, prefix string) error
+	// Head returns the object's info, or ok=false when it does not exist.
+	Head(ctx context.Context, key string) (info ObjectInfo, ok bool, err error)
+	// Upload streams r into key with a multipart upload whose parts carry
+	// SHA-256 checksums that the server verifies; memory is bounded by part
+	// size times concurrency. Any error, including one r returns, aborts the
+	// multipart upload.
+	Upload(ctx context.Context, key string, r io.Reader, opts UploadOptions) (UploadResult, error)
+	// Put stores a small object in one request.
+	Put(ctx context.Context, key string, data []byte, opts PutOptions) error
+	// Get streams an object.
+	Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error)
+	// AbortUploads aborts every unfinished multipart upload of key.
+	AbortUploads(ctx context.Context, key string) error
+}

@@ -1,0 +1,201 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// The plans below describe each step for the --dry-run runbook. They read
+// the real cluster to show real values and record what later plans need in
+// the in-memory outputs, but change nothing: a dry run has no Saver and its
+// clients refuse writes.
+
+func planPreflight(ctx context.Context, s *State) (Plan, error) {
+	hc, err := inspect(ctx, s)
+	if err != nil {
+		return Plan{}, err
+	}
+	if err := checkPausedUntil(hc.Spec.PausedUntil); err != nil {
+		return Plan{}, err
+	}
+	pod, err := s.Clients.Kube.CoreV1().Pods(s.Out.HCPNamespace).Get(ctx, s.Opts.Member, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return Plan{}, fmt.Errorf("etcd pod %s not found in namespace %s: choose a member with --member", s.Opts.Member, s.Out.HCPNamespace)
+	}
+	if err != nil {
+		return Plan{}, err
+	}
+	if err := checkMemberPod(pod, s.Opts.Container); err != nil {
+		return Plan{}, err
+	}
+	s.Out.CACert = detectCACert(pod, s.Opts)
+	version := s.Out.OpenShiftVersion
+	if version == "" {
+		version = "unknown"
+	}
+	p := Plan{Actions: []string{
+		fmt.Sprintf("HostedCluster %s/%s has managed etcd (infraID %s, OpenShift %s)", s.Opts.Namespace, s.Opts.Cluster, s.Out.InfraID, version),
+		fmt.Sprintf("etcd member %s/%s (container %s) is Running and Ready; CA file %s", s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container, s.Out.CACert),
+		fmt.Sprintf("check that %s has room for the snapshot and that bucket %s accepts writes under %q", s.Opts.Etcd.SnapshotDir, s.Opts.Bucket, s.Opts.Prefix),
+	}, Commands: []string{
+		fmt.Sprintf("oc get hostedcluster -n %s %s -o jsonpath='{.spec.etcd.managementType}'", s.Opts.Namespace, s.Opts.Cluster),
+		fmt.Sprintf("oc get pod -n %s %s", s.Out.HCPNamespace, s.Opts.Member),
+		s.ocExec(etcdctl(s, "endpoint", "health")...),
+		s.ocExec("df", "-h", s.Opts.Etcd.SnapshotDir),
+		fmt.Sprintf("aws s3 ls s3://%s/%s", s.Opts.Bucket, s.Opts.Prefix),
+	}}
+	if !s.Opts.Online {
+		p.Commands = append(p.Commands, fmt.Sprintf("oc get deployment -n %s %s", s.Out.HCPNamespace, strings.Join(s.Opts.Deployments, " ")))
+	}
+	return p, nil
+}
+
+func planPause(ctx context.Context, s *State) (Plan, error) {
+	hc, err := s.Clients.HyperShift.GetHostedCluster(ctx, s.Opts.Namespace, s.Opts.Cluster)
+	if err != nil {
+		return Plan{}, err
+	}
+	cur := "absent"
+	s.Out.PausedUntil = &Original{}
+	if hc.Spec.PausedUntil != nil {
+		cur = fmt.Sprintf("%q", *hc.Spec.PausedUntil)
+		s.Out.PausedUntil = &Original{Present: true, Value: *hc.Spec.PausedUntil}
+	}
+	deadline := fmt.Sprintf("<now + %s>", s.Opts.PauseTimeout)
+	return Plan{Actions: []string{
+		fmt.Sprintf("record spec.pausedUntil of HostedCluster %s/%s (now %s)", s.Opts.Namespace, s.Opts.Cluster, cur),
+		fmt.Sprintf("set it to the RFC3339 time %s, so that reconciliation resumes by itself if hcpsnap is lost", deadline),
+		fmt.Sprintf("wait until HostedControlPlane %s/%s shows the same value", s.Out.HCPNamespace, s.Opts.Cluster),
+	}, Commands: []string{
+		fmt.Sprintf(`oc patch hostedcluster -n %s %s --type=merge -p '{"spec":{"pausedUntil":"'"$(date -u -d '+%d seconds' +%%Y-%%m-%%dT%%H:%%M:%%SZ)"'"}}'`,
+			s.Opts.Namespace, s.Opts.Cluster, int(s.Opts.PauseTimeout.Seconds())),
+		fmt.Sprintf("oc get hostedcontrolplane -n %s %s -o jsonpath='{.spec.pausedUntil}'", s.Out.HCPNamespace, s.Opts.Cluster),
+	}}, nil
+}
+
+func planScaleDown(ctx context.Context, s *State) (Plan, error) {
+	s.Out.Replicas = map[string]int32{}
+	var actions []string
+	for _, name := range s.Opts.Deployments {
+		scale, err := s.Clients.Kube.AppsV1().Deployments(s.Out.HCPNamespace).GetScale(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return Plan{}, fmt.Errorf("Deployment %s/%s: %w", s.Out.HCPNamespace, name, err)
+		}
+		s.Out.Replicas[name] = scale.Spec.Replicas
+		actions = append(actions, fmt.Sprintf("record %s replicas (%d) and scale it to 0", name, scale.Spec.Replicas))
+	}
+	actions = append(actions, "wait until their pods are gone: the hosted cluster's API is down from here")
+	return Plan{Actions: actions, Commands: []string{
+		fmt.Sprintf("oc scale deployment -n %s %s --replicas=0", s.Out.HCPNamespace, strings.Join(s.Opts.Deployments, " ")),
+		fmt.Sprintf("oc wait pod -n %s --for=delete -l 'app in (%s)' --timeout=%s", s.Out.HCPNamespace, strings.Join(s.Opts.Deployments, ","), s.waitTimeout()),
+	}}, nil
+}
+
+func planSnapshotSave(_ context.Context, s *State) (Plan, error) {
+	p := s.Opts.Etcd.SnapshotDir + "/hcpsnap-" + s.Run.RunID + ".db"
+	s.Out.SnapshotPath = p
+	return Plan{Actions: []string{
+		fmt.Sprintf("save a snapshot of member %s to %s inside the pod", s.Opts.Member, p),
+		"record its revision, key count, size and hash, and etcd's trailing SHA-256",
+	}, Commands: []string{
+		s.ocExec(append([]string{"env", "ETCDCTL_API=3"}, etcdctl(s, "snapshot", "save", p)...)...),
+		s.ocExec(s.Opts.Etcd.Etcdctl, "snapshot", "status", p, "-w", "table"),
+	}}, nil
+}
+
+func planScaleUp(_ context.Context, s *State) (Plan, error) {
+	byCount := map[int32][]string{}
+	var actions []string
+	for _, name := range s.Opts.Deployments {
+		n := s.Out.Replicas[name]
+		byCount[n] = append(byCount[n], name)
+		actions = append(actions, fmt.Sprintf("scale %s back to %d and wait until it is available", name, n))
+	}
+	counts := make([]int, 0, len(byCount))
+	for n := range byCount {
+		counts = append(counts, int(n))
+	}
+	sort.Ints(counts)
+	var cmds []string
+	for _, n := range counts {
+		cmds = append(cmds, fmt.Sprintf("oc scale deployment -n %s %s --replicas=%d", s.Out.HCPNamespace, strings.Join(byCount[int32(n)], " "), n))
+	}
+	for _, name := range s.Opts.Deployments {
+		cmds = append(cmds, fmt.Sprintf("oc rollout status deployment -n %s %s --timeout=%s", s.Out.HCPNamespace, name, s.waitTimeout()))
+	}
+	actions = append(actions, "the API is back: the downtime ends here, before the upload")
+	return Plan{Actions: actions, Commands: cmds}, nil
+}
+
+func planResume(_ context.Context, s *State) (Plan, error) {
+	o := s.Out.PausedUntil
+	if o == nil || !o.Present {
+		return Plan{Actions: []string{"remove spec.pausedUntil (it was absent)"}, Commands: []string{
+			fmt.Sprintf(`oc patch hostedcluster -n %s %s --type=merge -p '{"spec":{"pausedUntil":null}}'`, s.Opts.Namespace, s.Opts.Cluster),
+		}}, nil
+	}
+	return Plan{Actions: []string{fmt.Sprintf("set spec.pausedUntil back to %q", o.Value)}, Commands: []string{
+		fmt.Sprintf(`oc patch hostedcluster -n %s %s --type=merge -p '{"spec":{"pausedUntil":%q}}'`, s.Opts.Namespace, s.Opts.Cluster, o.Value),
+	}}, nil
+}
+
+func planUpload(_ context.Context, s *State) (Plan, error) {
+	key := objectKey(s.Opts.Prefix, s.Opts.Cluster, s.Out.Timestamp, snapshotObjectName)
+	return Plan{Actions: []string{
+		fmt.Sprintf("stream %s out of the pod into s3://%s/%s with a SigV4 multipart upload (per-part SHA-256 checked by S3)", s.Out.SnapshotPath, s.Opts.Bucket, key),
+		"verify etcd's trailing SHA-256 while streaming; abort the upload on any error; skip it if the same snapshot is already there",
+	}, Commands: []string{
+		s.ocExec("cat", s.Out.SnapshotPath) + fmt.Sprintf(" | aws s3 cp - s3://%s/%s --checksum-algorithm SHA256", s.Opts.Bucket, key),
+	}}, nil
+}
+
+func planSaveKeys(ctx context.Context, s *State) (Plan, error) {
+	refs, err := keySecrets(ctx, s)
+	if err != nil {
+		return Plan{}, err
+	}
+	var actions, cmds []string
+	for _, r := range refs {
+		_, err := s.Clients.Kube.CoreV1().Secrets(r.Namespace).Get(ctx, r.Name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err) && !r.Required:
+			actions = append(actions, fmt.Sprintf("skip Secret %s/%s (%s): not found", r.Namespace, r.Name, r.Role))
+			continue
+		case apierrors.IsNotFound(err):
+			return Plan{}, fmt.Errorf("Secret %s/%s named by the HostedCluster's secretEncryption not found", r.Namespace, r.Name)
+		case err != nil:
+			return Plan{}, err
+		}
+		actions = append(actions, fmt.Sprintf("save Secret %s/%s (%s)", r.Namespace, r.Name, r.Role))
+		cmds = append(cmds, fmt.Sprintf("oc get secret -n %s %s -o json", r.Namespace, r.Name))
+	}
+	actions = append(actions, "to "+keyBundleDestination(s)+"; values are never printed")
+	return Plan{Actions: actions, Commands: cmds}, nil
+}
+
+func planCleanupPodFile(_ context.Context, s *State) (Plan, error) {
+	return Plan{Actions: []string{fmt.Sprintf("remove %s from pod %s (also after a failure)", s.Out.SnapshotPath, s.Opts.Member)},
+		Commands: []string{s.ocExec("rm", "-f", s.Out.SnapshotPath)}}, nil
+}
+
+func planWriteManifest(_ context.Context, s *State) (Plan, error) {
+	key := objectKey(s.Opts.Prefix, s.Opts.Cluster, s.Out.Timestamp, manifestObjectName)
+	return Plan{Actions: []string{fmt.Sprintf("write s3://%s/%s: cluster, infraID, OpenShift version, etcd revision/keys/size/hash, SHA-256, object keys, times, downtime", s.Opts.Bucket, key)}}, nil
+}
+
+// ocExec renders an `oc exec` into the member's container.
+func (s *State) ocExec(cmd ...string) string {
+	return fmt.Sprintf("oc exec -n %s %s -c %s -- %s", s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container, strings.Join(cmd, " "))
+}
+
+func (s *State) waitTimeout() string {
+	if s.Opts.WaitTimeout > 0 {
+		return s.Opts.WaitTimeout.String()
+	}
+	return defaultWaitTimeout.String()
+}
