@@ -1,0 +1,381 @@
+package restore
+
+import (
+	"fmt"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Options say what to restore into the render.
+type Options struct {
+	// HostedCluster picks the HostedCluster to patch, as "name" or
+	// "namespace/name"; it is required when the render holds several.
+	HostedCluster string
+	// SnapshotURL is the presigned GET URL of the snapshot. It is a secret:
+	// anyone holding it can read the whole etcd until it expires, so it never
+	// appears in an error or in the Report.
+	SnapshotURL string
+	// Secrets are the key bundle's Secrets, as manifest.DecodeKeyBundle
+	// returns them, each with its hcpsnap.io/role annotation.
+	Secrets []corev1.Secret
+	// Force replaces a restoreSnapshotURL the HostedCluster already has.
+	Force bool
+}
+
+// Report says what Patch changed, for the user. It holds names only: never
+// a secret value, never the URL.
+type Report struct {
+	// HostedCluster is the patched HostedCluster, as namespace/name.
+	HostedCluster string
+	// EncryptionSecret is the Secret named by
+	// spec.secretEncryption.aescbc.activeKey, as namespace/name.
+	EncryptionSecret string
+	// EncryptionKeyAction is what happened to that Secret's data key "key":
+	// "added" (the Secret was created), "set" (the render's Secret had no
+	// key), "replaced" (the render's differing key was replaced, which is the
+	// usual case as the hypershift CLI renders a fresh random key) or
+	// "unchanged".
+	EncryptionKeyAction string
+	// BackupKeySecret and BackupKeyAction are the same for
+	// spec.secretEncryption.aescbc.backupKey; empty when it was not handled.
+	BackupKeySecret string
+	BackupKeyAction string
+	// AddedNamespace is the control plane namespace, when a Namespace
+	// document was added for the control plane Secrets: they cannot be
+	// applied before it exists, and the HyperShift operator adopts it.
+	AddedNamespace string
+	// AddedSecrets are the other Secrets of the bundle added to the render
+	// (namespace/name), in the new control plane namespace.
+	AddedSecrets []string
+	// ReplacedURL is true when an existing restoreSnapshotURL was replaced
+	// (Options.Force).
+	ReplacedURL bool
+	// Warnings are things the user should know that did not stop the patch.
+	Warnings []string
+}
+
+// Key actions of Report.EncryptionKeyAction and Report.BackupKeyAction.
+const (
+	KeyAdded     = "added"
+	KeySet       = "set"
+	KeyReplaced  = "replaced"
+	KeyUnchanged = "unchanged"
+)
+
+// The HyperShift names this patcher relies on.
+const (
+	hostedClusterAPIVersion = "hypershift.openshift.io/v1beta1"
+	hostedClusterKind       = "HostedCluster"
+	// aesKeyDataKey is the data key of the AES-CBC key Secret
+	// (hyperv1.AESCBCKeySecretKey).
+	aesKeyDataKey = "key"
+	// maxURLLength is the CRD's maxLength of a restoreSnapshotURL item.
+	maxURLLength = 1024
+)
+
+// object is one Kubernetes object of the render: a document, or an item of
+// a List document.
+type object struct {
+	node *yaml.Node // the object's mapping
+	seg  *segment   // the document that holds it; nil for an added one
+	item int        // 1-based index in the List's items, 0 for a document
+
+	apiVersion, kind, name, namespace string
+}
+
+func (o *object) ref() string { return o.namespace + "/" + o.name }
+
+// where names the object's place in the render, for messages.
+func (o *object) where() string {
+	if o.seg == nil {
+		return "added by hcpsnap"
+	}
+	if o.item > 0 {
+		return fmt.Sprintf("render document %d item %d", o.seg.num, o.item)
+	}
+	return fmt.Sprintf("render document %d", o.seg.num)
+}
+
+// patcher holds the parsed render while Patch edits it.
+type patcher struct {
+	segs    []segment
+	objects []*object
+	list    *yaml.Node   // the items of the only document, when it is a List: new objects go there
+	added   []*yaml.Node // new documents, when the render is a stream
+	rep     Report
+}
+
+// Patch rewrites a render of `hypershift create cluster ... --render` (a
+// stream of YAML documents, or one List) so that the HostedCluster restores
+// the snapshot at opts.SnapshotURL with the key bundle's encryption key, and
+// returns the new render and what changed. Documents it does not change are
+// returned byte for byte. Every error is one line that says what is wrong
+// with the input and how to go on, and holds neither the URL nor a secret.
+func Patch(render []byte, opts Options) (out []byte, rep Report, err error) {
+	r := newRedactor(opts)
+	defer func() {
+		if err != nil {
+			out, rep, err = nil, Report{}, r.error(err)
+		} else {
+			rep = r.report(rep)
+		}
+	}()
+	if err := checkURL(opts.SnapshotURL); err != nil {
+		return nil, Report{}, err
+	}
+	segs, err := parseStream(render)
+	if err != nil {
+		return nil, Report{}, err
+	}
+	p := &patcher{segs: segs}
+	p.collect()
+	hc, err := p.pickHostedCluster(opts.HostedCluster)
+	if err != nil {
+		return nil, Report{}, err
+	}
+	p.rep.HostedCluster = hc.ref()
+	enc, err := p.checkHostedCluster(hc, opts)
+	if err != nil {
+		return nil, Report{}, err
+	}
+	b, err := readBundle(opts.Secrets)
+	if err != nil {
+		return nil, Report{}, err
+	}
+	p.setRestoreURL(hc, opts.SnapshotURL)
+	if err := p.restoreKeys(hc, enc, b); err != nil {
+		return nil, Report{}, err
+	}
+	p.addControlPlaneSecrets(hc, b)
+	if out, err = joinStream(p.segs, p.added); err != nil {
+		return nil, Report{}, err
+	}
+	return out, p.rep, nil
+}
+
+// checkURL refuses a URL the HostedCluster CRD or the YAML would not carry
+// as given, without quoting it.
+func checkURL(u string) error {
+	switch {
+	case u == "":
+		return fmt.Errorf("no snapshot URL: presign the snapshot object of the backup and pass its URL")
+	case len(u) > maxURLLength:
+		return fmt.Errorf("the presigned snapshot URL is %d characters, the HostedCluster CRD allows %d: presign it with credentials that need no session token (the token makes the URL long), or serve the snapshot from a shorter URL",
+			len(u), maxURLLength)
+	case !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://"):
+		return fmt.Errorf("the snapshot URL is not an http(s) URL: pass the presigned GET URL of the snapshot")
+	case strings.IndexFunc(u, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0:
+		return fmt.Errorf("the snapshot URL holds blanks or control characters: pass the presigned URL as it was issued")
+	}
+	return nil
+}
+
+// collect lists the render's objects, looking into List documents.
+func (p *patcher) collect() {
+	docs := 0
+	var onlyList *yaml.Node
+	for i := range p.segs {
+		s := &p.segs[i]
+		if s.doc == nil {
+			continue
+		}
+		docs++
+		root := resolve(s.doc.Content[0])
+		if !isMap(root) {
+			continue
+		}
+		if str(get(root, "kind")) == "List" && str(get(root, "apiVersion")) == "v1" {
+			items := get(root, "items")
+			if isNull(items) {
+				items = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+				set(root, "items", items)
+			}
+			if items.Kind != yaml.SequenceNode {
+				continue
+			}
+			onlyList = items
+			for j, it := range items.Content {
+				if it = resolve(it); isMap(it) {
+					p.objects = append(p.objects, newObject(it, s, j+1))
+				}
+			}
+			continue
+		}
+		p.objects = append(p.objects, newObject(root, s, 0))
+	}
+	if docs == 1 && onlyList != nil {
+		p.list = onlyList
+	}
+}
+
+func newObject(n *yaml.Node, s *segment, item int) *object {
+	md := get(n, "metadata")
+	return &object{node: n, seg: s, item: item,
+		apiVersion: str(get(n, "apiVersion")), kind: str(get(n, "kind")),
+		name: str(get(md, "name")), namespace: str(get(md, "namespace"))}
+}
+
+// find returns the object of that kind, namespace and name, or nil.
+func (p *patcher) find(apiVersion, kind, namespace, name string) *object {
+	for _, o := range p.objects {
+		if o.apiVersion == apiVersion && o.kind == kind && o.namespace == namespace && o.name == name {
+			return o
+		}
+	}
+	return nil
+}
+
+// add appends a new object to the render: into the List, or as a document.
+func (p *patcher) add(n *yaml.Node, namespace, name string) {
+	if p.list != nil {
+		p.list.Content = append(p.list.Content, n)
+		for i := range p.segs {
+			if p.segs[i].doc != nil {
+				p.segs[i].changed = true
+			}
+		}
+	} else {
+		p.added = append(p.added, n)
+	}
+	p.objects = append(p.objects, &object{node: n, apiVersion: str(get(n, "apiVersion")), kind: str(get(n, "kind")),
+		namespace: namespace, name: name})
+}
+
+// pickHostedCluster returns the HostedCluster to patch.
+func (p *patcher) pickHostedCluster(want string) (*object, error) {
+	var hcs []*object
+	for _, o := range p.objects {
+		if o.apiVersion == hostedClusterAPIVersion && o.kind == hostedClusterKind {
+			hcs = append(hcs, o)
+		}
+	}
+	if len(hcs) == 0 {
+		return nil, fmt.Errorf("the render holds no HostedCluster (%s): pass the output of `hypershift create cluster <platform> ... --render`",
+			hostedClusterAPIVersion)
+	}
+	if want == "" && len(hcs) == 1 {
+		return hcs[0], nil
+	}
+	var match []*object
+	for _, o := range hcs {
+		if want == o.name || want == o.ref() {
+			match = append(match, o)
+		}
+	}
+	if len(match) == 1 {
+		return match[0], nil
+	}
+	names := quotedRefs(hcs)
+	switch {
+	case want == "":
+		return nil, fmt.Errorf("the render holds %d HostedClusters (%s): name the one to restore into", len(hcs), names)
+	case len(match) > 1:
+		return nil, fmt.Errorf("the render holds several HostedClusters named %q (%s): name the one to restore into as namespace/name",
+			want, names)
+	default:
+		return nil, fmt.Errorf("the render holds no HostedCluster %q, only %s: name one of them", want, names)
+	}
+}
+
+// quotedRefs lists objects as quoted namespace/name, at most ten of them.
+func quotedRefs(objs []*object) string {
+	var b strings.Builder
+	for i, o := range objs {
+		if i == 10 {
+			fmt.Fprintf(&b, " and %d more", len(objs)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%q", o.ref())
+	}
+	return b.String()
+}
+
+// encryption is what the HostedCluster says about its AES-CBC keys.
+type encryption struct {
+	activeKey, backupKey string // Secret names in the HostedCluster's namespace
+}
+
+// checkHostedCluster refuses a HostedCluster the restore cannot work with,
+// before anything is changed.
+func (p *patcher) checkHostedCluster(hc *object, opts Options) (encryption, error) {
+	id := fmt.Sprintf("HostedCluster %q (%s)", hc.ref(), hc.where())
+	if hc.name == "" || hc.namespace == "" {
+		return encryption{}, fmt.Errorf("%s has no metadata.name or metadata.namespace: the Secrets it needs are namespaced, render it with both", id)
+	}
+	spec := get(hc.node, "spec")
+	if !isMap(spec) {
+		return encryption{}, fmt.Errorf("%s has no spec: render it again with `hypershift create cluster <platform> ... --render`", id)
+	}
+	if etcd := get(spec, "etcd"); !isNull(etcd) {
+		if !isMap(etcd) {
+			return encryption{}, fmt.Errorf("%s: spec.etcd is not a mapping: fix the render", id)
+		}
+		if mt := str(get(etcd, "managementType")); mt != "Managed" {
+			return encryption{}, fmt.Errorf("%s: spec.etcd.managementType is %q, not Managed: HyperShift restores a snapshot only into the etcd it manages; render the cluster with managed etcd",
+				id, mt)
+		}
+		if !isMap(path(etcd, "managed", "storage")) {
+			return encryption{}, fmt.Errorf("%s: spec.etcd.managed.storage is missing: the CRD requires it for Managed etcd; render the cluster again", id)
+		}
+		if u := path(etcd, "managed", "storage", "restoreSnapshotURL"); hasURL(u) && !opts.Force {
+			return encryption{}, fmt.Errorf("%s already has a spec.etcd.managed.storage.restoreSnapshotURL: render the cluster again, or use --force to replace it", id)
+		}
+	}
+	se := get(spec, "secretEncryption")
+	if t := str(get(se, "type")); t != "" && t != "aescbc" {
+		return encryption{}, fmt.Errorf("%s: spec.secretEncryption.type is %q: the backed-up data is encrypted with an AES-CBC key, which only aescbc secret encryption can read; render the cluster with aescbc encryption",
+			id, t)
+	}
+	enc := encryption{
+		activeKey: str(path(se, "aescbc", "activeKey", "name")),
+		backupKey: str(path(se, "aescbc", "backupKey", "name")),
+	}
+	if enc.activeKey == "" {
+		return encryption{}, fmt.Errorf("%s has no spec.secretEncryption.aescbc.activeKey: the restored etcd holds Secrets encrypted with the backed-up AES key and cannot be read without it; render the cluster with aescbc secret encryption (the hypershift CLI does by default)",
+			id)
+	}
+	if enc.backupKey == enc.activeKey {
+		enc.backupKey = ""
+	}
+	return enc, nil
+}
+
+// hasURL tells whether a restoreSnapshotURL value holds a URL.
+func hasURL(n *yaml.Node) bool {
+	switch {
+	case isNull(n):
+		return false
+	case n.Kind == yaml.SequenceNode:
+		return len(n.Content) > 0
+	case n.Kind == yaml.ScalarNode:
+		return n.Value != ""
+	}
+	return true
+}
+
+// setRestoreURL sets spec.etcd.managed.storage.restoreSnapshotURL to the
+// one URL, writing the CRD's default etcd when the render has none.
+func (p *patcher) setRestoreURL(hc *object, url string) {
+	spec := get(hc.node, "spec")
+	etcd := get(spec, "etcd")
+	if isNull(etcd) {
+		// The CRD's default for spec.etcd, written out so that the URL has
+		// a place.
+		etcd = mapNode(
+			"managed", mapNode("storage", mapNode(
+				"persistentVolume", mapNode("size", "8Gi"),
+				"type", "PersistentVolume")),
+			"managementType", "Managed")
+		set(spec, "etcd", etcd)
+	}
+	storage := path(etcd, "managed", "storage")
+	p.rep.ReplacedURL = hasURL(get(storage, "restoreSnapshotURL"))
+	set(storage, "restoreSnapshotURL", &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq",
+		Content: []*yaml.Node{strNode(url)}})
+	hc.seg.changed = true
+}
