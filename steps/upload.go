@@ -7,9 +7,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"time"
+
+	"github.com/hcpsnap/hcpsnap/internal/etcdsnap"
 )
 
 // Object metadata that lets a later run recognise an identical snapshot.
@@ -49,7 +50,7 @@ func upload(ctx context.Context, s *State) error {
 	s.Out.UploadStart = &start
 
 	pr, pw := io.Pipe()
-	verifier := newEtcdVerifier(pr, s.Out.SnapshotBytes, s.Out.EtcdSHA256)
+	verifier := etcdsnap.NewVerifier(pr, s.Out.SnapshotBytes, s.Out.EtcdSHA256)
 	// The exec goroutine reports its failure through the pipe, never by
 	// exiting: the uploader then sees the error and aborts the upload.
 	execCtx, cancelExec := context.WithCancel(ctx)
@@ -107,74 +108,6 @@ func hashObject(ctx context.Context, store Store, key string) (string, error) {
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
-
-// etcdVerifier passes a snapshot stream through unchanged while checking it:
-// an etcd snapshot file is a bolt database followed by the 32-byte SHA-256
-// of that database. The verifier hashes everything but the last 32 bytes and,
-// at the end of the stream, returns an error instead of io.EOF when the
-// trailing hash or the expected size does not match, so that the multipart
-// upload reading from it is aborted rather than completed.
-type etcdVerifier struct {
-	r        io.Reader
-	h        hash.Hash
-	tail     []byte // the last (at most 32) bytes seen, not yet hashed
-	n        int64
-	wantSize int64
-	wantSum  string
-}
-
-func newEtcdVerifier(r io.Reader, size int64, sum string) *etcdVerifier {
-	return &etcdVerifier{r: r, h: sha256.New(), tail: make([]byte, 0, 2*sha256.Size), wantSize: size, wantSum: sum}
-}
-
-// Read implements io.Reader.
-func (v *etcdVerifier) Read(p []byte) (int, error) {
-	n, err := v.r.Read(p)
-	if n > 0 {
-		v.n += int64(n)
-		v.absorb(p[:n])
-	}
-	if errors.Is(err, io.EOF) {
-		if verr := v.verify(); verr != nil {
-			return n, verr
-		}
-	}
-	return n, err
-}
-
-// absorb hashes all but the newest 32 bytes seen so far.
-func (v *etcdVerifier) absorb(b []byte) {
-	if len(b) >= sha256.Size {
-		v.h.Write(v.tail)
-		v.h.Write(b[:len(b)-sha256.Size])
-		v.tail = append(v.tail[:0], b[len(b)-sha256.Size:]...)
-		return
-	}
-	v.tail = append(v.tail, b...)
-	if extra := len(v.tail) - sha256.Size; extra > 0 {
-		v.h.Write(v.tail[:extra])
-		v.tail = append(v.tail[:0], v.tail[extra:]...)
-	}
-}
-
-func (v *etcdVerifier) verify() error {
-	if v.wantSize > 0 && v.n != v.wantSize {
-		return fmt.Errorf("snapshot stream ended after %d of %d bytes", v.n, v.wantSize)
-	}
-	if len(v.tail) != sha256.Size {
-		return fmt.Errorf("snapshot stream of %d bytes is too short to be an etcd snapshot", v.n)
-	}
-	got := hex.EncodeToString(v.h.Sum(nil))
-	if got != hex.EncodeToString(v.tail) {
-		return fmt.Errorf("snapshot stream is corrupt: etcd's trailing SHA-256 does not match the data")
-	}
-	if v.wantSum != "" && got != v.wantSum {
-		return fmt.Errorf("snapshot stream differs from the saved snapshot: SHA-256 %s, want %s", got[:12], v.wantSum[:12])
-	}
-	return nil
-}
-
-var _ io.Reader = (*etcdVerifier)(nil)
 
 // durationSeconds is the length of [start, end] in seconds, 0 when unknown.
 func durationSeconds(start, end *time.Time) float64 {
