@@ -58,7 +58,7 @@ $(CRDS)/.stamp: go.mod deps/versions.mk
 	@mkdir -p $(CRDS)
 	$(GO) mod download github.com/openshift/hypershift/api
 	src=$$($(GO) list -m -f '{{.Dir}}' github.com/openshift/hypershift/api)/hypershift/v1beta1/zz_generated.featuregated-crd-manifests; \
-	for crd in hostedclusters hostedcontrolplanes; do \
+	for crd in hostedclusters hostedcontrolplanes nodepools; do \
 	  sed '/feature-gate.release.openshift.io\/:/d' $$src/$$crd.hypershift.openshift.io/AAA_ungated.yaml > $(CRDS)/$$crd.yaml; \
 	done
 	touch $@

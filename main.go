@@ -18,7 +18,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := command.New(os.Stdout, os.Stderr).Run(ctx, os.Args)
+	err := command.New(os.Stdin, os.Stdout, os.Stderr).Run(ctx, os.Args)
 	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "hcpsnap: %v\n", err)

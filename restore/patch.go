@@ -270,9 +270,9 @@ func (p *patcher) pickHostedCluster(want string) (*object, error) {
 	names := quotedRefs(hcs)
 	switch {
 	case want == "":
-		return nil, fmt.Errorf("the render holds %d HostedClusters (%s): name the one to restore into", len(hcs), names)
+		return nil, fmt.Errorf("the render holds %d HostedClusters (%s): name the one to restore into with --hosted-cluster", len(hcs), names)
 	case len(match) > 1:
-		return nil, fmt.Errorf("the render holds several HostedClusters named %q (%s): name the one to restore into as namespace/name",
+		return nil, fmt.Errorf("the render holds several HostedClusters named %q (%s): name the one to restore into with --hosted-cluster namespace/name",
 			want, names)
 	default:
 		return nil, fmt.Errorf("the render holds no HostedCluster %q, only %s: name one of them", want, names)

@@ -48,7 +48,7 @@ func TestBackupUsageErrors(t *testing.T) {
 			if code != exitcode.Usage {
 				t.Fatalf("exit code %d, want %d (usage)", code, exitcode.Usage)
 			}
-			err := New(&strings.Builder{}, &errOut).Run(t.Context(), append([]string{"hcpsnap"}, tt.args...))
+			err := New(strings.NewReader(""), &strings.Builder{}, &errOut).Run(t.Context(), append([]string{"hcpsnap"}, tt.args...))
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error %v, want it to contain %q", err, tt.want)
 			}

@@ -17,7 +17,7 @@ func run(t *testing.T, env map[string]string, args ...string) (stdout, stderr st
 		t.Setenv(k, v)
 	}
 	var out, errOut bytes.Buffer
-	err := New(&out, &errOut).Run(context.Background(), append([]string{"hcpsnap"}, args...))
+	err := New(strings.NewReader(""), &out, &errOut).Run(context.Background(), append([]string{"hcpsnap"}, args...))
 	return out.String(), errOut.String(), exitcode.Of(err)
 }
 

@@ -72,7 +72,7 @@ func exitCodeHelp() string {
 
 // New returns hcpsnap's root command writing results to stdout and logs and
 // help to stderr... except help, which goes to stdout as a manual should.
-func New(stdout, stderr io.Writer) *cli.Command {
+func New(stdin io.Reader, stdout, stderr io.Writer) *cli.Command {
 	g := &GlobalOptions{}
 	root := &cli.Command{
 		Name:                  "hcpsnap",
@@ -116,6 +116,8 @@ func New(stdout, stderr io.Writer) *cli.Command {
 		},
 		Commands: []*cli.Command{
 			newBackupCommand(stdout, stderr),
+			newBackupsCommand(stdout),
+			newRestoreCommand(stdin, stdout),
 			newVersionCommand(stdout),
 		},
 	}

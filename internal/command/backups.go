@@ -1,0 +1,111 @@
+package command
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v3"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/hcpsnap/hcpsnap/internal/exitcode"
+	"github.com/hcpsnap/hcpsnap/restore"
+	"github.com/hcpsnap/hcpsnap/s3"
+)
+
+// BackupsOptions are the options of `hcpsnap backups`.
+type BackupsOptions struct {
+	Cluster string
+	Prefix  string
+	S3      S3Options
+	Global  *GlobalOptions
+	Out     io.Writer
+}
+
+// Validate checks the options without any I/O.
+func (o *BackupsOptions) Validate() error {
+	if o.Cluster == "" {
+		return exitcode.Usagef("--%s is required: name the backed-up cluster", FlagCluster)
+	}
+	if errs := validation.IsDNS1123Label(o.Cluster); len(errs) > 0 {
+		return exitcode.Usagef("--%s %q is not a valid Kubernetes name: %s", FlagCluster, o.Cluster, errs[0])
+	}
+	if o.S3.Bucket == "" {
+		return exitcode.Usagef("--%s is required (or %s)", FlagBucket, env(FlagBucket))
+	}
+	if o.Global.Output == OutputMarkdown {
+		return exitcode.Usagef("--output markdown is the format of a backup dry run; use text or json")
+	}
+	return o.S3.validate()
+}
+
+// Run lists the backups, newest first.
+func (o *BackupsOptions) Run(ctx context.Context) error {
+	store, err := o.S3.open(ctx)
+	if err != nil {
+		return err
+	}
+	backups, err := restore.List(ctx, store, o.Prefix, o.Cluster)
+	if err != nil {
+		return exitcode.New(exitcode.Precondition, s3.Explain(err, o.S3.Bucket))
+	}
+	if o.Global.Output == OutputJSON {
+		enc := json.NewEncoder(o.Out)
+		for _, b := range backups {
+			m := b.Manifest
+			if err := enc.Encode(map[string]any{
+				"message_type": "backup", "manifest": "s3://" + o.S3.Bucket + "/" + b.ManifestKey,
+				"cluster": m.Namespace + "/" + m.Cluster, "time": m.Times.Finished, "revision": m.Etcd.Revision,
+				"totalKeys": m.Etcd.TotalKeys, "bytes": m.Snapshot.Size, "sha256": m.Snapshot.SHA256,
+				"online": m.Online, "downtimeSeconds": m.DowntimeSeconds, "keyBundle": m.KeyBundle.Key != "" || m.KeyBundle.File != "",
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(backups) == 0 {
+		_, err := fmt.Fprintf(o.Out, "no backups of %s under s3://%s/%s/\n", o.Cluster, o.S3.Bucket, o.Prefix)
+		return err
+	}
+	w := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "TIME\tREVISION\tKEYS\tSIZE\tDOWNTIME\tKEY BUNDLE\tMANIFEST")
+	for _, b := range backups {
+		m := b.Manifest
+		bundle := "bucket"
+		if m.KeyBundle.File != "" {
+			bundle = "local file"
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%.1f MiB\t%.1fs\t%s\ts3://%s/%s\n", m.Times.Finished.UTC().Format(time.RFC3339), m.Etcd.Revision,
+			m.Etcd.TotalKeys, float64(m.Snapshot.Size)/(1<<20), m.DowntimeSeconds, bundle, o.S3.Bucket, b.ManifestKey)
+	}
+	return w.Flush()
+}
+
+func newBackupsCommand(stdout io.Writer) *cli.Command {
+	o := &BackupsOptions{Out: stdout}
+	return &cli.Command{
+		Name:        "backups",
+		Usage:       "list the backups of a cluster, newest first",
+		Description: "Reads the manifests under <prefix>/<cluster>/ in the bucket: time, etcd revision, keys, size, downtime and manifest URL.",
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: FlagCluster, Sources: cli.EnvVars(env(FlagCluster)), Destination: &o.Cluster,
+				Usage: "Name of the backed-up HostedCluster (required)."},
+			&cli.StringFlag{Name: FlagPrefix, Value: "backups", Sources: cli.EnvVars(env(FlagPrefix)), Destination: &o.Prefix,
+				Usage: "Key prefix of the backups, as given to hcpsnap backup."},
+		}, o.S3.flags(true)...),
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			if err := noArgs(cmd); err != nil {
+				return err
+			}
+			o.Global = globalsFrom(ctx)
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(ctx)
+		},
+	}
+}
