@@ -28,7 +28,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './.cache/*' -not -path './
 build: $(OUT)/hcpsnap ## Build bin/hcpsnap.
 
 $(OUT)/hcpsnap: $(GO_SOURCES)
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ .
+	$(GO) build -ldflags '$(LDFLAGS)' -o $@ .
 
 $(OUT)/localenv: $(GO_SOURCES)
 	$(GO) build -o $@ ./e2e/cmd/localenv

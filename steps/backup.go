@@ -23,6 +23,7 @@ import (
 	"k8s.io/kubectl/pkg/util/podutils"
 
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
+	"github.com/hcpsnap/hcpsnap/internal/kube"
 )
 
 // HyperShift is what the steps need of HyperShift's API.
@@ -552,7 +553,19 @@ func waitFor(ctx context.Context, s *State, what string, cond func(context.Conte
 	if timeout <= 0 {
 		timeout = defaultWaitTimeout
 	}
-	err := wait.PollUntilContextTimeout(ctx, pollInterval, timeout, true, cond)
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, pollInterval, timeout, true, func(ctx context.Context) (bool, error) {
+		done, err := cond(ctx)
+		if err != nil && kube.Transient(err) {
+			// The apiserver restarting or overloaded is no answer: poll on.
+			last = err
+			return false, nil
+		}
+		return done, err
+	})
+	if err != nil && last != nil && wait.Interrupted(err) && ctx.Err() == nil {
+		return fmt.Errorf("timed out after %s waiting for %s (last error: %v)", timeout, what, last)
+	}
 	if err != nil && ctx.Err() == nil && wait.Interrupted(err) {
 		return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
 	}

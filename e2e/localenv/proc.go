@@ -1,6 +1,7 @@
 package localenv
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -48,7 +49,49 @@ func (c Config) start(d daemon) error {
 	// Reap the child when it exits, so that a daemon that dies during `up` does
 	// not linger as a zombie that still looks alive to kill(pid, 0).
 	go func() { _ = cmd.Wait() }()
+	spec, err := json.Marshal(daemonSpec{Bin: d.bin, Args: d.args, Env: d.env})
+	if err != nil {
+		return err
+	}
+	// The spec lets a test stop and start the daemon again (a restarted S3
+	// server or apiserver); it may hold credentials, hence 0600.
+	if err := os.WriteFile(c.path("pids", d.name+".json"), spec, 0o600); err != nil {
+		return err
+	}
 	return os.WriteFile(c.path("pids", d.name+".pid"), []byte(strconv.Itoa(pid)+"\n"), 0o600)
+}
+
+// daemonSpec is how a daemon was started.
+type daemonSpec struct {
+	Bin  string   `json:"bin"`
+	Args []string `json:"args"`
+	Env  []string `json:"env,omitempty"`
+}
+
+// Stop stops one daemon of a running environment and everything it started,
+// keeping what is needed to start it again with Start.
+func (c Config) Stop(name string) error {
+	pid, err := c.pid(name)
+	if err != nil {
+		return fmt.Errorf("%s is not running in %s: %w", name, c.Dir, err)
+	}
+	return stopSession(pid, 15*time.Second)
+}
+
+// Start starts again a daemon stopped by Stop, with the same command line.
+func (c Config) Start(name string) error {
+	if c.alive(name) {
+		return fmt.Errorf("%s is already running", name)
+	}
+	data, err := os.ReadFile(c.path("pids", name+".json"))
+	if err != nil {
+		return fmt.Errorf("%s was never started in %s: %w", name, c.Dir, err)
+	}
+	var spec daemonSpec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return err
+	}
+	return c.start(daemon{name: name, bin: spec.Bin, args: spec.Args, env: spec.Env})
 }
 
 // alive reports whether the daemon recorded under name still runs.
@@ -105,6 +148,7 @@ func (c Config) stopAll(grace time.Duration) error {
 			continue
 		}
 		_ = os.Remove(c.path("pids", name+".pid"))
+		_ = os.Remove(c.path("pids", name+".json"))
 	}
 	return errors.Join(errs...)
 }

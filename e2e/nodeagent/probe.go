@@ -3,6 +3,7 @@ package nodeagent
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -42,6 +43,10 @@ func (rt *podRuntime) probeLoop(c *containerRun) {
 			continue
 		}
 		err := rt.probe(c, p, timeout)
+		if rt.a.notReady(rt.key) {
+			// An injected fault: fail at once, not after failureThreshold probes.
+			err, failures = errors.New("held not Ready (injected fault)"), int(max(p.FailureThreshold, 1))-1
+		}
 		if err == nil {
 			successes, failures = successes+1, 0
 		} else {

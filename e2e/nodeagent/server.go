@@ -140,13 +140,22 @@ func (e *podExecutor) ExecInContainer(ctx context.Context, _ string, _ types.UID
 	defer cancel()
 	defer context.AfterFunc(e.a.ctx, cancel)()
 	s := execStreams{in: in, tty: tty, resize: resize}
+	var outW io.Writer
 	if out != nil {
-		s.out = e.a.wrapExecOutput(e.rt, e.c.spec.Name, cmd, out)
+		outW = out
+	}
+	outW, cut := armCut(e.a.cutFor(e.rt.key, cmd), outW, cancel)
+	if out != nil {
+		s.out = outW
 	}
 	if errOut != nil {
 		s.err = errOut
 	}
 	code, err := e.rt.exec(ctx, e.c, cmd, s)
+	if cut() {
+		e.a.log.Warn("exec stream cut (injected fault)", "pod", e.rt.key, "command", cmd)
+		return errCut
+	}
 	// Closing the streams sends their end to the client before the status: without it the connection's teardown
 	// can overtake the last data frames. Container runtimes do the same.
 	for _, w := range []io.WriteCloser{out, errOut} {
@@ -161,12 +170,6 @@ func (e *podExecutor) ExecInContainer(ctx context.Context, _ string, _ types.UID
 		return utilexec.CodeExitError{Err: fmt.Errorf("command terminated with exit code %d", code), Code: code}
 	}
 	return nil
-}
-
-// wrapExecOutput is the one place where the stdout of an exec passes through the agent before reaching the client;
-// fault injection (cutting a stream after N bytes, say) belongs here. Today it passes the writer through.
-func (a *agent) wrapExecOutput(_ *podRuntime, _ string, _ []string, out io.Writer) io.Writer {
-	return out
 }
 
 // handleLogs serves /containerLogs/{namespace}/{pod}/{container}?follow=true&tailLines=N from the container's log

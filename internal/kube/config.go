@@ -19,5 +19,5 @@ func RESTConfig(kubeconfig, contextName string) (*rest.Config, error) {
 		return nil, fmt.Errorf("load kubeconfig: %w; set --kubeconfig or KUBECONFIG to a valid file, or run in a pod with a service account", err)
 	}
 	cfg.UserAgent = "hcpsnap"
-	return cfg, nil
+	return WithDialRetry(cfg), nil
 }

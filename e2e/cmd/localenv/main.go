@@ -29,6 +29,8 @@ commands:
               ETCD_DATA_MB, API_REPLICAS) and write $LOCALENV_DIR/env
   down        stop the environment and check that nothing is left behind
   running     exit 0 when an environment is running, 1 otherwise
+  stop NAME   stop one daemon (minio, kube-apiserver, ...) of the running environment
+  start NAME  start a daemon stopped by 'stop' again, as it was
   nodeagent   run the node agent (started by up)
   operator    run the operator stand-in (started by up)
 `
@@ -70,6 +72,18 @@ func run(ctx context.Context, cmd string, args []string, logger *log.Logger) err
 			os.Exit(1)
 		}
 		return nil
+	case "stop", "start":
+		cfg, err := localenv.ConfigFromEnv()
+		if err != nil {
+			return err
+		}
+		if len(args) != 1 {
+			return fmt.Errorf("usage: localenv %s NAME", cmd)
+		}
+		if cmd == "stop" {
+			return cfg.Stop(args[0])
+		}
+		return cfg.Start(args[0])
 	case "up", "down":
 		cfg, err := localenv.ConfigFromEnv()
 		if err != nil {
