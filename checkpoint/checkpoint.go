@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
+	"unicode"
 )
 
 // SchemaVersion is the version of the run file format this build writes and
@@ -116,21 +119,33 @@ func (r *Run) StatusOf(name string) Status {
 // cluster the caller is about to work on. Its errors name the run and say
 // what to do; they never include secret values (a run holds none).
 func (r *Run) Validate(command string, cluster Cluster) error {
+	id := OneLine(r.RunID)
 	switch {
 	case r.SchemaVersion > SchemaVersion:
-		return fmt.Errorf("run %s has schema version %d, newer than this hcpsnap reads (%d): finish it with a newer hcpsnap", r.RunID, r.SchemaVersion, SchemaVersion)
+		return fmt.Errorf("run %s has schema version %d, newer than this hcpsnap reads (%d): finish it with a newer hcpsnap", id, r.SchemaVersion, SchemaVersion)
 	case r.SchemaVersion < 1:
 		return fmt.Errorf("run file has no schemaVersion: it is not an hcpsnap run file")
 	case r.RunID == "":
 		return errors.New("run file has no runID: it is not an hcpsnap run file")
 	case r.Command != command:
-		return fmt.Errorf("run %s is a %q run, not %q", r.RunID, r.Command, command)
+		return fmt.Errorf("run %s is a %q run, not %q", id, r.Command, command)
 	case r.Cluster.Namespace != cluster.Namespace || r.Cluster.Name != cluster.Name:
-		return fmt.Errorf("run %s belongs to cluster %s, not %s: pass the matching --cluster/--namespace or start a new run", r.RunID, r.Cluster, cluster)
+		return fmt.Errorf("run %s belongs to cluster %s, not %s: pass the matching --cluster/--namespace or start a new run", id, OneLine(r.Cluster.String()), OneLine(cluster.String()))
 	case cluster.UID != "" && r.Cluster.UID != "" && r.Cluster.UID != cluster.UID:
-		return fmt.Errorf("run %s belongs to an earlier cluster %s (uid %s, now %s): it was deleted and re-created; start a new run", r.RunID, r.Cluster, r.Cluster.UID, cluster.UID)
+		return fmt.Errorf("run %s belongs to an earlier cluster %s (uid %s, now %s): it was deleted and re-created; start a new run", id, OneLine(r.Cluster.String()), OneLine(r.Cluster.UID), OneLine(cluster.UID))
 	}
 	return nil
+}
+
+// OneLine returns s as it is when it prints on one line, and quoted when it
+// holds a line break or another character that is not printable: a run file
+// or annotation edited by hand or by someone else must not add or forge
+// lines in the log.
+func OneLine(s string) string {
+	if strings.IndexFunc(s, func(c rune) bool { return !unicode.IsPrint(c) }) < 0 {
+		return s
+	}
+	return strconv.Quote(s)
 }
 
 // Decode parses and sanity-checks a run file's bytes.
@@ -140,7 +155,7 @@ func Decode(data []byte) (*Run, error) {
 		return nil, fmt.Errorf("not a valid run file: %w", err)
 	}
 	if r.SchemaVersion > SchemaVersion {
-		return nil, fmt.Errorf("run %s has schema version %d, newer than this hcpsnap reads (%d): finish it with a newer hcpsnap", r.RunID, r.SchemaVersion, SchemaVersion)
+		return nil, fmt.Errorf("run %s has schema version %d, newer than this hcpsnap reads (%d): finish it with a newer hcpsnap", OneLine(r.RunID), r.SchemaVersion, SchemaVersion)
 	}
 	if r.SchemaVersion < 1 || r.RunID == "" {
 		return nil, errors.New("not an hcpsnap run file: schemaVersion or runID missing")

@@ -51,8 +51,8 @@ func Explain(err error, bucket string) error {
 		case "NoSuchBucket":
 			return say("%s does not exist: create it or correct the bucket name", b)
 		case "AccessDenied", "AllAccessDisabled", "Forbidden", "AccountProblem":
-			return say("access to %s is denied: grant the identity in use s3:PutObject, s3:GetObject, s3:DeleteObject, s3:ListBucket and s3:AbortMultipartUpload on it", b)
-		case "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "InvalidSecurity":
+			return say("access to %s is denied: check the credentials, and grant the identity in use s3:PutObject, s3:GetObject, s3:DeleteObject, s3:ListBucket and s3:AbortMultipartUpload on it", b)
+		case "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "InvalidTokenId", "InvalidSecurity":
 			return say("bad credentials for %s (%s): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the web identity", b, api.ErrorCode())
 		case "ExpiredToken", "TokenRefreshRequired", "RequestExpired":
 			return say("the credentials for %s have expired (%s): renew them, or check the clock of this machine", b, api.ErrorCode())

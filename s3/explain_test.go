@@ -59,7 +59,7 @@ func TestExplain(t *testing.T) {
 		{"no such bucket (generic)", apiError(404, "NoSuchBucket"),
 			`S3 bucket "b" does not exist: create it or correct the bucket name`},
 		{"access denied", apiError(403, "AccessDenied"),
-			`…access to S3 bucket "b" is denied: grant the identity in use s3:PutObject`},
+			`…access to S3 bucket "b" is denied: check the credentials, and grant the identity in use s3:PutObject`},
 		{"unknown key", apiError(403, "InvalidAccessKeyId"),
 			`…bad credentials for S3 bucket "b" (InvalidAccessKeyId): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY`},
 		{"wrong secret", apiError(403, "SignatureDoesNotMatch"),

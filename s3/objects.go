@@ -79,7 +79,7 @@ func (s *Store) Head(ctx context.Context, key string) (steps.ObjectInfo, bool, e
 		if isNotFound(err) {
 			return steps.ObjectInfo{}, false, nil
 		}
-		return steps.ObjectInfo{}, false, fmt.Errorf("head %s: %w", s.loc(key), err)
+		return steps.ObjectInfo{}, false, fmt.Errorf("head %s: %w", s.loc(key), Explain(err, s.bucket))
 	}
 	return steps.ObjectInfo{Key: key, Size: aws.ToInt64(out.ContentLength), Metadata: out.Metadata}, true, nil
 }
@@ -122,7 +122,7 @@ func (s *Store) Put(ctx context.Context, key string, data []byte, opts steps.Put
 		in.SSEKMSKeyId = aws.String(opts.SSEKMSKeyID)
 	}
 	if _, err := s.client.PutObject(ctx, in); err != nil {
-		return fmt.Errorf("put %s: %w", s.loc(key), err)
+		return fmt.Errorf("put %s: %w", s.loc(key), Explain(err, s.bucket))
 	}
 	return nil
 }
@@ -150,7 +150,7 @@ func (s *Store) AbortUploads(ctx context.Context, key string) error {
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			return errors.Join(append(errs, fmt.Errorf("list multipart uploads of %s: %w", s.loc(key), err))...)
+			return errors.Join(append(errs, fmt.Errorf("list multipart uploads of %s: %w", s.loc(key), Explain(err, s.bucket)))...)
 		}
 		for _, u := range page.Uploads {
 			if aws.ToString(u.Key) != key {
@@ -173,7 +173,7 @@ func (s *Store) abort(ctx context.Context, key, uploadID string) error {
 	if err == nil || errors.As(err, &nsu) {
 		return nil
 	}
-	return fmt.Errorf("abort multipart upload %s of %s: %w", uploadID, s.loc(key), err)
+	return fmt.Errorf("abort multipart upload %s of %s: %w", uploadID, s.loc(key), Explain(err, s.bucket))
 }
 
 // Get opens the object for reading; the caller closes the body. A missing
@@ -181,7 +181,7 @@ func (s *Store) abort(ctx context.Context, key, uploadID string) error {
 func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, steps.ObjectInfo, error) {
 	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: s.bucketPtr(), Key: aws.String(key)})
 	if err != nil {
-		return nil, steps.ObjectInfo{}, fmt.Errorf("get %s: %w", s.loc(key), err)
+		return nil, steps.ObjectInfo{}, fmt.Errorf("get %s: %w", s.loc(key), Explain(err, s.bucket))
 	}
 	return out.Body, steps.ObjectInfo{Key: key, Size: aws.ToInt64(out.ContentLength), Metadata: out.Metadata}, nil
 }
@@ -194,7 +194,7 @@ func (s *Store) List(ctx context.Context, prefix string) ([]steps.ObjectInfo, er
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("list %s: %w", s.loc(prefix), err)
+			return nil, fmt.Errorf("list %s: %w", s.loc(prefix), Explain(err, s.bucket))
 		}
 		for _, o := range page.Contents {
 			objs = append(objs, steps.ObjectInfo{Key: aws.ToString(o.Key), Size: aws.ToInt64(o.Size)})
@@ -222,7 +222,7 @@ func (s *Store) Presign(ctx context.Context, key string, expires time.Duration) 
 		s3.WithPresignExpires(expires))
 	if err != nil {
 		// The SDK's error describes the signing step and holds no URL.
-		return "", time.Time{}, fmt.Errorf("presign GET of %s: %w", s.loc(key), err)
+		return "", time.Time{}, fmt.Errorf("presign GET of %s: %w", s.loc(key), Explain(err, s.bucket))
 	}
 	return req.URL, now.Add(expires), nil
 }

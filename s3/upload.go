@@ -45,7 +45,7 @@ func (s *Store) Upload(ctx context.Context, key string, r io.Reader, opts steps.
 		Metadata:          opts.Metadata,
 	})
 	if err != nil {
-		return res, fmt.Errorf("create multipart upload of %s: %w", s.loc(key), err)
+		return res, fmt.Errorf("create multipart upload of %s: %w", s.loc(key), Explain(err, s.bucket))
 	}
 	uploadID := aws.ToString(created.UploadId)
 	if opts.OnCreate != nil {
@@ -72,7 +72,7 @@ func (s *Store) Upload(ctx context.Context, key string, r io.Reader, opts steps.
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
 	})
 	if err != nil {
-		return res, fmt.Errorf("complete multipart upload %s of %s: %w", uploadID, s.loc(key), err)
+		return res, fmt.Errorf("complete multipart upload %s of %s: %w", uploadID, s.loc(key), Explain(err, s.bucket))
 	}
 	return steps.UploadResult{Size: size, SHA256: sum, ETag: aws.ToString(out.ETag)}, nil
 }
@@ -205,7 +205,7 @@ func (u *upload) send(ctx context.Context, p part) error {
 		ChecksumSHA256:    aws.String(checksum),
 	})
 	if err != nil {
-		return fmt.Errorf("upload part %d of %s: %w", p.number, u.store.loc(u.key), err)
+		return fmt.Errorf("upload part %d of %s: %w", p.number, u.store.loc(u.key), Explain(err, u.store.bucket))
 	}
 	if got := aws.ToString(out.ChecksumSHA256); got != "" && got != checksum {
 		return fmt.Errorf("upload part %d of %s: server stored SHA-256 %s, sent %s", p.number, u.store.loc(u.key), got, checksum)

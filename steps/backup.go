@@ -219,7 +219,7 @@ func checkMemberHealth(ctx context.Context, s *State) error {
 	err := s.Clients.Exec.Exec(ctx, s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container,
 		etcdctl(s, "endpoint", "status", "-w", "json"), nil, &stdout, &stderr)
 	if err != nil {
-		return exitcode.Preconditionf("etcd member %s/%s does not answer `etcdctl endpoint status` with the TLS files %s, %s, %s: %v (%s); check --etcd-cacert/--etcd-cert/--etcd-key or choose another --member",
+		return exitcode.Preconditionf("etcd member %s/%s does not answer `etcdctl endpoint status` with the TLS files %s, %s, %s: %v (%s); check --etcdctl, --etcd-cacert, --etcd-cert, --etcd-key, or choose another --member",
 			s.Out.HCPNamespace, s.Opts.Member, s.Out.CACert, s.Opts.Etcd.Cert, s.Opts.Etcd.Key, err, firstLine(stderr.String()))
 	}
 	var status []struct {

@@ -239,6 +239,8 @@ func (e *Engine) fail(ctx context.Context, s *State, failure error, failed strin
 		undoErrs = append(undoErrs, fmt.Errorf("record the undo: %w", err))
 	}
 	all := errors.Join(append([]error{failure}, undoErrs...)...)
+	restored := fmt.Errorf("%w; every change was undone: fix the cause, then run 'hcpsnap backup --cluster %s --namespace %s --resume' to retry run %s, or start a new backup",
+		all, s.Run.Cluster.Name, s.Run.Cluster.Namespace, s.Run.RunID)
 	switch {
 	case len(undoErrs) > 0:
 		return exitcode.New(exitcode.ManualAction, fmt.Errorf("%w; the cluster may be left changed: fix the cause and run 'hcpsnap backup --resume' to finish run %s", all, s.Run.RunID))
@@ -246,13 +248,13 @@ func (e *Engine) fail(ctx context.Context, s *State, failure error, failed strin
 		if !changed {
 			return failure
 		}
-		return exitcode.New(exitcode.Restored, all)
+		return exitcode.New(exitcode.Restored, restored)
 	case errors.Is(failure, context.Canceled) || ctx.Err() != nil:
 		return exitcode.New(exitcode.Interrupted, fmt.Errorf("interrupted during %s; every change was undone: %w", failed, all))
 	case !changed:
 		return exitcode.New(exitcode.Precondition, all)
 	default:
-		return exitcode.New(exitcode.Restored, fmt.Errorf("%w; every change was undone", all))
+		return exitcode.New(exitcode.Restored, restored)
 	}
 }
 

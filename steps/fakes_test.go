@@ -11,6 +11,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -303,6 +304,8 @@ func execOp(cmd []string) string {
 		return ""
 	case cmd[0] == "df":
 		return "df"
+	case cmd[0] == "sh" && strings.Contains(cmd[2], "tail -c +"):
+		return "cat" // a range of the file: tail -c +OFF+1 FILE | head -c LEN
 	case cmd[0] == "sh":
 		return "stat"
 	case cmd[0] == "cat":
@@ -360,12 +363,23 @@ func (f *fakeExec) Exec(ctx context.Context, namespace, pod, container string, c
 		}
 		fmt.Fprintf(stdout, "%d\n%s", len(data), odHex(data[len(data)-32:]))
 	case "cat":
-		data, ok := f.file(cmd[1])
+		path, from, n := cmd[1], int64(0), int64(-1)
+		if cmd[0] == "sh" {
+			path = cmd[5]
+			from, _ = strconv.ParseInt(cmd[4], 10, 64)
+			from--
+			n, _ = strconv.ParseInt(cmd[6], 10, 64)
+		}
+		data, ok := f.file(path)
 		if !ok {
-			return f.missing(stderr, cmd[1])
+			return f.missing(stderr, path)
 		}
 		if f.stream != nil {
 			data = f.stream(data)
+		}
+		data = data[min(from, int64(len(data))):]
+		if n >= 0 {
+			data = data[:min(n, int64(len(data)))]
 		}
 		if failErr != nil {
 			data = data[:len(data)/2]

@@ -112,7 +112,7 @@ func checkHolder(hc *hyperv1.HostedCluster, runID string) error {
 		return nil
 	}
 	return exitcode.Preconditionf("HostedCluster %s/%s is held by hcpsnap run %s (host %s, started %s, updated %s): wait for it to finish, or if it died, finish it with 'hcpsnap backup --cluster %s --namespace %s --resume'",
-		hc.Namespace, hc.Name, held.RunID, held.Host, held.StartedAt.Format(time.RFC3339), held.UpdatedAt.Format(time.RFC3339), hc.Name, hc.Namespace)
+		hc.Namespace, hc.Name, checkpoint.OneLine(held.RunID), checkpoint.OneLine(held.Host), held.StartedAt.Format(time.RFC3339), held.UpdatedAt.Format(time.RFC3339), hc.Name, hc.Namespace)
 }
 
 // CheckNotHeld is the early, read-only form of the lock check, for

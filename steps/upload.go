@@ -1,7 +1,6 @@
 package steps
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -49,23 +48,9 @@ func upload(ctx context.Context, s *State) error {
 	start := s.now().UTC()
 	s.Out.UploadStart = &start
 
-	pr, pw := io.Pipe()
-	verifier := etcdsnap.NewVerifier(pr, s.Out.SnapshotBytes, s.Out.EtcdSHA256)
-	// The exec goroutine reports its failure through the pipe, never by
-	// exiting: the uploader then sees the error and aborts the upload.
-	execCtx, cancelExec := context.WithCancel(ctx)
-	defer cancelExec()
-	execDone := make(chan struct{})
-	go func() {
-		defer close(execDone)
-		var stderr bytes.Buffer
-		err := s.Clients.Exec.Exec(execCtx, s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container,
-			[]string{"cat", s.Out.SnapshotPath}, nil, pw, &stderr)
-		if err != nil {
-			err = fmt.Errorf("read %s from pod %s: %w (%s)", s.Out.SnapshotPath, s.Opts.Member, err, firstLine(stderr.String()))
-		}
-		pw.CloseWithError(err) // nil closes with io.EOF
-	}()
+	src := newPodFileReader(ctx, s, s.Out.SnapshotPath, s.Out.SnapshotBytes)
+	defer src.Close()
+	verifier := etcdsnap.NewVerifier(src, s.Out.SnapshotBytes, s.Out.EtcdSHA256)
 	total := s.Out.SnapshotBytes
 	res, err := s.Clients.Store.Upload(ctx, key, verifier, UploadOptions{
 		Metadata: map[string]string{MetaEtcdSHA256: s.Out.EtcdSHA256, MetaRunID: s.Run.RunID},
@@ -77,11 +62,7 @@ func upload(ctx context.Context, s *State) error {
 			s.emit(Event{MessageType: "upload_progress", Step: StepUpload, BytesDone: done, BytesTotal: total})
 		},
 	})
-	// Unblock the exec goroutine whatever happened, and drain the pipe so it
-	// can finish writing its error.
-	cancelExec()
-	pr.CloseWithError(errors.New("upload ended"))
-	<-execDone
+	src.Close()
 	if err != nil {
 		return fmt.Errorf("upload s3 object %s: %w", key, err)
 	}

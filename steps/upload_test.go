@@ -70,7 +70,7 @@ func TestBackupUpload(t *testing.T) {
 			name:       "truncated stream aborts",
 			setup:      func(fx *fixture) { fx.exec.stream = func(b []byte) []byte { return b[:len(b)-1000] } },
 			wantCode:   exitcode.Restored,
-			wantErr:    "snapshot stream ended after",
+			wantErr:    "the stream ended at byte",
 			wantUpload: true,
 		},
 		{
