@@ -154,14 +154,17 @@ func isRegion(s string) bool {
 // validBucket checks S3's naming rules for general purpose buckets: 3 to 63
 // characters of lower-case letters, digits, dots and hyphens, beginning and
 // ending with a letter or digit, no two adjacent dots, not an IP address.
+// The characters are checked first, and a name with others is not quoted:
+// it may be a credential or a query string pasted by mistake
+// ("s3://bucket?X-Amz-Signature=...", "s3://user:password@bucket/key").
 func validBucket(b string) error {
-	if len(b) < 3 || len(b) > 63 {
-		return fmt.Errorf("bucket name %q must be 3 to 63 characters long", b)
-	}
 	for _, c := range b {
 		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '.' && c != '-' {
-			return fmt.Errorf("bucket name %q may hold only lower-case letters, digits, dots and hyphens", b)
+			return errors.New("the bucket name may hold only lower-case letters, digits, dots and hyphens")
 		}
+	}
+	if len(b) < 3 || len(b) > 63 {
+		return fmt.Errorf("bucket name %q must be 3 to 63 characters long", b)
 	}
 	if !isAlnum(b[0]) || !isAlnum(b[len(b)-1]) {
 		return fmt.Errorf("bucket name %q must begin and end with a letter or digit", b)

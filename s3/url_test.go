@@ -28,6 +28,8 @@ func TestParseURL(t *testing.T) {
 		{in: "s3://a..b/key", wantErr: "adjacent dots"},
 		{in: "s3://192.168.1.1/key", wantErr: "IP address"},
 		{in: "s3://user:pw@bucket/key", wantErr: "lower-case letters"},
+		{in: "s3://bucket?X-Amz-Signature=secret", wantErr: "lower-case letters"},
+		{in: "s3://bucket?X-Amz-Signature=secret" + strings.Repeat("0", 64), wantErr: "lower-case letters"},
 
 		// Virtual-hosted style.
 		{in: "https://bucket.s3.amazonaws.com/key", bucket: "bucket", key: "key"},
