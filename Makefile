@@ -88,19 +88,32 @@ env-down: $(OUT)/localenv ## Stop the local environment; fail if anything is lef
 # Tests.
 
 .PHONY: test
-test: unit e2e ## Unit tests, then e2e tests on a fresh local environment.
+test: unit fuzz e2e ## Unit tests, a short fuzz run, then e2e tests on a fresh local environment.
 
 .PHONY: unit
 unit: ## Unit tests (no environment needed).
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./...
+	$(GO) test -count=1 ./...
+
+.PHONY: race
+race: ## Unit tests under the race detector (slower to build; not part of make test).
 	$(GO) test -race -count=1 ./...
+
+.PHONY: fuzz
+fuzz: ## Every fuzz target for FUZZTIME each (default 10s).
+	./hack/fuzz.sh $(or $(FUZZTIME),10s)
+
+# The packages with tests behind the e2e build tag: the suite on the local
+# environment, the etcd fill against real members, the store against MinIO.
+E2E_PACKAGES := ./e2e/ ./e2e/fixture/ ./s3/
 
 .PHONY: e2e
 e2e: deps $(OUT)/hcpsnap $(OUT)/localenv ## e2e tests: env up/down twice, then the suite on a fresh environment.
 	@if $(OUT)/localenv running 2>/dev/null; then echo "an environment is running: run 'make env-down' first"; exit 1; fi
 	ETCD_DATA_MB=1 ./e2e/env-cycle.sh $(OUT)/localenv 2
 	$(OUT)/localenv up
-	status=0; HCPSNAP_BIN=$(OUT)/hcpsnap $(GO) test -tags e2e -count=1 -timeout 40m ./... || status=$$?; \
+	status=0; HCPSNAP_BIN=$(OUT)/hcpsnap $(GO) test -tags e2e -count=1 -timeout 40m $(E2E_PACKAGES) || status=$$?; \
 	$(OUT)/localenv down || status=$$((status ? status : 1)); exit $$status
 
 # ---------------------------------------------------------------------------

@@ -51,6 +51,8 @@ func (e *testEnv) hcpsnap(t *testing.T, stateDir string, args ...string) hcpsnap
 	} else if err != nil {
 		t.Fatal(err)
 	}
+	record(out.String(), errOut.String())
+	recordDir(stateDir)
 	return hcpsnapResult{out.String(), errOut.String(), code}
 }
 

@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	hyperv1 "github.com/openshift/hypershift/api/hypershift/v1beta1"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	corev1 "k8s.io/api/core/v1"
@@ -131,84 +129,6 @@ func TestRestoreExpiredURLFailsVerify(t *testing.T) {
 	}
 	if err := restore.Verify(ctx, http.DefaultClient, good, m); err != nil {
 		t.Fatalf("verify of a good URL: %v", err)
-	}
-}
-
-func TestRestoreRefusals(t *testing.T) {
-	env := loadEnv(t)
-	ctx := context.Background()
-	res := env.hcpsnap(t, t.TempDir(), "-o", "json", "backup", "--online", "--prefix", "refusals")
-	if res.code != 0 {
-		t.Fatalf("backup exit %d: %s", res.code, res.stderr)
-	}
-	manifestURL := lastSummary(t, res.stdout).Manifest
-	m := env.readManifest(t, manifestURL)
-	render, err := os.ReadFile(renderFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	withURL := strings.Replace(string(render), "    managementType: Managed", "        restoreSnapshotURL: [\"https://example.com/x\"]\n    managementType: Managed", 1)
-	hcDoc := string(render)[strings.Index(string(render), "apiVersion: hypershift.openshift.io/v1beta1\nkind: HostedCluster"):strings.Index(string(render), "---\napiVersion: hypershift.openshift.io/v1beta1\nkind: NodePool")]
-	twoClusters := string(render) + "---\n" + strings.ReplaceAll(hcDoc, "name: restored\n", "name: second\n")
-
-	// A backup whose snapshot was replaced: its manifest no longer matches.
-	client := env.s3Client(env.vars["AWS_SECRET_ACCESS_KEY"])
-	tampered := "tampered/" + env.cluster + "/20200101T000000Z/"
-	if _, err := client.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String(env.bucket), CopySource: aws.String(env.bucket + "/" + strings.TrimPrefix(manifestURL, "s3://"+env.bucket+"/")), Key: aws.String(tampered + "manifest.json")}); err != nil {
-		t.Fatal(err)
-	}
-	mt := *m
-	mt.Snapshot.Key = tampered + "snapshot.db"
-	mb, _ := json.Marshal(mt)
-	if _, err := client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(env.bucket), Key: aws.String(tampered + "manifest.json"), Body: bytes.NewReader(mb)}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(env.bucket), Key: aws.String(tampered + "snapshot.db"), Body: strings.NewReader("not an etcd snapshot")}); err != nil {
-		t.Fatal(err)
-	}
-
-	tests := []struct {
-		name string
-		args []string
-		code exitcode.Code
-		want string
-	}{
-		{"not YAML", []string{"-f", write("bad.yaml", "a: [\n")}, exitcode.Usage, "not YAML"},
-		{"no HostedCluster", []string{"-f", write("none.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: x\n")}, exitcode.Usage, "no HostedCluster"},
-		{"several HostedClusters", []string{"-f", write("two.yaml", twoClusters)}, exitcode.Usage, "--hosted-cluster"},
-		{"unmanaged etcd", []string{"-f", write("unmanaged.yaml", strings.Replace(string(render), "managementType: Managed", "managementType: Unmanaged", 1))}, exitcode.Usage, "Unmanaged"},
-		{"URL already set", []string{"-f", write("url.yaml", withURL)}, exitcode.Usage, "--force"},
-		{"missing manifest", []string{"--from", "s3://" + env.bucket + "/nothing/here/manifest.json", "-f", renderFile}, exitcode.Precondition, "manifest"},
-		{"snapshot does not match", []string{"--from", "s3://" + env.bucket + "/" + tampered + "manifest.json", "-f", renderFile}, exitcode.Precondition, "does not match its manifest"},
-		{"empty render", []string{"-f", write("empty.yaml", "")}, exitcode.Usage, "is empty"},
-		{"missing render file", []string{"-f", filepath.Join(dir, "absent.yaml")}, exitcode.Usage, "--filename"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			args := append([]string{"restore"}, tt.args...)
-			if !contains(tt.args, "--from") {
-				args = append(args, "--from", manifestURL)
-			}
-			res := env.hcpsnap(t, t.TempDir(), args...)
-			if exitcode.Code(res.code) != tt.code {
-				t.Fatalf("exit %d, want %d; stderr:\n%s", res.code, tt.code, res.stderr)
-			}
-			last := lastLine(res.stderr)
-			if !strings.Contains(last, tt.want) {
-				t.Fatalf("last line %q lacks %q", last, tt.want)
-			}
-			if res.stdout != "" {
-				t.Fatalf("stdout not empty on a refusal: %q", res.stdout)
-			}
-		})
 	}
 }
 

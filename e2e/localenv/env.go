@@ -20,12 +20,14 @@ func (c Config) writeEnv(s secrets) error {
 		"AWS_REGION":            Region,
 		"AWS_DEFAULT_REGION":    Region,
 		"AWS_ENDPOINT_URL_S3":   c.S3Endpoint(),
-		"HCPSNAP_BUCKET":        c.Bucket,
-		"HCPSNAP_CLUSTER":       c.Cluster,
-		"HCPSNAP_NAMESPACE":     c.Namespace,
-		"ETCD":                  c.bin("etcd"),
-		"ETCDCTL":               c.bin("etcdctl"),
-		"ETCDUTL":               c.bin("etcdutl"),
+		// Never let an SDK look for instance metadata: only loopback is ours.
+		"AWS_EC2_METADATA_DISABLED": "true",
+		"HCPSNAP_BUCKET":            c.Bucket,
+		"HCPSNAP_CLUSTER":           c.Cluster,
+		"HCPSNAP_NAMESPACE":         c.Namespace,
+		"ETCD":                      c.bin("etcd"),
+		"ETCDCTL":                   c.bin("etcdctl"),
+		"ETCDUTL":                   c.bin("etcdutl"),
 	}
 	// The hosted etcd as seen from the host, for etcdctl on the host and for
 	// tests. Named LOCALENV_* so that they never set an hcpsnap flag.
