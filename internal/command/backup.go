@@ -465,20 +465,8 @@ made, and undone after a failure, SIGINT or SIGTERM. scale-up-apiservers and
 resume-reconciliation run as soon as the snapshot file exists, so the API
 downtime does not include the upload. A run that was killed is finished with
 --resume, from any machine.`,
-		Flags: o.flags(),
-		Action: func(ctx context.Context, cmd *cli.Command) error {
-			if err := noArgs(cmd); err != nil {
-				return err
-			}
-			o.Global = globalsFrom(ctx)
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			if err := o.Complete(ctx); err != nil {
-				return err
-			}
-			return o.Run(ctx)
-		},
+		Flags:  o.flags(),
+		Action: action(o, &o.Global),
 	}
 }
 

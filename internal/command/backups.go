@@ -23,6 +23,8 @@ type BackupsOptions struct {
 	S3      S3Options
 	Global  *GlobalOptions
 	Out     io.Writer
+
+	store *s3.Store
 }
 
 // Validate checks the options without any I/O.
@@ -42,13 +44,19 @@ func (o *BackupsOptions) Validate() error {
 	return o.S3.validate()
 }
 
-// Run lists the backups, newest first.
-func (o *BackupsOptions) Run(ctx context.Context) error {
+// Complete opens the bucket.
+func (o *BackupsOptions) Complete(ctx context.Context) error {
 	store, err := o.S3.open(ctx)
 	if err != nil {
 		return err
 	}
-	backups, err := restore.List(ctx, store, o.Prefix, o.Cluster)
+	o.store = store
+	return nil
+}
+
+// Run lists the backups, newest first.
+func (o *BackupsOptions) Run(ctx context.Context) error {
+	backups, err := restore.List(ctx, o.store, o.Prefix, o.Cluster)
 	if err != nil {
 		return exitcode.New(exitcode.Precondition, s3.Explain(err, o.S3.Bucket))
 	}
@@ -97,15 +105,6 @@ func newBackupsCommand(stdout io.Writer) *cli.Command {
 			&cli.StringFlag{Name: FlagPrefix, Value: "backups", Sources: cli.EnvVars(env(FlagPrefix)), Destination: &o.Prefix,
 				Usage: "Key prefix of the backups, as given to hcpsnap backup."},
 		}, o.S3.flags(true)...),
-		Action: func(ctx context.Context, cmd *cli.Command) error {
-			if err := noArgs(cmd); err != nil {
-				return err
-			}
-			o.Global = globalsFrom(ctx)
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(ctx)
-		},
+		Action: action(o, &o.Global),
 	}
 }

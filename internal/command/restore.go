@@ -151,6 +151,16 @@ func (o *RestoreOptions) Validate() error {
 	return nil
 }
 
+// Complete opens the bucket.
+func (o *RestoreOptions) Complete(ctx context.Context) error {
+	store, err := o.S3.open(ctx)
+	if err != nil {
+		return err
+	}
+	o.store = store
+	return nil
+}
+
 // Run resolves the backup, patches the render and writes it.
 func (o *RestoreOptions) Run(ctx context.Context) error {
 	logger := log.FromContext(ctx)
@@ -158,10 +168,7 @@ func (o *RestoreOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	store, err := o.S3.open(ctx)
-	if err != nil {
-		return err
-	}
+	store := o.store
 	b, err := o.backup(ctx, store)
 	if err != nil {
 		return err
@@ -430,16 +437,7 @@ spec.secretEncryption.aescbc.activeKey gets the backed-up AES key. The other
 Secrets of the key bundle are added for the new control plane namespace. All
 other documents are left as they are. The URL and the keys are credentials:
 they are never logged, and the output file is made private (0600).`,
-		Flags: o.flags(),
-		Action: func(ctx context.Context, cmd *cli.Command) error {
-			if err := noArgs(cmd); err != nil {
-				return err
-			}
-			o.Global = globalsFrom(ctx)
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(ctx)
-		},
+		Flags:  o.flags(),
+		Action: action(o, &o.Global),
 	}
 }

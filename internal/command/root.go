@@ -139,3 +139,30 @@ func noArgs(cmd *cli.Command) error {
 	}
 	return nil
 }
+
+// options is a command's options struct, as kubectl's commands have them:
+// Validate checks the flags without any I/O, Complete builds the clients,
+// Run does the work.
+type options interface {
+	Validate() error
+	Complete(context.Context) error
+	Run(context.Context) error
+}
+
+// action is the whole urfave/cli action of a command: it hands the global
+// options to o and calls Validate, Complete and Run, in that order.
+func action(o options, global **GlobalOptions) cli.ActionFunc {
+	return func(ctx context.Context, cmd *cli.Command) error {
+		if err := noArgs(cmd); err != nil {
+			return err
+		}
+		*global = globalsFrom(ctx)
+		if err := o.Validate(); err != nil {
+			return err
+		}
+		if err := o.Complete(ctx); err != nil {
+			return err
+		}
+		return o.Run(ctx)
+	}
+}
