@@ -150,6 +150,10 @@ func TestBadInput(t *testing.T) {
 		{name: "missing etcdctl", args: backup("--etcdctl", "/usr/bin/no-etcdctl"), code: exitcode.Precondition, want: "--etcdctl"},
 		{name: "missing TLS files", args: backup("--etcd-cert", "/etc/etcd/tls/client/nope.crt"), code: exitcode.Precondition, want: "--etcd-cert"},
 		{name: "no space for the snapshot", args: backup("--snapshot-dir", "/proc"), code: exitcode.Precondition, want: "free"},
+		{name: "invalid existing pausedUntil", args: backup(), code: exitcode.Precondition, want: "spec.pausedUntil",
+			// The CRD only checks the shape; this date does not exist.
+			before: func(t *testing.T) { bad := "2026-13-45T99:99:99Z"; setPausedUntil(t, env, &bad) },
+			after:  func(t *testing.T) { setPausedUntil(t, env, nil) }},
 		{name: "missing API Deployment", args: backup("--deployments", "kube-apiserver,no-such-apiserver"), code: exitcode.Precondition, want: "--deployments"},
 		{name: "replicas already 0", args: backup(), code: exitcode.Precondition, want: "already has 0 replicas",
 			before: func(t *testing.T) { pauseFor(t, env, 10*time.Minute); env.scale(t, "openshift-oauth-apiserver", 0) },
