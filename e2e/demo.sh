@@ -37,4 +37,10 @@ key=$(aws s3 ls --recursive "s3://$HCPSNAP_BUCKET/backups/$HCPSNAP_CLUSTER/" | a
 aws s3 cp --quiet "s3://$HCPSNAP_BUCKET/$key" "$tmp/snapshot.db"
 "$ETCDUTL" snapshot status "$tmp/snapshot.db" -w table
 
+say "restore: a render of a new cluster, patched to restore this backup at creation"
+manifest=$("$hcpsnap" -o json backups --cluster "$HCPSNAP_CLUSTER" | head -n 1 | sed 's/.*"manifest":"\([^"]*\)".*/\1/')
+"$hcpsnap" restore --from "$manifest" -f e2e/testdata/render-none.yaml --verify --server-dry-run --out "$tmp/cluster.yaml"
+echo "result: written with mode $(stat -c %a "$tmp/cluster.yaml"), restoreSnapshotURL set ($(grep -c "X-Amz-Signature" "$tmp/cluster.yaml") presigned URL, not shown); the file is removed at the end"
+"$hcpsnap" backups --cluster "$HCPSNAP_CLUSTER"
+
 say "done: the environment keeps running; 'make env-down' stops it"
