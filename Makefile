@@ -135,3 +135,10 @@ clean: ## Remove built binaries (keeps the dependency cache).
 .PHONY: help
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+# ---------------------------------------------------------------------------
+# Benchmarks (not part of `make test`).
+
+.PHONY: bench
+bench: deps $(OUT)/hcpsnap $(OUT)/localenv ## Benchmark backup vs the manual runbook and the machine's limits (BENCH_SIZES="256 1024", BENCH_RUNS=3).
+	./e2e/bench/bench.sh $(OUT)/hcpsnap $(OUT)/localenv

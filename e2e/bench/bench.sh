@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# The benchmark behind `make bench`: hcpsnap's backup against the manual
+# runbook (runbook.sh) and against the machine's limits, on the local
+# environment, at several sizes of the hosted etcd.
+#
+# For each size in BENCH_SIZES (MiB of etcd data; default "256 1024") it starts
+# a fresh environment with ETCD_DATA_MB=size, then:
+#   - the limits: `etcdctl snapshot save` alone in etcd-0 (timed inside the pod)
+#     and `aws s3 cp` of the same snapshot from local disk to MinIO; as a
+#     diagnostic, `kubectl exec cat` of the snapshot out of the pod;
+#   - BENCH_RUNS (default 3) runs each of hcpsnap and the runbook, alternating
+#     (the order swaps every run), plus `hcpsnap restore --verify` of each backup.
+# Every figure is the median of the runs. Results: a markdown table on stdout
+# and in $BENCH_OUT/results.md, all figures and raw runs in $BENCH_OUT/results.json
+# (raw runs also in $BENCH_OUT/runs.ndjson).
+# The environment is stopped at the end (and refused if one is already running).
+#
+# Usage: bench.sh HCPSNAP_BIN LOCALENV_BIN     (run from the repository root)
+set -euo pipefail
+
+hcpsnap=$(realpath "$1")
+localenv=$(realpath "$2")
+sizes=${BENCH_SIZES:-256 1024}
+runs=${BENCH_RUNS:-3}
+out=${BENCH_OUT:-bench}
+envfile=${LOCALENV_DIR:-.localenv}/env
+here=$(dirname "$(realpath "$0")")
+render=e2e/testdata/render-none.yaml
+
+log() { printf '\033[1mbench:\033[0m %s\n' "$*" >&2; }
+now() { date +%s.%N; }
+since() { echo "$(now) - $1" | bc; }
+
+if "$localenv" running 2>/dev/null; then
+  echo "an environment is running: run 'make env-down' first" >&2
+  exit 1
+fi
+mkdir -p "$out"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"; "$localenv" down >&2 || true' EXIT
+runs_file=$out/runs.ndjson # one JSON object per measured run, kept to re-summarize
+: >"$runs_file"
+
+# record KIND SIZE RUN JSON-FIELDS...: appends one run to the raw results.
+record() {
+  local kind=$1 size=$2 run=$3
+  shift 3
+  jq -cn --arg kind "$kind" --argjson size "$size" --argjson run "$run" "$@" \
+    '$ARGS.named | del(.kind, .size, .run) | {kind: $kind, size: $size, run: $run} + map_values(tonumber)' \
+    >>"$runs_file"
+}
+
+# limit_snapshot SIZE RUN: `etcdctl snapshot save` alone, timed inside the pod.
+# The file stays for limit_exec.
+limit_snapshot() {
+  local seconds
+  seconds=$(kubectl exec -n "$cpns" etcd-0 -c etcd -- sh -c '
+    f=/var/lib/data/bench-limit.db; rm -f "$f"
+    s=$(date +%s.%N)
+    ETCDCTL_API=3 /usr/bin/etcdctl --cacert /etc/etcd/tls/etcd-ca/ca.crt \
+      --cert /etc/etcd/tls/client/etcd-client.crt --key /etc/etcd/tls/client/etcd-client.key \
+      --endpoints localhost:2379 snapshot save "$f" >/dev/null 2>&1
+    e=$(date +%s.%N); echo "$e - $s" | bc')
+  record limit-snapshot "$1" "$2" --arg seconds "$seconds"
+}
+
+# limit_exec SIZE RUN: a diagnostic, not a target: how fast `kubectl exec cat`
+# streams the snapshot out of the pod through the apiserver, the path of
+# hcpsnap's upload. Bytes are counted because the simulated node may drop the
+# last frames of a long stream (e2e/README.md).
+limit_exec() {
+  local t0 seconds bytes f=/var/lib/data/bench-limit.db
+  t0=$(now)
+  bytes=$(kubectl exec -n "$cpns" etcd-0 -c etcd -- cat "$f" | wc -c)
+  seconds=$(since "$t0")
+  kubectl exec -n "$cpns" etcd-0 -c etcd -- rm -f "$f"
+  record limit-exec "$1" "$2" --arg seconds "$seconds" --arg bytes "$bytes"
+}
+
+# limit_upload SIZE RUN FILE: `aws s3 cp` of a local snapshot file to MinIO.
+limit_upload() {
+  local t0 seconds
+  t0=$(now)
+  aws s3 cp --only-show-errors "$3" "s3://$HCPSNAP_BUCKET/bench/limit/$2.db"
+  seconds=$(since "$t0")
+  aws s3 rm --only-show-errors "s3://$HCPSNAP_BUCKET/bench/limit/$2.db"
+  record limit-upload "$1" "$2" --arg seconds "$seconds" --arg bytes "$(stat -c %s "$3")"
+}
+
+# run_hcpsnap SIZE RUN: one backup, its events, peak RSS, then restore --verify.
+run_hcpsnap() {
+  local ev=$tmp/hcpsnap-$1-$2.ndjson t0 e2e rss manifest restore
+  t0=$(now)
+  /usr/bin/time -f '%M' -o "$tmp/rss" "$hcpsnap" -o json backup >"$ev" 2>"$tmp/hcpsnap.log" ||
+    { cat "$tmp/hcpsnap.log" >&2; return 1; }
+  e2e=$(since "$t0")
+  rss=$(tail -n 1 "$tmp/rss")
+  manifest=$(jq -r 'select(.message_type == "summary") | .manifest' "$ev")
+  t0=$(now)
+  "$hcpsnap" restore --from "$manifest" -f "$render" --verify --out "$tmp/cluster.yaml" 2>"$tmp/restore.log" ||
+    { cat "$tmp/restore.log" >&2; return 1; }
+  restore=$(since "$t0")
+  rm -f "$tmp/cluster.yaml"
+  aws s3 rm --only-show-errors --recursive "s3://$HCPSNAP_BUCKET/backups/"
+  # Downtime twice: hcpsnap's own figure, and the sum of the steps that span it.
+  record hcpsnap "$1" "$2" --arg e2e "$e2e" --arg rss_kib "$rss" --arg restore_verify "$restore" \
+    --arg downtime "$(jq -s 'map(select(.message_type == "summary"))[0].downtimeSeconds' "$ev")" \
+    --arg downtime_events "$(jq -s 'map(select(.message_type == "step_done" and
+        (.step == "scale-down-apiservers" or .step == "snapshot-save" or .step == "scale-up-apiservers"))
+        | .seconds) | add' "$ev")" \
+    --arg snapshot_save "$(jq -s 'map(select(.step == "snapshot-save" and .message_type == "step_done"))[0].seconds' "$ev")" \
+    --arg upload "$(jq -s 'map(select(.step == "upload-snapshot" and .message_type == "step_done"))[0].seconds' "$ev")" \
+    --arg bytes "$(jq -s 'map(select(.message_type == "summary"))[0].bytes' "$ev")"
+}
+
+# run_peer SIZE RUN: one pass of the manual runbook.
+run_peer() {
+  local t0 e2e marks
+  t0=$(now)
+  marks=$("$here/runbook.sh" "bench/peer/$1-$2.db" "$tmp/key-$1-$2.json" 2>"$tmp/runbook.log") ||
+    { cat "$tmp/runbook.log" >&2; return 1; }
+  e2e=$(since "$t0")
+  m() { sed -n "s/^BENCH $1=//p" <<<"$marks"; }
+  # Keep one peer snapshot as the local file of the upload limit.
+  if [[ ! -f "$tmp/snapshot-$1.db" ]]; then
+    aws s3 cp --only-show-errors "s3://$HCPSNAP_BUCKET/bench/peer/$1-$2.db" "$tmp/snapshot-$1.db"
+  fi
+  aws s3 rm --only-show-errors "s3://$HCPSNAP_BUCKET/bench/peer/$1-$2.db"
+  rm -f "$tmp/key-$1-$2.json"
+  record peer "$1" "$2" --arg e2e "$e2e" --arg downtime "$(echo "$(m down_end) - $(m down_start)" | bc)" \
+    --arg snapshot_save "$(m snapshot_seconds)" --arg upload "$(m upload_seconds)" --arg bytes "$(m snapshot_bytes)"
+}
+
+started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+for size in $sizes; do
+  log "size $size MiB: starting the environment"
+  ETCD_DATA_MB=$size "$localenv" up >"$tmp/env.log" 2>&1 || { cat "$tmp/env.log" >&2; exit 1; }
+  # shellcheck disable=SC1090
+  source "$envfile"
+  cpns="$HCPSNAP_NAMESPACE-$HCPSNAP_CLUSTER"
+  for ((i = 1; i <= runs; i++)); do
+    log "size $size MiB, run $i/$runs"
+    limit_snapshot "$size" "$i"
+    limit_exec "$size" "$i"
+    if ((i % 2)); then run_hcpsnap "$size" "$i"; run_peer "$size" "$i"
+    else run_peer "$size" "$i"; run_hcpsnap "$size" "$i"; fi
+  done
+  for ((i = 1; i <= runs; i++)); do limit_upload "$size" "$i" "$tmp/snapshot-$size.db"; done
+  rm -f "$tmp/snapshot-$size.db"
+  "$localenv" down >&2
+done
+
+machine=$(jq -n --arg nproc "$(nproc)" --arg mem "$(free -m | awk '/^Mem:/ {print $2}')" \
+  --arg kernel "$(uname -sr)" --arg cpu "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)" \
+  '{nproc: ($nproc | tonumber), memoryMiB: ($mem | tonumber), kernel: $kernel, cpu: $cpu}')
+jq -s --arg date "$started" --argjson machine "$machine" --arg hcpsnap_version "$("$hcpsnap" version 2>&1 | head -n 1)" \
+  -f "$here/summarize.jq" "$runs_file" >"$out/results.json"
+jq -r -f "$here/markdown.jq" "$out/results.json" | tee "$out/results.md"

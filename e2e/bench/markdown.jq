@@ -1,0 +1,37 @@
+# Renders results.json (from summarize.jq) as the markdown of results.md.
+def row: "| " + (map(if . == null then "n/a" else tostring end) | join(" | ")) + " |";
+def x: if . == null then null else "\(.)x" end;
+
+"# hcpsnap benchmark",
+"",
+"\(.date) on \(.machine.nproc) cores (\(.machine.cpu)), \(.machine.memoryMiB) MiB memory, \(.machine.kernel); \(.hcpsnapVersion).",
+"Medians of \(.sizes[0].runs) runs per size, hcpsnap and the manual runbook (e2e/bench/runbook.sh) alternating.",
+"MB = 10^6 bytes. Downtime: first scale-down to all three API Deployments available again.",
+"",
+(.sizes[] |
+  "## \(.sizeMiB) MiB of etcd data (snapshot \(.snapshotMB) MB)",
+  "",
+  "| figure | hcpsnap | runbook (peer) | limit | hcpsnap / peer | hcpsnap / limit |",
+  "| --- | ---: | ---: | ---: | ---: | ---: |",
+  (["API downtime (s)", .hcpsnap.downtimeSeconds, .peer.downtimeSeconds, null, (.ratios.downtimeVsPeer | x), null] | row),
+  (["  downtime from step events (s)", .hcpsnap.downtimeFromEventsSeconds, null, null, null, null] | row),
+  (["snapshot save (s)", .hcpsnap.snapshotSaveStepSeconds, .peer.snapshotSaveSeconds, .limits.snapshotSaveSeconds, null,
+    ((.hcpsnap.snapshotSaveStepSeconds / .limits.snapshotSaveSeconds * 100 | round) / 100 | x)] | row),
+  (["end-to-end (s)", .hcpsnap.endToEndSeconds, .peer.endToEndSeconds, null, (.ratios.endToEndVsPeer | x), null] | row),
+  (["upload (s)", .hcpsnap.uploadSeconds, .peer.uploadSeconds, .limits.awsS3CpSeconds, null, null] | row),
+  (["upload throughput (MB/s)", .hcpsnap.uploadMBps, .peer.uploadMBps, .limits.awsS3CpMBps,
+    ((.hcpsnap.uploadMBps / .peer.uploadMBps * 100 | round) / 100 | x), (.ratios.uploadVsAwsS3Cp | x)] | row),
+  (["  exec stream out of the pod, `kubectl exec cat` (MB/s)", null, null, .limits.kubectlExecCatMBps, null,
+    ((.hcpsnap.uploadMBps / .limits.kubectlExecCatMBps * 100 | round) / 100 | x)] | row),
+  (["peak RSS (MiB)", .hcpsnap.peakRSSMiB, null, null, null, null] | row),
+  (["restore --verify (s)", .hcpsnap.restoreVerifySeconds, null, null, null, null] | row),
+  ""),
+"Limits: `etcdctl snapshot save` alone inside etcd-0; `aws s3 cp` of the same snapshot from local disk to MinIO;",
+"`kubectl exec cat` of it to /dev/null is a diagnostic (the path hcpsnap's upload takes), not a target.",
+"",
+"## Targets",
+"",
+"| target | hcpsnap | threshold | result |",
+"| --- | ---: | ---: | --- |",
+(.targets[] | [.target, .value, .limit,
+  (if .met == null then "n/a (one size)" elif .met then "met" else "**missed**" end)] | row)
