@@ -322,7 +322,7 @@ func TestS3OutageDuringUpload(t *testing.T) {
 	env.localenv(t, "stop", "minio")
 	code := r.wait(t)
 	env.localenv(t, "start", "minio")
-	env.waitS3(t)
+	env.waitS3(t, env.vars["AWS_SECRET_ACCESS_KEY"])
 	if exitcode.Code(code) != exitcode.Restored {
 		t.Fatalf("exit %d during an S3 outage, want %d\nstderr:\n%s", code, exitcode.Restored, r.stderr.String())
 	}
@@ -379,13 +379,7 @@ func (e *testEnv) setS3Secret(t *testing.T, secret string) {
 		t.Fatal(err)
 	}
 	e.localenv(t, "start", "minio")
-	err = wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		_, err := e.s3Client(secret).HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(e.bucket)})
-		return err == nil, nil
-	})
-	if err != nil {
-		t.Fatal("the S3 server did not come back")
-	}
+	e.waitS3(t, secret)
 }
 
 func TestExecStreamCut(t *testing.T) {
@@ -496,10 +490,11 @@ func (e *testEnv) localenv(t *testing.T, args ...string) {
 	}
 }
 
-func (e *testEnv) waitS3(t *testing.T) {
+// waitS3 waits until the S3 server answers requests signed with secret.
+func (e *testEnv) waitS3(t *testing.T, secret string) {
 	t.Helper()
 	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		_, err := e.s3Client(e.vars["AWS_SECRET_ACCESS_KEY"]).HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(e.bucket)})
+		_, err := e.s3Client(secret).HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(e.bucket)})
 		return err == nil, nil
 	})
 	if err != nil {
