@@ -30,30 +30,13 @@ type hcpsnapResult struct {
 }
 
 // hcpsnap runs the built binary as a user would, with the environment's
-// settings (KUBECONFIG, AWS_*, HCPSNAP_*) and a private state folder.
+// settings (KUBECONFIG, AWS_*, HCPSNAP_*) and a private state folder, and
+// waits for it to end.
 func (e *testEnv) hcpsnap(t *testing.T, stateDir string, args ...string) hcpsnapResult {
 	t.Helper()
-	bin := os.Getenv("HCPSNAP_BIN")
-	if bin == "" {
-		t.Fatal("HCPSNAP_BIN is not set: run the e2e tests through 'make test'")
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "HCPSNAP_STATE_DIR="+stateDir)
-	for k, v := range e.vars {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	record(out.String(), errOut.String())
-	recordDir(stateDir)
-	return hcpsnapResult{out.String(), errOut.String(), code}
+	r := e.startHcpsnap(t, stateDir, nil, args...)
+	code := r.wait(t)
+	return hcpsnapResult{r.stdout.String(), r.stderr.String(), code}
 }
 
 // clusterState is what a backup must leave as it found it.

@@ -53,7 +53,11 @@ type running struct {
 // startHcpsnap starts the built binary like hcpsnap(), without waiting.
 func (e *testEnv) startHcpsnap(t *testing.T, stateDir string, extraEnv []string, args ...string) *running {
 	t.Helper()
-	cmd := exec.Command(os.Getenv("HCPSNAP_BIN"), args...)
+	bin := os.Getenv("HCPSNAP_BIN")
+	if bin == "" {
+		t.Fatal("HCPSNAP_BIN is not set: run the e2e tests through 'make test'")
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "HCPSNAP_STATE_DIR="+stateDir)
 	for k, v := range e.vars {
 		cmd.Env = append(cmd.Env, k+"="+v)
