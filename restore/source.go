@@ -2,8 +2,6 @@ package restore
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -154,12 +152,12 @@ func Verify(ctx context.Context, client *http.Client, url string, m *manifest.Ma
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return fmt.Errorf("verify: the presigned URL answered %s%s: an etcd-init container would fail the same way", resp.Status, s3ErrorCode(body))
 	}
-	whole := sha256.New()
-	n, err := io.Copy(whole, etcdsnap.NewVerifier(resp.Body, m.Snapshot.Size, m.Etcd.SHA256))
+	v := etcdsnap.NewVerifier(resp.Body, m.Snapshot.Size, m.Etcd.SHA256)
+	n, err := io.Copy(io.Discard, v)
 	if err != nil {
 		return fmt.Errorf("verify: the download through the presigned URL failed after %d bytes: %s", n, redactURL(err.Error(), url))
 	}
-	if got := hex.EncodeToString(whole.Sum(nil)); got != m.Snapshot.SHA256 {
+	if got := v.FileSHA256(); got != m.Snapshot.SHA256 {
 		return fmt.Errorf("verify: the download's SHA-256 %s differs from the manifest's %s", short(got), short(m.Snapshot.SHA256))
 	}
 	return nil

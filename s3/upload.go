@@ -14,14 +14,17 @@ import (
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go/middleware"
 
 	"github.com/hcpsnap/hcpsnap/steps"
 )
 
-// Upload streams r into key with a multipart upload and returns the size,
-// the hex SHA-256 of every byte read, and the ETag of the object.
+// Upload streams r into key with a multipart upload and returns the size and
+// the ETag of the object. It does not hash the stream as a whole: the caller
+// that needs a digest of it computes it on its way (etcdsnap.Verifier does).
 //
 // The upload is created first and its ID handed to opts.OnCreate before any
 // data moves, so that the caller can record it and abort it after a crash.
@@ -61,7 +64,7 @@ func (s *Store) Upload(ctx context.Context, key string, r io.Reader, opts steps.
 	}()
 
 	u := &upload{store: s, key: key, uploadID: uploadID, onPart: opts.OnPart}
-	parts, size, sum, err := u.run(ctx, r)
+	parts, size, err := u.run(ctx, r)
 	if err != nil {
 		return res, err
 	}
@@ -74,7 +77,7 @@ func (s *Store) Upload(ctx context.Context, key string, r io.Reader, opts steps.
 	if err != nil {
 		return res, fmt.Errorf("complete multipart upload %s of %s: %w", uploadID, s.loc(key), Explain(err, s.bucket))
 	}
-	return steps.UploadResult{Size: size, SHA256: sum, ETag: aws.ToString(out.ETag)}, nil
+	return steps.UploadResult{Size: size, ETag: aws.ToString(out.ETag)}, nil
 }
 
 // upload is the state of one Upload while its parts move.
@@ -97,10 +100,10 @@ type part struct {
 }
 
 // run reads r into parts and uploads them with the store's concurrency. It
-// returns the completed parts in order, the stream's size and hex SHA-256.
+// returns the completed parts in order and the stream's size.
 // The first error — from r, a part or ctx — cancels the remaining work and is
 // returned once every worker has stopped.
-func (u *upload) run(ctx context.Context, r io.Reader) ([]types.CompletedPart, int64, string, error) {
+func (u *upload) run(ctx context.Context, r io.Reader) ([]types.CompletedPart, int64, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
@@ -119,24 +122,23 @@ func (u *upload) run(ctx context.Context, r io.Reader) ([]types.CompletedPart, i
 		})
 	}
 
-	hash := sha256.New()
-	size := u.read(ctx, cancel, r, pool, work, hash)
+	size := u.read(ctx, cancel, r, pool, work)
 	close(work)
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil {
-		return nil, 0, "", err
+		return nil, 0, err
 	}
 	slices.SortFunc(u.parts, func(a, b types.CompletedPart) int {
 		return cmp.Compare(aws.ToInt32(a.PartNumber), aws.ToInt32(b.PartNumber))
 	})
-	return u.parts, size, hex.EncodeToString(hash.Sum(nil)), nil
+	return u.parts, size, nil
 }
 
 // read fills buffers from r and hands them to the workers until r ends or
 // ctx is done; a read error cancels ctx. It returns the bytes read. An empty
 // stream still yields one (empty) part, because S3 cannot complete an upload
 // without parts.
-func (u *upload) read(ctx context.Context, cancel context.CancelCauseFunc, r io.Reader, pool *bufferPool, work chan<- part, hash io.Writer) int64 {
+func (u *upload) read(ctx context.Context, cancel context.CancelCauseFunc, r io.Reader, pool *bufferPool, work chan<- part) int64 {
 	var size int64
 	for number := int32(1); ; number++ {
 		buf, err := pool.get(ctx)
@@ -157,7 +159,6 @@ func (u *upload) read(ctx context.Context, cancel context.CancelCauseFunc, r io.
 			cancel(fmt.Errorf("stream for %s exceeds %d parts of %d bytes: raise the part size", u.store.loc(u.key), u.store.maxParts, u.store.partSize))
 			return size
 		}
-		hash.Write(buf[:n])
 		size += int64(n)
 		select {
 		case work <- part{number: number, buf: buf, n: n}:
@@ -189,7 +190,9 @@ func fill(r io.Reader, buf []byte) (n int, eof bool, err error) {
 }
 
 // send uploads one part with its SHA-256 checksum, which the server checks
-// against the bytes it received, and records it for completion.
+// against the bytes it received, and records it for completion. The part is
+// hashed once: the same digest is the SigV4 payload hash that a request over
+// plain HTTP is signed with (over HTTPS the SDK signs UNSIGNED-PAYLOAD).
 func (u *upload) send(ctx context.Context, p part) error {
 	data := p.buf[:p.n]
 	sum := sha256.Sum256(data)
@@ -203,7 +206,7 @@ func (u *upload) send(ctx context.Context, p part) error {
 		ContentLength:     aws.Int64(int64(p.n)),
 		ChecksumAlgorithm: types.ChecksumAlgorithmSha256,
 		ChecksumSHA256:    aws.String(checksum),
-	})
+	}, withPayloadHash(hex.EncodeToString(sum[:])))
 	if err != nil {
 		return fmt.Errorf("upload part %d of %s: %w", p.number, u.store.loc(u.key), Explain(err, u.store.bucket))
 	}
@@ -263,4 +266,19 @@ func (p *bufferPool) get(ctx context.Context) ([]byte, error) {
 // put returns a buffer; it never blocks, since at most max buffers exist.
 func (p *bufferPool) put(b []byte) {
 	p.free <- b[:cap(b)]
+}
+
+// withPayloadHash gives the SigV4 signer a payload hash computed beforehand,
+// so that it does not read and hash the body again. The value is a stack
+// value, which every operation clears on entry: it is set by a middleware of
+// that operation.
+func withPayloadHash(hexSum string) func(*s3.Options) {
+	return func(o *s3.Options) {
+		o.APIOptions = append(o.APIOptions, func(stack *middleware.Stack) error {
+			return stack.Initialize.Add(middleware.InitializeMiddlewareFunc("hcpsnapPayloadHash",
+				func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+					return next.HandleInitialize(v4.SetPayloadHash(ctx, hexSum), in)
+				}), middleware.After)
+		})
+	}
 }

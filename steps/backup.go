@@ -46,7 +46,7 @@ const (
 	StepSaveKeys        = "save-encryption-key"
 	StepCleanupPodFile  = "cleanup-pod-file"
 	StepWriteManifest   = "write-manifest"
-	pollInterval        = 500 * time.Millisecond
+	pollInterval        = 200 * time.Millisecond
 	timestampFormat     = "20060102T150405Z"
 	defaultWaitTimeout  = 5 * time.Minute
 	snapshotObjectName  = "snapshot.db"

@@ -152,9 +152,8 @@ type UploadOptions struct {
 
 // UploadResult is what a completed upload produced.
 type UploadResult struct {
-	Size   int64
-	SHA256 string // hex SHA-256 of all bytes read
-	ETag   string
+	Size int64
+	ETag string
 }
 
 // PutOptions tune the upload of a small object.

@@ -70,7 +70,7 @@ func upload(ctx context.Context, s *State) error {
 		return fmt.Errorf("uploaded %d bytes of a %d-byte snapshot", res.Size, s.Out.SnapshotBytes)
 	}
 	end := s.now().UTC()
-	s.Out.UploadEnd, s.Out.SHA256, s.Out.UploadID = &end, res.SHA256, ""
+	s.Out.UploadEnd, s.Out.SHA256, s.Out.UploadID = &end, verifier.FileSHA256(), ""
 	secs := end.Sub(start).Seconds()
 	log(ctx).Info("snapshot uploaded", "key", key, "bytes", res.Size, "MBps", fmt.Sprintf("%.1f", float64(res.Size)/1e6/max(secs, 1e-3)))
 	return nil

@@ -26,6 +26,7 @@ type Verifier struct {
 	n        int64
 	wantSize int64
 	wantSum  string
+	fileSum  string // hex SHA-256 of every byte, set once the stream verified
 }
 
 // NewVerifier wraps r; size (when > 0) and sum (when not empty) are the
@@ -78,7 +79,31 @@ func (v *Verifier) verify() error {
 	if v.wantSum != "" && got != v.wantSum {
 		return fmt.Errorf("snapshot stream differs from the saved snapshot: SHA-256 %s, want %s", got[:12], v.wantSum[:12])
 	}
+	// The file's own hash continues etcd's over the 32 trailing bytes.
+	whole := v.h.(hash.Cloner)
+	c, err := whole.Clone()
+	if err != nil {
+		return err
+	}
+	c.Write(v.tail)
+	v.fileSum = hex.EncodeToString(c.Sum(nil))
 	return nil
 }
+
+// Size returns the bytes read so far.
+func (v *Verifier) Size() int64 { return v.n }
+
+// EtcdSHA256 returns etcd's hex SHA-256 of the database (the trailing 32
+// bytes), or "" until the stream has ended and verified.
+func (v *Verifier) EtcdSHA256() string {
+	if v.fileSum == "" {
+		return ""
+	}
+	return hex.EncodeToString(v.tail)
+}
+
+// FileSHA256 returns the hex SHA-256 of the whole stream, trailing hash
+// included, or "" until the stream has ended and verified.
+func (v *Verifier) FileSHA256() string { return v.fileSum }
 
 var _ io.Reader = (*Verifier)(nil)

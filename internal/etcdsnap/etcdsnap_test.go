@@ -59,7 +59,8 @@ func TestVerifier(t *testing.T) {
 	for _, tt := range tests {
 		for rname, mk := range readers {
 			t.Run(tt.name+"/"+rname, func(t *testing.T) {
-				got, err := io.ReadAll(NewVerifier(mk(tt.data), tt.size, tt.sum))
+				v := NewVerifier(mk(tt.data), tt.size, tt.sum)
+				got, err := io.ReadAll(v)
 				if tt.wantErr == "" {
 					if err != nil {
 						t.Fatal(err)
@@ -67,7 +68,14 @@ func TestVerifier(t *testing.T) {
 					if !bytes.Equal(got, tt.data) {
 						t.Error("the verifier changed the stream")
 					}
+					if v.FileSHA256() != sha256Hex(tt.data) || v.Size() != int64(len(tt.data)) ||
+						v.EtcdSHA256() != sha256Hex(tt.data[:len(tt.data)-32]) {
+						t.Errorf("file SHA-256 %q, etcd SHA-256 %q, size %d; want the stream's", v.FileSHA256(), v.EtcdSHA256(), v.Size())
+					}
 					return
+				}
+				if v.FileSHA256() != "" || v.EtcdSHA256() != "" {
+					t.Error("a stream that failed verification has a SHA-256")
 				}
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("error %v, want %q", err, tt.wantErr)
