@@ -80,7 +80,7 @@ func TestBadInput(t *testing.T) {
 		}
 		return "s3://" + env.bucket + "/" + prefix + "manifest.json"
 	}
-	sameMeta := map[string]string{"etcd-sha256": m.Etcd.SHA256}
+	sameMeta := map[string]string{"hcpsnap-run": m.RunID}
 	corrupt := append([]byte(nil), snapshot...)
 	corrupt[len(corrupt)/2] ^= 0xff
 	missingSnap := damaged("missing", nil, nil, nil)

@@ -392,11 +392,14 @@ func TestExecStreamCut(t *testing.T) {
 	cuts := []struct {
 		name string
 		cut  nodeagent.CutExec
-		// want is the exit code of the run with the fault: a cut snapshot
-		// is undone; a cut upload stream is read on from where it stopped.
+		// want is the exit code of the run with the fault: a snapshot-save
+		// cut before etcd fixed the revision is undone; a cut upload stream
+		// is read on from where it stopped.
 		want exitcode.Code
 	}{
-		{"during snapshot-save", nodeagent.CutExec{Pod: pod, Match: "snapshot save", AfterMillis: 150}, exitcode.Restored},
+		// `until=$2` is in the script that starts etcdctl and waits for
+		// its first byte, and in no other.
+		{"during snapshot-save", nodeagent.CutExec{Pod: pod, Match: "until=$2", AfterMillis: 1}, exitcode.Restored},
 		{"during upload", nodeagent.CutExec{Pod: pod, Match: "head -c", AfterBytes: 20 << 20}, exitcode.OK},
 	}
 	for i, c := range cuts {

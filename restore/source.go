@@ -86,7 +86,7 @@ func List(ctx context.Context, store Store, prefix, cluster string) ([]*Backup, 
 }
 
 // CheckSnapshot refuses a backup whose snapshot object is missing or does
-// not match its manifest (size and etcd's SHA-256 recorded on the object).
+// not match its manifest (the size, and the run recorded on the object).
 func CheckSnapshot(ctx context.Context, store Store, b *Backup) error {
 	m := b.Manifest
 	info, ok, err := store.Head(ctx, m.Snapshot.Key)
@@ -96,9 +96,9 @@ func CheckSnapshot(ctx context.Context, store Store, b *Backup) error {
 	if !ok {
 		return fmt.Errorf("snapshot %s of backup %s is missing from the bucket: choose another backup", m.Snapshot.Key, b.ManifestKey)
 	}
-	if info.Size != m.Snapshot.Size || info.Metadata[steps.MetaEtcdSHA256] != m.Etcd.SHA256 {
-		return fmt.Errorf("snapshot %s does not match its manifest (size %d, manifest %d; etcd checksum %s): the object was replaced or damaged; choose another backup",
-			m.Snapshot.Key, info.Size, m.Snapshot.Size, matchWord(info.Metadata[steps.MetaEtcdSHA256] == m.Etcd.SHA256))
+	if info.Size != m.Snapshot.Size || info.Metadata[steps.MetaRunID] != m.RunID {
+		return fmt.Errorf("snapshot %s does not match its manifest (size %d, manifest %d; run %s): the object was replaced or damaged; choose another backup",
+			m.Snapshot.Key, info.Size, m.Snapshot.Size, matchWord(info.Metadata[steps.MetaRunID] == m.RunID))
 	}
 	return nil
 }

@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/xml"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log"
 	"net/http"
@@ -146,7 +148,7 @@ func (f *fakeS3) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *fakeS3) create(w http.ResponseWriter, r *http.Request, key string) {
-	if got := r.Header.Get("x-amz-checksum-algorithm"); got != "SHA256" {
+	if got := r.Header.Get("x-amz-checksum-algorithm"); got != "CRC32C" {
 		s3Error(w, http.StatusBadRequest, "InvalidRequest")
 		return
 	}
@@ -170,7 +172,7 @@ func (f *fakeS3) part(w http.ResponseWriter, r *http.Request, uploadID, number s
 		f.inflight--
 		f.mu.Unlock()
 	}()
-	h := sha256.New()
+	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
 	var buf bytes.Buffer
 	var sink io.Writer = io.MultiWriter(h, &buf)
 	if f.discard {
@@ -188,8 +190,13 @@ func (f *fakeS3) part(w http.ResponseWriter, r *http.Request, uploadID, number s
 			return
 		}
 	}
+	// Over plain HTTP the part's SHA-256 is signed as the payload hash.
+	if payload := sha256.Sum256(data); !f.discard && r.Header.Get("X-Amz-Content-Sha256") != hex.EncodeToString(payload[:]) {
+		s3Error(w, http.StatusBadRequest, "XAmzContentSHA256Mismatch")
+		return
+	}
 	want := base64.StdEncoding.EncodeToString(h.Sum(nil))
-	if r.Header.Get("x-amz-checksum-sha256") != want {
+	if r.Header.Get("x-amz-checksum-crc32c") != want {
 		s3Error(w, http.StatusBadRequest, "BadDigest")
 		return
 	}
@@ -206,14 +213,14 @@ func (f *fakeS3) part(w http.ResponseWriter, r *http.Request, uploadID, number s
 		return
 	}
 	w.Header().Set("ETag", fmt.Sprintf("\"etag-%d\"", n))
-	w.Header().Set("x-amz-checksum-sha256", want)
+	w.Header().Set("x-amz-checksum-crc32c", want)
 }
 
 type completeRequest struct {
 	Parts []struct {
 		PartNumber     int
 		ETag           string
-		ChecksumSHA256 string
+		ChecksumCRC32C string
 	} `xml:"Part"`
 }
 
@@ -237,7 +244,7 @@ func (f *fakeS3) complete(w http.ResponseWriter, r *http.Request, key, uploadID 
 	var data []byte
 	for i, p := range req.Parts {
 		part, ok := u.parts[p.PartNumber]
-		if !ok || p.PartNumber != i+1 || p.ChecksumSHA256 != u.sums[p.PartNumber] {
+		if !ok || p.PartNumber != i+1 || p.ChecksumCRC32C != u.sums[p.PartNumber] {
 			s3Error(w, http.StatusBadRequest, "InvalidPart")
 			return
 		}

@@ -20,10 +20,10 @@ import (
 
 // Part sizes and limits of S3 multipart uploads.
 const (
-	// DefaultPartSize balances request count against memory: 16 MiB parts
-	// hold an 8 GiB etcd snapshot in 512 parts, and 4 concurrent parts use
-	// 80 MiB of memory.
-	DefaultPartSize int64 = 16 << 20
+	// DefaultPartSize balances request count against memory: 8 MiB parts
+	// hold an 8 GiB etcd snapshot (etcd's largest quota) in 1024 parts, and
+	// 4 concurrent parts use 40 MiB of memory.
+	DefaultPartSize int64 = 8 << 20
 	// MinPartSize is the smallest part S3 accepts except for the last one.
 	MinPartSize int64 = 5 << 20
 	// MaxPartSize is the largest part S3 accepts.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"path"
@@ -55,8 +54,10 @@ const (
 )
 
 // Backup returns the backup workflow in the order the runbook performs it.
-// The API comes back (scale-up, resume) as soon as the snapshot file exists,
-// so the downtime does not include the upload.
+// The API comes back (scale-up, resume) as soon as etcd has fixed the
+// snapshot's revision, while etcdctl still writes the file, and the upload
+// reads the file as it grows: the downtime includes neither the bulk of the
+// snapshot nor the upload (podscript.go says why that is safe).
 func Backup() []Step {
 	online := func(s *State) bool { return s.Opts.Online }
 	return []Step{
@@ -67,17 +68,17 @@ func Backup() []Step {
 		{Name: StepScaleDown, Skip: online, Run: scaleDown, Plan: planScaleDown,
 			Summary: "Record the API Deployments' replicas, scale them to 0 and wait until their pods are gone."},
 		{Name: StepSnapshotSave, Run: snapshotSave, Plan: planSnapshotSave,
-			Summary: "Save an etcd snapshot inside the member's pod and record its status."},
+			Summary: "Start etcdctl snapshot save inside the member's pod and wait until etcd has fixed the snapshot's revision."},
 		{Name: StepScaleUp, Reverts: StepScaleDown, Skip: online, Run: scaleUp, Plan: planScaleUp,
 			Summary: "Scale the API Deployments back to their recorded replicas and wait until they are available."},
 		{Name: StepResume, Reverts: StepPause, Skip: online, Run: resume, Plan: planResume,
 			Summary: "Put spec.pausedUntil back to its recorded value (removed when it was absent)."},
 		{Name: StepUpload, Run: upload, Plan: planUpload,
-			Summary: "Stream the snapshot out of the pod into an S3 multipart upload, verifying etcd's SHA-256."},
+			Summary: "Stream the snapshot out of the pod as etcdctl writes it into an S3 multipart upload, verifying etcd's SHA-256; record its status."},
 		{Name: StepSaveKeys, Run: saveKeys, Plan: planSaveKeys,
 			Summary: "Save the etcd encryption key and the Secrets a restore needs, encrypted, apart from the snapshot."},
 		{Name: StepCleanupPodFile, Reverts: StepSnapshotSave, Run: cleanupPodFile, Plan: planCleanupPodFile,
-			Summary: "Remove the snapshot file from the pod."},
+			Summary: "Stop etcdctl if it still writes and remove the snapshot files from the pod."},
 		{Name: StepWriteManifest, Run: writeManifest, Plan: planWriteManifest,
 			Summary: "Write the manifest that describes the backup beside the snapshot."},
 	}
@@ -241,6 +242,7 @@ func checkMemberHealth(ctx context.Context, s *State) error {
 	if err != nil {
 		return fmt.Errorf("df in pod %s: %w", s.Opts.Member, err)
 	}
+	s.Out.EtcdDBSize = status[0].Status.DBSize
 	need := status[0].Status.DBSize + status[0].Status.DBSize/10
 	if free < need {
 		return exitcode.Preconditionf("%s in pod %s/%s has %d MiB free, the snapshot needs about %d MiB: free space there or choose --snapshot-dir", s.Opts.Etcd.SnapshotDir, s.Out.HCPNamespace, s.Opts.Member, free>>20, need>>20)
@@ -455,19 +457,38 @@ func scaleTo(ctx context.Context, s *State, name string, replicas int32) error {
 func snapshotSave(ctx context.Context, s *State) error {
 	if s.Out.SnapshotPath == "" {
 		s.Out.SnapshotPath = path.Join(s.Opts.Etcd.SnapshotDir, "hcpsnap-"+s.Run.RunID+".db")
-		if err := s.Save(ctx); err != nil {
-			return err
-		}
+	}
+	// Every attempt is a new snapshot: an object uploaded from an earlier
+	// one must not pass for it.
+	s.Out.SnapshotID = fmt.Sprintf("%s-%d", s.Run.RunID, s.now().UnixNano())
+	s.Out.SnapshotBytes, s.Out.EtcdSHA256, s.Out.Snapshot = 0, "", nil
+	if err := s.Save(ctx); err != nil {
+		return err
 	}
 	p := s.Out.SnapshotPath
+	until := "first-byte"
+	if s.Opts.HoldAPIUntilSaved {
+		until = "done"
+	}
 	var stderr bytes.Buffer
-	if err := s.exec(ctx, etcdctl(s, "snapshot", "save", p), nil, &stderr); err != nil {
+	cmd := append([]string{"sh", "-c", startSnapshotScript, "sh", p, until}, etcdctl(s)...)
+	if err := s.exec(ctx, cmd, nil, &stderr); err != nil {
 		return fmt.Errorf("etcdctl snapshot save %s: %w (%s)", p, err, firstLine(stderr.String()))
 	}
 	now := s.now().UTC()
 	s.Out.SnapshotSaveAt = &now
-	var stdout bytes.Buffer
-	stderr.Reset()
+	if until == "done" {
+		log(ctx).Info("snapshot saved", "path", p)
+	} else {
+		log(ctx).Info("snapshot revision fixed; etcdctl writes the rest while the API comes back", "path", p)
+	}
+	return nil
+}
+
+// snapshotStatus runs `etcdctl snapshot status` on the complete file.
+func snapshotStatus(ctx context.Context, s *State) error {
+	p := s.Out.SnapshotPath
+	var stdout, stderr bytes.Buffer
 	if err := s.exec(ctx, []string{s.Opts.Etcd.Etcdctl, "snapshot", "status", p, "-w", "json"}, &stdout, &stderr); err != nil {
 		return fmt.Errorf("etcdctl snapshot status %s: %w (%s)", p, err, firstLine(stderr.String()))
 	}
@@ -476,39 +497,7 @@ func snapshotSave(ctx context.Context, s *State) error {
 		return fmt.Errorf("etcdctl snapshot status %s: unexpected output: %w", p, err)
 	}
 	s.Out.Snapshot = st
-	// The file is the bolt database followed by etcd's SHA-256 of it: read
-	// the size and that trailing hash now, so the upload can verify it and
-	// an identical object already in the bucket can be recognised.
-	stdout.Reset()
-	stderr.Reset()
-	script := `stat -c %s "$1" && tail -c 32 "$1" | od -An -v -tx1`
-	if err := s.exec(ctx, []string{"sh", "-c", script, "sh", p}, &stdout, &stderr); err != nil {
-		return fmt.Errorf("read size and hash of %s: %w (%s)", p, err, firstLine(stderr.String()))
-	}
-	size, sum, err := parseSizeAndHash(stdout.String())
-	if err != nil {
-		return fmt.Errorf("snapshot %s: %w", p, err)
-	}
-	s.Out.SnapshotBytes, s.Out.EtcdSHA256 = size, sum
-	log(ctx).Info("snapshot saved", "path", p, "revision", st.Revision, "keys", st.TotalKey, "bytes", size)
 	return nil
-}
-
-// parseSizeAndHash reads `stat -c %s` followed by `od -An -tx1` of 32 bytes.
-func parseSizeAndHash(out string) (int64, string, error) {
-	lines := strings.SplitN(strings.TrimSpace(out), "\n", 2)
-	if len(lines) != 2 {
-		return 0, "", fmt.Errorf("unexpected output %q", out)
-	}
-	size, err := strconv.ParseInt(strings.TrimSpace(lines[0]), 10, 64)
-	if err != nil {
-		return 0, "", fmt.Errorf("unexpected size %q", lines[0])
-	}
-	sum := strings.Join(strings.Fields(lines[1]), "")
-	if len(sum) != 64 || size < 32 {
-		return 0, "", errors.New("file too short to be an etcd snapshot")
-	}
-	return size, sum, nil
 }
 
 func cleanupPodFile(ctx context.Context, s *State) error {
@@ -517,10 +506,11 @@ func cleanupPodFile(ctx context.Context, s *State) error {
 	}
 	p := s.Out.SnapshotPath
 	var stderr bytes.Buffer
-	// etcdctl writes <path>.part and renames it: remove both.
-	if err := s.exec(ctx, []string{"rm", "-f", p, p + ".part"}, nil, &stderr); err != nil {
-		return fmt.Errorf("remove %s from pod %s/%s: %w (%s); remove it by hand with: oc exec -n %s %s -c %s -- rm -f %s",
-			p, s.Out.HCPNamespace, s.Opts.Member, err, firstLine(stderr.String()), s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container, p)
+	// Stop etcdctl if it still writes, then remove the file, etcdctl's
+	// <path>.part and the writer's own files.
+	if err := s.exec(ctx, []string{"sh", "-c", cleanupScript, "sh", p}, nil, &stderr); err != nil {
+		return fmt.Errorf("remove %s from pod %s/%s: %w (%s); remove it by hand with: oc exec -n %s %s -c %s -- sh -c 'rm -f %s %s.*'",
+			p, s.Out.HCPNamespace, s.Opts.Member, err, firstLine(stderr.String()), s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container, p, p)
 	}
 	return nil
 }

@@ -127,10 +127,10 @@ func TestBackupRun(t *testing.T) {
 				"exec endpoint-status", "exec df",
 				"hostedcluster pausedUntil=" + describe(&s.Out.PauseUntil),
 				"scale kube-apiserver=0", "scale openshift-apiserver=0", "scale openshift-oauth-apiserver=0",
-				"exec snapshot-save", "exec snapshot-status", "exec stat",
+				"exec snapshot-save",
 				"scale kube-apiserver=3", "scale openshift-apiserver=2", "scale openshift-oauth-apiserver=1",
 				"hostedcluster pausedUntil=" + describe(pc.value),
-				"exec cat", "store upload " + snapKey,
+				"exec probe", "exec cat", "store upload " + snapKey, "exec snapshot-status",
 				"store put " + keysKey,
 				"exec rm",
 				"store put " + manKey,
@@ -161,7 +161,7 @@ func TestBackupRun(t *testing.T) {
 				}
 			}
 			rm, _ := fx.exec.call("rm")
-			wantRm := []string{"rm", "-f", s.Out.SnapshotPath, s.Out.SnapshotPath + ".part"}
+			wantRm := []string{"sh", "-c", cleanupScript, "sh", s.Out.SnapshotPath}
 			if !slices.Equal(rm.Cmd, wantRm) || !strings.HasPrefix(s.Out.SnapshotPath, DefaultSnapshotDir+"/hcpsnap-"+s.Run.RunID) {
 				t.Errorf("rm command %q, want %q", rm.Cmd, wantRm)
 			}
@@ -175,7 +175,7 @@ func TestBackupRun(t *testing.T) {
 			if string(obj.Data) != string(fx.snapshot) {
 				t.Errorf("snapshot object differs from the streamed file (%d vs %d bytes)", len(obj.Data), len(fx.snapshot))
 			}
-			if obj.Put.Metadata[MetaEtcdSHA256] != etcdSum || obj.Put.Metadata[MetaRunID] != s.Run.RunID {
+			if obj.Put.Metadata[MetaSnapshotID] != s.Out.SnapshotID || obj.Put.Metadata[MetaRunID] != s.Run.RunID {
 				t.Errorf("snapshot metadata %v", obj.Put.Metadata)
 			}
 
@@ -523,10 +523,10 @@ func TestBackupResumeAfterUploadFailure(t *testing.T) {
 	want := []string{
 		"hostedcluster pausedUntil=" + describe(&resumed.Out.PauseUntil),
 		"scale kube-apiserver=0", "scale openshift-apiserver=0", "scale openshift-oauth-apiserver=0",
-		"exec snapshot-save", "exec snapshot-status", "exec stat",
+		"exec snapshot-save",
 		"scale kube-apiserver=3", "scale openshift-apiserver=2", "scale openshift-oauth-apiserver=1",
 		`hostedcluster pausedUntil="true"`,
-		"exec cat", "store upload backups/example/" + ts + "/snapshot.db",
+		"exec probe", "exec cat", "store upload backups/example/" + ts + "/snapshot.db", "exec snapshot-status",
 		"store put hcpsnap-keys/example/" + ts + "/key-bundle.json",
 		"exec rm",
 		"store put backups/example/" + ts + "/manifest.json",

@@ -292,6 +292,8 @@ type fakeExec struct {
 	fail    map[string]error
 	dbSize  int64
 	availKB int64
+	// onSave, when set, runs when etcdctl has written the snapshot.
+	onSave func()
 }
 
 var _ Executor = (*fakeExec)(nil)
@@ -304,10 +306,14 @@ func execOp(cmd []string) string {
 		return ""
 	case cmd[0] == "df":
 		return "df"
-	case cmd[0] == "sh" && strings.Contains(cmd[2], "tail -c +"):
-		return "cat" // a range of the file: tail -c +OFF+1 FILE | head -c LEN
-	case cmd[0] == "sh":
-		return "stat"
+	case cmd[0] == "sh" && cmd[2] == startSnapshotScript:
+		return "snapshot-save"
+	case cmd[0] == "sh" && cmd[2] == rangeScript:
+		return "cat" // a range of the file
+	case cmd[0] == "sh" && cmd[2] == probeSnapshotScript:
+		return "probe"
+	case cmd[0] == "sh" && cmd[2] == cleanupScript:
+		return "rm"
 	case cmd[0] == "cat":
 		return "cat"
 	case cmd[0] == "rm":
@@ -336,38 +342,47 @@ func (f *fakeExec) Exec(ctx context.Context, namespace, pod, container string, c
 		fmt.Fprintf(stderr, "Error: %v\n", failErr)
 		return failErr
 	}
-	last := cmd[len(cmd)-1]
 	switch op {
 	case "endpoint-status":
 		fmt.Fprintf(stdout, `[{"Endpoint":"localhost:2379","Status":{"header":{"revision":456},"version":"3.5.17","dbSize":%d,"leader":1}}]`, f.dbSize)
 	case "df":
 		fmt.Fprintf(stdout, "Filesystem     1024-blocks     Used Available Capacity Mounted on\n/dev/nvme1n1       8191416   191416 %9d       3%% /var/lib\n", f.availKB)
 	case "snapshot-save":
+		// The writer finishes at once: the file is complete, status 0.
+		p := cmd[4]
+		if !slices.Contains(cmd, "--cacert") || cmd[5] != "first-byte" && cmd[5] != "done" {
+			return fmt.Errorf("unexpected snapshot-save command %q", cmd[4:])
+		}
 		f.mu.Lock()
-		f.files[last] = slices.Clone(f.snapshot)
+		f.files[p] = slices.Clone(f.snapshot)
+		f.files[p+".rc"] = []byte("0\n")
 		f.mu.Unlock()
-		fmt.Fprintf(stdout, "Snapshot saved at %s\n", last)
+		if f.onSave != nil {
+			f.onSave()
+		}
 	case "snapshot-status":
 		data, ok := f.file(cmd[3])
 		if !ok {
 			return f.missing(stderr, cmd[3])
 		}
 		fmt.Fprintf(stdout, `{"hash":2749163127,"revision":456,"totalKey":789,"totalSize":%d}`, len(data))
-	case "stat":
-		if !strings.Contains(cmd[2], "stat -c %s") || !strings.Contains(cmd[2], "tail -c 32") {
-			return fmt.Errorf("unexpected script %q", cmd[2])
+	case "probe":
+		p := cmd[4]
+		_, done := f.file(p + ".rc")
+		data, ok := f.file(p)
+		switch {
+		case done && ok:
+			fmt.Fprintf(stdout, "done 0 %d\n%s", len(data), odHex(data[len(data)-32:]))
+		case done || !ok:
+			fmt.Fprintln(stdout, "missing")
+		default:
+			fmt.Fprintln(stdout, "running")
 		}
-		data, ok := f.file(last)
-		if !ok {
-			return f.missing(stderr, last)
-		}
-		fmt.Fprintf(stdout, "%d\n%s", len(data), odHex(data[len(data)-32:]))
 	case "cat":
 		path, from, n := cmd[1], int64(0), int64(-1)
 		if cmd[0] == "sh" {
-			path = cmd[5]
-			from, _ = strconv.ParseInt(cmd[4], 10, 64)
-			from--
+			path = cmd[4]
+			from, _ = strconv.ParseInt(cmd[5], 10, 64)
 			n, _ = strconv.ParseInt(cmd[6], 10, 64)
 		}
 		data, ok := f.file(path)
@@ -397,8 +412,9 @@ func (f *fakeExec) Exec(ctx context.Context, namespace, pod, container string, c
 		}
 	case "rm":
 		f.mu.Lock()
-		for _, p := range cmd[2:] {
-			delete(f.files, p)
+		p := cmd[4]
+		for _, name := range []string{p, p + ".part", p + ".rc", p + ".log", p + ".pid"} {
+			delete(f.files, name)
 		}
 		f.mu.Unlock()
 	default:

@@ -30,8 +30,12 @@ type Options struct {
 	WaitTimeout time.Duration
 	// Online skips the pause and the scaling: etcd snapshots are consistent
 	// without downtime.
-	Online    bool
-	SkipSteps []string
+	Online bool
+	// HoldAPIUntilSaved keeps the API down until the snapshot file is
+	// complete, as the manual runbook does. By default it comes back as soon
+	// as etcd has fixed the snapshot's revision (its first byte is written).
+	HoldAPIUntilSaved bool
+	SkipSteps         []string
 	// Etcd says how to reach the member from inside its pod.
 	Etcd EtcdOptions
 	// KeyOut, when set, writes the key bundle to this local file (0600)
@@ -94,8 +98,14 @@ type Outputs struct {
 	PauseUntil  string           `json:"pauseDeadline,omitempty"`
 	Replicas    map[string]int32 `json:"replicas,omitempty"`
 
-	CACert         string          `json:"caCert,omitempty"`
-	SnapshotPath   string          `json:"snapshotPath,omitempty"`
+	CACert       string `json:"caCert,omitempty"`
+	SnapshotPath string `json:"snapshotPath,omitempty"`
+	// SnapshotID names one attempt of snapshot-save; the uploaded object
+	// carries it, so that a resumed run recognises its own upload.
+	SnapshotID string `json:"snapshotID,omitempty"`
+	// EtcdDBSize is the member's database size at preflight: an estimate of
+	// the snapshot's size while etcdctl still writes it.
+	EtcdDBSize     int64           `json:"etcdDBSize,omitempty"`
 	Snapshot       *SnapshotStatus `json:"snapshot,omitempty"`
 	SnapshotBytes  int64           `json:"snapshotBytes,omitempty"`
 	EtcdSHA256     string          `json:"etcdSHA256,omitempty"`

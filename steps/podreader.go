@@ -12,19 +12,21 @@ import (
 // Reading the snapshot out of the pod goes range by range: an exec stream
 // that ends early — a cut connection, a restarted apiserver, a proxy that
 // drops the last frames while ending the stream cleanly — then costs one
-// more exec from the first missing byte instead of the whole upload.
+// more exec from the first missing byte instead of the whole upload. Each
+// range waits in the pod until etcdctl has written it (rangeScript), so the
+// file can be read while it grows.
 const (
 	podReadRange = 64 << 20
 	// podReadAttempts bounds the execs in a row that bring no byte.
 	podReadAttempts = 4
 )
 
-// podFileReader reads size bytes of a file in the member's container.
+// podFileReader reads the snapshot file in the member's container.
 type podFileReader struct {
 	ctx  context.Context
 	s    *State
 	path string
-	size int64
+	size int64 // -1 until known: the writer has not ended yet
 
 	off    int64 // next byte to deliver
 	end    int64 // end of the range being read
@@ -36,14 +38,18 @@ type podFileReader struct {
 	cancel context.CancelFunc
 }
 
+// newPodFileReader reads the snapshot at path; size 0 means not yet known.
 func newPodFileReader(ctx context.Context, s *State, path string, size int64) *podFileReader {
+	if size <= 0 {
+		size = -1
+	}
 	return &podFileReader{ctx: ctx, s: s, path: path, size: size}
 }
 
 // Read implements io.Reader.
 func (r *podFileReader) Read(p []byte) (int, error) {
 	for {
-		if r.off >= r.size {
+		if r.size >= 0 && r.off >= r.size {
 			return 0, io.EOF
 		}
 		if r.cur == nil {
@@ -64,16 +70,31 @@ func (r *podFileReader) Read(p []byte) (int, error) {
 		if execErr == nil && !errors.Is(err, io.EOF) {
 			execErr = err
 		}
+		if writerFailed(execErr) {
+			return n, fmt.Errorf("read %s from pod %s: %w", r.path, r.s.Opts.Member, execErr)
+		}
 		if r.off == r.end {
 			if n > 0 {
 				return n, nil
 			}
 			continue // the range is complete: read the next one
 		}
-		// The stream ended before its range did: read again from r.off.
 		if r.ctx.Err() != nil {
 			return n, r.ctx.Err()
 		}
+		if r.size < 0 && execErr == nil {
+			// A short range: the end of the file, if etcdctl has ended.
+			if err := r.learnSize(); err != nil {
+				return n, err
+			}
+			if r.off == r.size {
+				if n > 0 {
+					return n, nil
+				}
+				continue
+			}
+		}
+		// The stream ended before its range did: read again from r.off.
 		if n == 0 {
 			r.misses++
 		}
@@ -91,16 +112,39 @@ func (r *podFileReader) Read(p []byte) (int, error) {
 	}
 }
 
-// start begins an exec that streams [off, min(off+range, size)).
+// learnSize asks the pod whether etcdctl has ended and records the size of
+// the complete file.
+func (r *podFileReader) learnSize() error {
+	st, err := probeWriter(r.ctx, r.s, r.path)
+	switch {
+	case err != nil:
+		return err
+	case st.Done && st.Status != 0:
+		return fmt.Errorf("etcdctl snapshot save %s failed with status %d: %s", r.path, st.Status, st.Error)
+	case st.Missing:
+		return fmt.Errorf("snapshot %s is gone from pod %s while it was read", r.path, r.s.Opts.Member)
+	case st.Done:
+		if st.Size < r.off {
+			return fmt.Errorf("read %d bytes of %s, but the complete file has %d", r.off, r.path, st.Size)
+		}
+		r.size = st.Size
+	}
+	return nil
+}
+
+// start begins an exec that streams [off, off+range), cut at the size once
+// known.
 func (r *podFileReader) start() {
-	r.end = min(r.off+podReadRange, r.size)
+	r.end = r.off + podReadRange
+	if r.size >= 0 {
+		r.end = min(r.end, r.size)
+	}
 	ctx, cancel := context.WithCancel(r.ctx)
 	pr, pw := io.Pipe()
 	r.cur, r.cancel, r.done = pr, cancel, make(chan struct{})
 	r.stderr.Reset()
-	// tail seeks to the offset in a regular file; head stops at the range end.
-	cmd := []string{"sh", "-c", `tail -c +"$1" "$2" | head -c "$3"`, "sh",
-		strconv.FormatInt(r.off+1, 10), r.path, strconv.FormatInt(r.end-r.off, 10)}
+	cmd := []string{"sh", "-c", rangeScript, "sh", r.path,
+		strconv.FormatInt(r.off, 10), strconv.FormatInt(r.end-r.off, 10), r.s.stallSeconds()}
 	done := r.done
 	go func() {
 		defer close(done)

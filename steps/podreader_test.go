@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-// rangeExec serves ranges of data as `tail -c +OFF | head -c LEN` would,
+// rangeExec serves ranges of data as rangeScript does for a complete file,
 // ending the first cuts streams early without an error, as a proxy that
 // drops the last frames does.
 type rangeExec struct {
@@ -22,9 +22,9 @@ type rangeExec struct {
 
 func (r *rangeExec) Exec(_ context.Context, _, _, _ string, cmd []string, _ io.Reader, stdout, _ io.Writer) error {
 	r.calls++
-	off, _ := strconv.ParseInt(cmd[4], 10, 64)
+	off, _ := strconv.ParseInt(cmd[5], 10, 64)
 	n, _ := strconv.ParseInt(cmd[6], 10, 64)
-	chunk := r.data[off-1 : min(off-1+n, int64(len(r.data)))]
+	chunk := r.data[off:min(off+n, int64(len(r.data)))]
 	if r.calls <= r.cuts {
 		chunk = chunk[:len(chunk)/3]
 	}

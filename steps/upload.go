@@ -12,34 +12,35 @@ import (
 	"github.com/hcpsnap/hcpsnap/internal/etcdsnap"
 )
 
-// Object metadata that lets a later run recognise an identical snapshot.
+// Object metadata that lets a later run recognise its own upload.
 const (
-	MetaEtcdSHA256 = "etcd-sha256"
 	MetaRunID      = "hcpsnap-run"
+	MetaSnapshotID = "hcpsnap-snapshot"
 )
 
 func upload(ctx context.Context, s *State) error {
-	if s.Out.SnapshotPath == "" || s.Out.EtcdSHA256 == "" {
+	if s.Out.SnapshotPath == "" || s.Out.SnapshotID == "" {
 		return errors.New("no snapshot recorded: snapshot-save has not run in this run")
 	}
 	key := objectKey(s.Opts.Prefix, s.Opts.Cluster, s.Out.Timestamp, snapshotObjectName)
 	s.Out.ObjectKey = key
-	info, ok, err := s.Clients.Store.Head(ctx, key)
+	st, err := probeWriter(ctx, s, s.Out.SnapshotPath)
 	if err != nil {
 		return err
 	}
-	if ok && info.Size == s.Out.SnapshotBytes && info.Metadata[MetaEtcdSHA256] == s.Out.EtcdSHA256 {
-		// The file is the database followed by etcd's SHA-256 of it, and a
-		// multipart upload completes only after the whole stream verified:
-		// equal size and etcd hash mean an equal object. Hash it to record
-		// the object's own SHA-256 without moving the snapshot again.
-		sum, err := hashObject(ctx, s.Clients.Store, key)
-		if err != nil {
+	switch {
+	case st.Missing:
+		return fmt.Errorf("snapshot %s is gone from pod %s/%s (was the pod restarted?): start a new backup", s.Out.SnapshotPath, s.Out.HCPNamespace, s.Opts.Member)
+	case st.Done && st.Status != 0:
+		return fmt.Errorf("etcdctl snapshot save %s failed with status %d: %s", s.Out.SnapshotPath, st.Status, st.Error)
+	case st.Done:
+		s.Out.SnapshotBytes, s.Out.EtcdSHA256 = st.Size, st.EtcdSum
+		reused, err := reuseUploaded(ctx, s, key)
+		if err != nil || reused {
 			return err
 		}
-		log(ctx).Info("the bucket already holds this snapshot; not uploading again", "key", key)
-		s.Out.UploadReused, s.Out.SHA256 = true, sum
-		return nil
+	default:
+		log(ctx).Info("uploading the snapshot while etcdctl still writes it")
 	}
 	// A crashed earlier attempt may have left a multipart upload behind.
 	if err := s.Clients.Store.AbortUploads(ctx, key); err != nil {
@@ -48,17 +49,23 @@ func upload(ctx context.Context, s *State) error {
 	start := s.now().UTC()
 	s.Out.UploadStart = &start
 
-	src := newPodFileReader(ctx, s, s.Out.SnapshotPath, s.Out.SnapshotBytes)
+	// The size and etcd's hash are known when the file was complete before
+	// the upload began; otherwise the verifier learns them from the stream.
+	size := s.Out.SnapshotBytes
+	src := newPodFileReader(ctx, s, s.Out.SnapshotPath, size)
 	defer src.Close()
-	verifier := etcdsnap.NewVerifier(src, s.Out.SnapshotBytes, s.Out.EtcdSHA256)
-	total := s.Out.SnapshotBytes
+	verifier := etcdsnap.NewVerifier(src, size, s.Out.EtcdSHA256)
 	res, err := s.Clients.Store.Upload(ctx, key, verifier, UploadOptions{
-		Metadata: map[string]string{MetaEtcdSHA256: s.Out.EtcdSHA256, MetaRunID: s.Run.RunID},
+		Metadata: map[string]string{MetaRunID: s.Run.RunID, MetaSnapshotID: s.Out.SnapshotID},
 		OnCreate: func(id string) {
 			s.Out.UploadID = id
 			_ = s.Save(ctx)
 		},
 		OnPart: func(done int64) {
+			total := size
+			if total == 0 {
+				total = max(s.Out.EtcdDBSize+32, done) // an estimate until the file is complete
+			}
 			s.emit(Event{MessageType: "upload_progress", Step: StepUpload, BytesDone: done, BytesTotal: total})
 		},
 	})
@@ -66,14 +73,39 @@ func upload(ctx context.Context, s *State) error {
 	if err != nil {
 		return fmt.Errorf("upload s3 object %s: %w", key, err)
 	}
-	if res.Size != s.Out.SnapshotBytes {
-		return fmt.Errorf("uploaded %d bytes of a %d-byte snapshot", res.Size, s.Out.SnapshotBytes)
+	if res.Size != verifier.Size() {
+		return fmt.Errorf("uploaded %d bytes of a %d-byte snapshot", res.Size, verifier.Size())
 	}
 	end := s.now().UTC()
-	s.Out.UploadEnd, s.Out.SHA256, s.Out.UploadID = &end, verifier.FileSHA256(), ""
+	s.Out.UploadEnd, s.Out.UploadID = &end, ""
+	s.Out.SnapshotBytes, s.Out.EtcdSHA256, s.Out.SHA256 = verifier.Size(), verifier.EtcdSHA256(), verifier.FileSHA256()
+	if err := s.Save(ctx); err != nil {
+		return err
+	}
 	secs := end.Sub(start).Seconds()
 	log(ctx).Info("snapshot uploaded", "key", key, "bytes", res.Size, "MBps", fmt.Sprintf("%.1f", float64(res.Size)/1e6/max(secs, 1e-3)))
-	return nil
+	return snapshotStatus(ctx, s)
+}
+
+// reuseUploaded reports whether the bucket already holds this snapshot,
+// uploaded by this attempt before a crash: a multipart upload completes only
+// after the whole stream verified, so the same snapshot ID and size mean the
+// same object. It then records the object's SHA-256 and the file's status.
+func reuseUploaded(ctx context.Context, s *State, key string) (bool, error) {
+	info, ok, err := s.Clients.Store.Head(ctx, key)
+	if err != nil || !ok {
+		return false, err
+	}
+	if info.Size != s.Out.SnapshotBytes || info.Metadata[MetaSnapshotID] != s.Out.SnapshotID {
+		return false, nil
+	}
+	sum, err := hashObject(ctx, s.Clients.Store, key)
+	if err != nil {
+		return false, err
+	}
+	log(ctx).Info("the bucket already holds this snapshot; not uploading again", "key", key)
+	s.Out.UploadReused, s.Out.SHA256 = true, sum
+	return true, snapshotStatus(ctx, s)
 }
 
 // hashObject streams an object and returns its hex SHA-256.

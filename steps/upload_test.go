@@ -22,9 +22,10 @@ func TestBackupUpload(t *testing.T) {
 	}
 	tests := []struct {
 		name string
-		// setup prepares the fixture; stored is put in the bucket first.
+		// setup prepares the fixture; stored is put in the bucket once the
+		// snapshot is saved, as a crashed earlier attempt would have left it.
 		setup      func(fx *fixture)
-		stored     func(fx *fixture) *storedObject
+		stored     func(fx *fixture, s *State) *storedObject
 		wantCode   exitcode.Code
 		wantErr    string
 		wantUpload bool // Upload was called
@@ -35,27 +36,27 @@ func TestBackupUpload(t *testing.T) {
 			wantUpload: true,
 		},
 		{
-			name: "same size and etcd hash already stored: reused, not uploaded again",
-			stored: func(fx *fixture) *storedObject {
+			name: "this snapshot already stored (a crash after the upload): reused, not uploaded again",
+			stored: func(fx *fixture, s *State) *storedObject {
 				return &storedObject{Data: fx.snapshot, Put: PutOptions{Metadata: map[string]string{
-					MetaEtcdSHA256: sha256Hex(fx.snapshot[:len(fx.snapshot)-32]), MetaRunID: "an-earlier-attempt"}}}
+					MetaSnapshotID: s.Out.SnapshotID, MetaRunID: s.Run.RunID}}}
 			},
 			wantReused: true,
 		},
 		{
-			name: "same size, other etcd hash: uploaded again",
-			stored: func(fx *fixture) *storedObject {
+			name: "an earlier attempt's snapshot of the same size: uploaded again",
+			stored: func(fx *fixture, s *State) *storedObject {
 				other := makeSnapshot(99, len(fx.snapshot)-32)
 				return &storedObject{Data: other, Put: PutOptions{Metadata: map[string]string{
-					MetaEtcdSHA256: sha256Hex(other[:len(other)-32])}}}
+					MetaSnapshotID: s.Run.RunID + "-1", MetaRunID: s.Run.RunID}}}
 			},
 			wantUpload: true,
 		},
 		{
-			name: "same etcd hash, other size: uploaded again",
-			stored: func(fx *fixture) *storedObject {
+			name: "this snapshot's ID, other size: uploaded again",
+			stored: func(fx *fixture, s *State) *storedObject {
 				return &storedObject{Data: fx.snapshot[:1000], Put: PutOptions{Metadata: map[string]string{
-					MetaEtcdSHA256: sha256Hex(fx.snapshot[:len(fx.snapshot)-32])}}}
+					MetaSnapshotID: s.Out.SnapshotID}}}
 			},
 			wantUpload: true,
 		},
@@ -111,11 +112,16 @@ func TestBackupUpload(t *testing.T) {
 			if tt.setup != nil {
 				tt.setup(fx)
 			}
-			if tt.stored != nil {
-				fx.store.objects[snapKey] = *tt.stored(fx)
-			}
-			before, _ := fx.store.object(snapKey)
 			s := fx.state(defaultOptions())
+			var before storedObject
+			if tt.stored != nil {
+				fx.exec.onSave = func() {
+					fx.store.mu.Lock()
+					defer fx.store.mu.Unlock()
+					before = *tt.stored(fx, s)
+					fx.store.objects[snapKey] = before
+				}
+			}
 			s.Out.Timestamp = fixedTimestamp
 			var progress []int64
 			s.Events = func(e Event) {

@@ -12,6 +12,7 @@ def med(f): map(f) | median | r(2);
 | [ $sizes[] as $s
     | ($runs | map(select(.size == $s))) as $at
     | ($at | map(select(.kind == "hcpsnap"))) as $h
+    | ($at | map(select(.kind == "hcpsnap-hold"))) as $hh
     | ($at | map(select(.kind == "peer"))) as $p
     | ($at | map(select(.kind == "limit-upload"))) as $u
     | {
@@ -21,13 +22,21 @@ def med(f): map(f) | median | r(2);
         hcpsnap: {
           downtimeSeconds: ($h | med(.downtime)),
           downtimeFromEventsSeconds: ($h | med(.downtime_events)),
-          snapshotSaveStepSeconds: ($h | med(.snapshot_save)),
+          revisionFixedSeconds: ($h | med(.snapshot_save)),
           endToEndSeconds: ($h | med(.e2e)),
-          uploadSeconds: ($h | med(.upload)),
-          uploadMBps: ($h | med(mbps)),
-          peakRSSMiB: ($h | med(.rss_kib / 1024)),
-          peakRSSMaxMiB: ($h | map(.rss_kib / 1024) | max | r(2)),
-          restoreVerifySeconds: ($h | med(.restore_verify))
+          uploadWhileWrittenSeconds: ($h | med(.upload)),
+          snapshotToS3Seconds: ($h | med(.snapshot_to_s3)),
+          snapshotToS3MBps: ($h | med(.bytes / 1e6 / .snapshot_to_s3)),
+          peakRSSMiB: ($h + $hh | med(.rss_kib / 1024)),
+          peakRSSMaxMiB: ($h + $hh | map(.rss_kib / 1024) | max | r(2)),
+          restoreVerifySeconds: ($h + $hh | med(.restore_verify))
+        },
+        hold: {
+          downtimeSeconds: ($hh | med(.downtime)),
+          snapshotSaveStepSeconds: ($hh | med(.snapshot_save)),
+          endToEndSeconds: ($hh | med(.e2e)),
+          uploadSeconds: ($hh | med(.upload)),
+          uploadMBps: ($hh | med(mbps))
         },
         peer: {
           downtimeSeconds: ($p | med(.downtime)),
@@ -46,7 +55,7 @@ def med(f): map(f) | median | r(2);
     | .ratios = {
         downtimeVsPeer: (.hcpsnap.downtimeSeconds / .peer.downtimeSeconds | r(2)),
         endToEndVsPeer: (.hcpsnap.endToEndSeconds / .peer.endToEndSeconds | r(2)),
-        uploadVsAwsS3Cp: (.hcpsnap.uploadMBps / .limits.awsS3CpMBps | r(2)),
+        uploadVsAwsS3Cp: (.hold.uploadMBps / .limits.awsS3CpMBps | r(2)),
         peerUploadVsAwsS3Cp: (.peer.uploadMBps / .limits.awsS3CpMBps | r(2))
       }
   ] as $bysize
@@ -69,9 +78,9 @@ def med(f): map(f) | median | r(2);
         | { target: "end-to-end at \(.sizeMiB) MiB no slower than the peer",
             value: .hcpsnap.endToEndSeconds, limit: .peer.endToEndSeconds,
             met: (.hcpsnap.endToEndSeconds <= .peer.endToEndSeconds) },
-          { target: "upload throughput at \(.sizeMiB) MiB >= 80% of aws s3 cp (MB/s)",
-            value: .hcpsnap.uploadMBps, limit: (.limits.awsS3CpMBps * 0.8 | r(2)),
-            met: (.hcpsnap.uploadMBps >= .limits.awsS3CpMBps * 0.8) },
+          { target: "upload throughput at \(.sizeMiB) MiB (complete file) >= 80% of aws s3 cp (MB/s)",
+            value: .hold.uploadMBps, limit: (.limits.awsS3CpMBps * 0.8 | r(2)),
+            met: (.hold.uploadMBps >= .limits.awsS3CpMBps * 0.8) },
           { target: "peak RSS at \(.sizeMiB) MiB < 100 MiB (max of runs)",
             value: .hcpsnap.peakRSSMaxMiB, limit: 100, met: (.hcpsnap.peakRSSMaxMiB < 100) } ]
     + [ if ($bysize | length) < 2 then

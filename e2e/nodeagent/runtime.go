@@ -1,6 +1,7 @@
 package nodeagent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -309,10 +312,12 @@ func (rt *podRuntime) spawn(cmd *exec.Cmd, tty bool) (*proc, error) {
 		rt.procs[p.pid] = struct{}{}
 		started <- nil
 		_ = cmd.Wait()
-		// Whatever the leader left behind in its group goes with it, as in a container.
-		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+		// What the leader left running in its group (`cmd &` in an exec) lives on until the pod stops, as in a
+		// container: the group stays registered until it is empty.
 		rt.mu.Lock()
-		delete(rt.procs, p.pid)
+		if !groupAlive(p.pid) {
+			delete(rt.procs, p.pid)
+		}
 		rt.mu.Unlock()
 		close(p.done)
 	}()
@@ -381,8 +386,46 @@ func (rt *podRuntime) stop(grace time.Duration) {
 	}
 }
 
+// procCount returns how many process groups of the pod still have a process, forgetting the empty ones.
 func (rt *podRuntime) procCount() int {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
+	for pgid := range rt.procs {
+		if !groupAlive(pgid) {
+			delete(rt.procs, pgid)
+		}
+	}
 	return len(rt.procs)
+}
+
+// groupAlive reports whether process group pgid still has a running member; a zombie that nobody has reaped yet
+// does not count. The kernel does not reuse a number while it is the ID of a group with members, so the answer is
+// about the group the agent started.
+func groupAlive(pgid int) bool {
+	if syscall.Kill(-pgid, 0) != nil {
+		return false
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return true
+	}
+	for _, e := range entries {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses, so read after the last ')'.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) >= 3 && f[0] != "Z" && f[2] == strconv.Itoa(pgid) {
+			return true
+		}
+	}
+	return false
 }

@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -181,11 +182,11 @@ pwd`
 			t.Errorf("code %d, stderr %s", code, errOut.String())
 		}
 	})
-	t.Run("background children do not hold the exec", func(t *testing.T) {
+	t.Run("background children with their own output do not hold the exec", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		var out bytes.Buffer
-		code, err := rt.exec(ctx, c, []string{"sh", "-c", "sleep 60 & echo started"}, execStreams{out: &out})
+		code, err := rt.exec(ctx, c, []string{"sh", "-c", "sleep 60 >/dev/null 2>&1 </dev/null & echo started"}, execStreams{out: &out})
 		if err != nil || code != 0 || out.String() != "started\n" || ctx.Err() != nil {
 			t.Errorf("code %d, err %v, out %q, ctx %v", code, err, out.String(), ctx.Err())
 		}
@@ -206,6 +207,50 @@ pwd`
 		}
 	})
 	assertHostClean(t, rt.dir)
+}
+
+// TestExecLeftoversLiveUntilStop: a process an exec leaves running in the
+// background outlives the exec, as `nohup cmd &` does in a container, and
+// ends when the pod stops.
+func TestExecLeftoversLiveUntilStop(t *testing.T) {
+	requireRoot(t)
+	a := newTestAgent(t)
+	pod := testPod("etcd-0", corev1.Container{Name: "etcd"})
+	rt := newTestRuntime(t, a, pod, "127.0.0.43", sandboxMounts)
+	prepareSandboxFiles(t, rt)
+	var out bytes.Buffer
+	code, err := rt.exec(context.Background(), rt.containers[0], []string{"sh", "-c", "sleep 60 >/dev/null 2>&1 </dev/null & echo $!"}, execStreams{out: &out})
+	if err != nil || code != 0 {
+		t.Fatalf("exec: code %d, err %v", code, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(out.String()))
+	if err != nil {
+		t.Fatalf("output %q", out.String())
+	}
+	time.Sleep(200 * time.Millisecond)
+	if !processRunning(pid) {
+		t.Fatal("the background process died with its exec")
+	}
+	if n := rt.procCount(); n != 1 {
+		t.Errorf("%d process groups registered, want the leftover's", n)
+	}
+	rt.stop(time.Second)
+	if processRunning(pid) {
+		t.Error("the background process outlived the pod")
+	}
+	if n := rt.procCount(); n != 0 {
+		t.Errorf("%d process groups left", n)
+	}
+}
+
+// processRunning reports whether pid is a process that has not exited.
+func processRunning(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	return i > 0 && len(stat) > i+2 && stat[i+2] != 'Z'
 }
 
 func TestContainerRestarts(t *testing.T) {

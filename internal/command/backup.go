@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -41,6 +42,7 @@ const (
 	FlagWaitTimeout  = "wait-timeout"
 	FlagUndoTimeout  = "undo-timeout"
 	FlagOnline       = "online"
+	FlagHoldAPI      = "hold-api-until-saved"
 	FlagSkipSteps    = "skip-steps"
 	FlagDryRun       = "dry-run"
 	FlagResume       = "resume"
@@ -84,9 +86,9 @@ func (o *S3Options) flags(withBucket bool) []cli.Flag {
 			Usage: "Do not verify the S3 endpoint's TLS certificate. Insecure: for tests only; a warning is logged."},
 		&cli.BoolFlag{Name: FlagS3PathStyle, Sources: cli.EnvVars(env(FlagS3PathStyle)), Destination: &o.PathStyle,
 			Usage: "Address the bucket in the URL path instead of the host name, as most S3-compatible stores need."},
-		&cli.Int64Flag{Name: FlagPartSize, Value: 16, Sources: cli.EnvVars(env(FlagPartSize)), Destination: &o.PartSizeMiB,
+		&cli.Int64Flag{Name: FlagPartSize, Value: s3.DefaultPartSize >> 20, Sources: cli.EnvVars(env(FlagPartSize)), Destination: &o.PartSizeMiB,
 			Usage: "Size in MiB of each part of the multipart upload (5 or more). Memory use is about part size × (concurrency + 1)."},
-		&cli.IntFlag{Name: FlagConcurrency, Value: 4, Sources: cli.EnvVars(env(FlagConcurrency)), Destination: &o.Concurrency,
+		&cli.IntFlag{Name: FlagConcurrency, Value: s3.DefaultConcurrency, Sources: cli.EnvVars(env(FlagConcurrency)), Destination: &o.Concurrency,
 			Usage: "Number of parts uploaded at once."},
 	}
 	if withBucket {
@@ -118,12 +120,28 @@ func (o *S3Options) open(ctx context.Context) (*s3.Store, error) {
 	if o.Insecure {
 		log.FromContext(ctx).Warn("TLS verification of the S3 endpoint is off (--" + FlagS3Insecure + "): anyone on the path can read and change the backup")
 	}
+	limitMemory(o.PartSizeMiB<<20, o.Concurrency)
 	store, err := s3.Open(ctx, s3.Config{Bucket: o.Bucket, CABundle: o.CABundle, InsecureSkipVerify: o.Insecure,
 		PathStyle: o.PathStyle, PartSize: o.PartSizeMiB << 20, Concurrency: o.Concurrency})
 	if err != nil {
 		return nil, exitcode.New(exitcode.Precondition, err)
 	}
 	return store, nil
+}
+
+// memoryHeadroom is what hcpsnap needs beside the upload's part buffers:
+// the exec stream's frames, the SDK's requests, the clients' caches.
+const memoryHeadroom = 48 << 20
+
+// limitMemory sets a soft limit on the Go heap of part buffers plus
+// headroom, unless GOMEMLIMIT chose one. The buffers live for the whole
+// upload while the exec stream makes garbage fast; without a limit the
+// collector lets the heap grow to twice the buffers before it runs.
+func limitMemory(partSize int64, concurrency int) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	debug.SetMemoryLimit(partSize*int64(concurrency+1) + memoryHeadroom)
 }
 
 // BackupOptions are the options of `hcpsnap backup`.
@@ -170,6 +188,8 @@ func (o *BackupOptions) flags() []cli.Flag {
 			Usage: "Longest time the undo after a failure or Ctrl-C may take."},
 		&cli.BoolFlag{Name: FlagOnline, Sources: cli.EnvVars(env(FlagOnline)), Destination: &o.Online,
 			Usage: "Take the snapshot without pausing or scaling down: no API downtime (etcd snapshots are consistent)."},
+		&cli.BoolFlag{Name: FlagHoldAPI, Sources: cli.EnvVars(env(FlagHoldAPI)), Destination: &o.HoldAPIUntilSaved,
+			Usage: "Keep the API down until the snapshot file is complete, as the manual runbook does. By default it comes back as soon as etcd has fixed the snapshot's revision (its first byte is written), so the downtime does not grow with the size of etcd."},
 		&cli.StringSliceFlag{Name: FlagSkipSteps, Sources: cli.EnvVars(env(FlagSkipSteps)), Destination: &o.SkipSteps,
 			Usage: "Steps to leave out (comma-separated): " + strings.Join(stepNames(), ", ") + "."},
 		&cli.BoolFlag{Name: FlagDryRun, Sources: cli.EnvVars(env(FlagDryRun)), Destination: &o.DryRun,
@@ -233,6 +253,9 @@ func (o *BackupOptions) Validate() error {
 		if errs := validation.IsDNS1123Subdomain(d); len(errs) > 0 {
 			return exitcode.Usagef("--%s: %q is not a valid Deployment name", FlagDeployments, d)
 		}
+	}
+	if o.Online && o.HoldAPIUntilSaved {
+		return exitcode.Usagef("--%s and --%s exclude each other: an online backup takes the API down at no time", FlagOnline, FlagHoldAPI)
 	}
 	if len(o.Deployments) == 0 && !o.Online {
 		return exitcode.Usagef("--%s is empty: name the API Deployments to scale down, or use --%s", FlagDeployments, FlagOnline)
@@ -437,7 +460,10 @@ func (o *BackupOptions) printRunbook(ctx context.Context, engine *steps.Engine, 
 		}
 		return err
 	}
-	mode := "offline (API down during the snapshot)"
+	mode := "offline (API down until etcd has fixed the snapshot's revision)"
+	if o.HoldAPIUntilSaved {
+		mode = "offline (API down until the snapshot file is complete)"
+	}
 	if o.Online {
 		mode = "online (no API downtime)"
 	}
