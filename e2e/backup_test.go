@@ -21,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/hcpsnap/hcpsnap/internal/exitcode"
 	"github.com/hcpsnap/hcpsnap/manifest"
 )
 
@@ -375,14 +376,30 @@ func deref(p *string) string {
 // not in the backup: etcd fixed the snapshot's revision before its first byte.
 func TestBackupRevisionFixedAtSnapshotSave(t *testing.T) {
 	env := loadEnv(t)
-	before := env.state(t)
-	stateDir := t.TempDir()
-	r := env.startHcpsnap(t, stateDir, nil, "-o", "json", "backup", "--prefix", "revision")
-	r.waitEvent(t, "snapshot-save done", stepDone("snapshot-save"))
+	var written int64
+	env.backupWithFault(t, faultRun{
+		prefix: "revision",
+		at:     "snapshot-save done", match: stepDone("snapshot-save"),
+		fault: func(t *testing.T) { written = env.putEtcdKey(t, "/hcpsnap-e2e/after-snapshot-save") },
+		want:  []exitcode.Code{exitcode.OK},
+		check: func(t *testing.T, r *running) {
+			m := env.readManifest(t, lastSummary(t, r.stdout.String()).Manifest)
+			env.checkSnapshot(t, m)
+			if m.Etcd.Revision >= written {
+				t.Errorf("the snapshot is at revision %d, which includes the write at revision %d made after snapshot-save", m.Etcd.Revision, written)
+			}
+		},
+	})
+}
+
+// putEtcdKey writes key into the hosted etcd with etcdctl in etcd-0 and
+// returns the revision of the write.
+func (e *testEnv) putEtcdKey(t *testing.T, key string) int64 {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	put := append(slices.Clone(runbookEtcdctl), "put", "/hcpsnap-e2e/after-snapshot-save", time.Now().String(), "-w", "json")
-	out, errOut, err := env.exec(ctx, "etcd-0", put...)
+	put := append(slices.Clone(runbookEtcdctl), "put", key, time.Now().String(), "-w", "json")
+	out, errOut, err := e.exec(ctx, "etcd-0", put...)
 	if err != nil {
 		t.Fatalf("etcdctl put: %v: %s", err, errOut)
 	}
@@ -394,14 +411,5 @@ func TestBackupRevisionFixedAtSnapshotSave(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &resp); err != nil || resp.Header.Revision == 0 {
 		t.Fatalf("etcdctl put output %q: %v", out, err)
 	}
-	if code := r.wait(t); code != 0 {
-		t.Fatalf("backup exit %d\nstderr:\n%s", code, r.stderr.String())
-	}
-	sum := lastSummary(t, r.stdout.String())
-	m := env.readManifest(t, sum.Manifest)
-	env.checkSnapshot(t, m)
-	if m.Etcd.Revision >= resp.Header.Revision {
-		t.Errorf("the snapshot is at revision %d, which includes the write at revision %d made after snapshot-save", m.Etcd.Revision, resp.Header.Revision)
-	}
-	env.invariants(t, before, "revision")
+	return resp.Header.Revision
 }

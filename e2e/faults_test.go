@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -319,43 +320,39 @@ func TestDeadMansSwitch(t *testing.T) {
 
 func TestS3OutageDuringUpload(t *testing.T) {
 	env := loadEnv(t)
-	before := env.state(t)
-	stateDir := t.TempDir()
-	r := env.startHcpsnap(t, stateDir, nil, "-o", "json", "backup", "--prefix", "s3down", "--part-size-mib", "5")
-	r.waitEvent(t, "upload progress", uploadProgress)
-	env.localenv(t, "stop", "minio")
-	code := r.wait(t)
-	env.localenv(t, "start", "minio")
-	env.waitS3(t, env.vars["AWS_SECRET_ACCESS_KEY"])
-	if exitcode.Code(code) != exitcode.Restored {
-		t.Fatalf("exit %d during an S3 outage, want %d\nstderr:\n%s", code, exitcode.Restored, r.stderr.String())
-	}
-	if last := lastLine(r.stderr.String()); !strings.Contains(last, "--resume") {
-		t.Errorf("last message %q does not say how to finish", last)
-	}
-	env.resume(t, stateDir)
-	env.invariants(t, before, "s3down")
+	env.backupWithFault(t, faultRun{
+		prefix: "s3down", args: []string{"--part-size-mib", "5"},
+		at: "upload progress", match: uploadProgress,
+		fault: func(t *testing.T) { env.localenv(t, "stop", "minio") },
+		repair: func(t *testing.T) {
+			env.localenv(t, "start", "minio")
+			env.waitS3(t, env.vars["AWS_SECRET_ACCESS_KEY"])
+		},
+		want: []exitcode.Code{exitcode.Restored},
+		check: func(t *testing.T, r *running) {
+			if last := lastLine(r.stderr.String()); !strings.Contains(last, "--resume") {
+				t.Errorf("last message %q does not say how to finish", last)
+			}
+		},
+	})
 }
 
 func TestCredentialsRevokedMidRun(t *testing.T) {
 	env := loadEnv(t)
-	before := env.state(t)
-	stateDir := t.TempDir()
-	r := env.startHcpsnap(t, stateDir, nil, "-o", "json", "backup", "--prefix", "revoked")
 	// The S3 server's secret is rotated while the API servers come back:
 	// hcpsnap's credentials are no longer valid when the upload starts.
-	r.waitEvent(t, "snapshot-save done", stepDone("snapshot-save"))
-	env.setS3Secret(t, "rotated-secret-key-0123456789")
-	code := r.wait(t)
-	env.setS3Secret(t, env.vars["AWS_SECRET_ACCESS_KEY"])
-	if exitcode.Code(code) != exitcode.Restored {
-		t.Fatalf("exit %d with revoked credentials, want %d\nstderr:\n%s", code, exitcode.Restored, r.stderr.String())
-	}
-	if last := lastLine(r.stderr.String()); !strings.Contains(last, "credentials") {
-		t.Errorf("last message %q does not name the credentials", last)
-	}
-	env.resume(t, stateDir)
-	env.invariants(t, before, "revoked")
+	env.backupWithFault(t, faultRun{
+		prefix: "revoked",
+		at:     "snapshot-save done", match: stepDone("snapshot-save"),
+		fault:  func(t *testing.T) { env.setS3Secret(t, "rotated-secret-key-0123456789") },
+		repair: func(t *testing.T) { env.setS3Secret(t, env.vars["AWS_SECRET_ACCESS_KEY"]) },
+		want:   []exitcode.Code{exitcode.Restored},
+		check: func(t *testing.T, r *running) {
+			if last := lastLine(r.stderr.String()); !strings.Contains(last, "credentials") {
+				t.Errorf("last message %q does not name the credentials", last)
+			}
+		},
+	})
 }
 
 // setS3Secret restarts the S3 server with another secret key for the same
@@ -425,39 +422,29 @@ func TestExecStreamCut(t *testing.T) {
 
 func TestEtcdMemberKilledDuringSnapshot(t *testing.T) {
 	env := loadEnv(t)
-	before := env.state(t)
-	stateDir := t.TempDir()
-	r := env.startHcpsnap(t, stateDir, nil, "-o", "json", "backup", "--prefix", "memberkill")
-	r.waitEvent(t, "snapshot-save started", stepStarted("snapshot-save"))
-	time.Sleep(100 * time.Millisecond)
-	killEtcdMember(t, "etcd-0")
-	code := r.wait(t)
-	if code != 0 && exitcode.Code(code) != exitcode.Restored {
-		t.Fatalf("exit %d, want 0 or %d\nstderr:\n%s", code, exitcode.Restored, r.stderr.String())
-	}
-	env.waitPodReady(t, "etcd-0")
-	if code != 0 {
-		env.resume(t, stateDir)
-	}
-	env.invariants(t, before, "memberkill")
+	env.backupWithFault(t, faultRun{
+		prefix: "memberkill",
+		at:     "snapshot-save started", match: stepStarted("snapshot-save"),
+		fault: func(t *testing.T) {
+			time.Sleep(100 * time.Millisecond)
+			killEtcdMember(t, "etcd-0")
+		},
+		repair: func(t *testing.T) { env.waitPodReady(t, "etcd-0") },
+		want:   []exitcode.Code{exitcode.OK, exitcode.Restored},
+	})
 }
 
 func TestAPIServerRestartMidRun(t *testing.T) {
 	env := loadEnv(t)
-	before := env.state(t)
-	stateDir := t.TempDir()
-	r := env.startHcpsnap(t, stateDir, nil, "-o", "json", "backup", "--prefix", "apirestart")
-	r.waitEvent(t, "snapshot-save started", stepStarted("snapshot-save"))
-	env.localenv(t, "stop", "kube-apiserver")
-	env.localenv(t, "start", "kube-apiserver")
-	code := r.wait(t)
-	if code != 0 && exitcode.Code(code) != exitcode.Restored {
-		t.Fatalf("exit %d, want 0 or %d\nstderr:\n%s", code, exitcode.Restored, r.stderr.String())
-	}
-	if code != 0 {
-		env.resume(t, stateDir)
-	}
-	env.invariants(t, before, "apirestart")
+	env.backupWithFault(t, faultRun{
+		prefix: "apirestart",
+		at:     "snapshot-save started", match: stepStarted("snapshot-save"),
+		fault: func(t *testing.T) {
+			env.localenv(t, "stop", "kube-apiserver")
+			env.localenv(t, "start", "kube-apiserver")
+		},
+		want: []exitcode.Code{exitcode.OK, exitcode.Restored},
+	})
 }
 
 func TestEtcdPodNotReadyAtStart(t *testing.T) {
@@ -486,6 +473,45 @@ func TestEtcdPodNotReadyAtStart(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------------
+
+// faultRun is a backup with a fault: the fault strikes when the event match
+// (named at) is seen, repair undoes it once the run has ended, and the run
+// ends with one of want. check looks at the ended run.
+type faultRun struct {
+	prefix string
+	args   []string // more backup flags
+	at     string
+	match  func(event) bool
+	fault  func(t *testing.T)
+	repair func(t *testing.T)
+	want   []exitcode.Code
+	check  func(t *testing.T, r *running)
+}
+
+// backupWithFault runs f; a run that did not succeed is then finished with
+// --resume from its own run file, and the invariants must hold.
+func (e *testEnv) backupWithFault(t *testing.T, f faultRun) {
+	t.Helper()
+	before := e.state(t)
+	stateDir := t.TempDir()
+	r := e.startHcpsnap(t, stateDir, nil, append([]string{"-o", "json", "backup", "--prefix", f.prefix}, f.args...)...)
+	r.waitEvent(t, f.at, f.match)
+	f.fault(t)
+	code := r.wait(t)
+	if f.repair != nil {
+		f.repair(t)
+	}
+	if !slices.Contains(f.want, exitcode.Code(code)) {
+		t.Fatalf("exit %d, want one of %v\nstderr:\n%s", code, f.want, r.stderr.String())
+	}
+	if f.check != nil {
+		f.check(t, r)
+	}
+	if code != 0 {
+		e.resume(t, stateDir)
+	}
+	e.invariants(t, before, f.prefix)
+}
 
 func (e *testEnv) localenv(t *testing.T, args ...string) {
 	t.Helper()

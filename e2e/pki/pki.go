@@ -16,24 +16,23 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/hcpsnap/hcpsnap/internal/fsutil"
 )
 
 // validity is long enough for any test run and short enough to be obviously a test certificate.
 const validity = 7 * 24 * time.Hour
 
-// CA is a certificate authority held in memory.
-type CA struct {
+// Pair is a certificate and its private key, parsed and PEM-encoded.
+type Pair struct {
 	Cert    *x509.Certificate
 	Key     *ecdsa.PrivateKey
 	CertPEM []byte
 	KeyPEM  []byte
 }
 
-// Pair is a PEM-encoded certificate and its private key.
-type Pair struct {
-	CertPEM []byte
-	KeyPEM  []byte
-}
+// CA is a certificate authority held in memory.
+type CA struct{ Pair }
 
 // Usage says what a leaf certificate is for.
 type Usage int
@@ -59,19 +58,11 @@ func NewCA(commonName string) (*CA, error) {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	p, err := newPair(tmpl, tmpl, key, key)
 	if err != nil {
 		return nil, err
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	keyPEM, err := encodeKey(key)
-	if err != nil {
-		return nil, err
-	}
-	return &CA{Cert: cert, Key: key, CertPEM: encodeCert(der), KeyPEM: keyPEM}, nil
+	return &CA{Pair: p}, nil
 }
 
 // Issue signs a leaf certificate for commonName (and organizations, which
@@ -101,7 +92,16 @@ func (ca *CA) Issue(commonName string, orgs []string, hosts []string, usage Usag
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
+	return newPair(tmpl, ca.Cert, key, ca.Key)
+}
+
+// newPair signs tmpl (for key) with parent's key signer.
+func newPair(tmpl, parent *x509.Certificate, key, signer *ecdsa.PrivateKey) (Pair, error) {
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
+	if err != nil {
+		return Pair{}, fmt.Errorf("issue %s: %w", tmpl.Subject.CommonName, err)
+	}
+	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		return Pair{}, err
 	}
@@ -109,10 +109,37 @@ func (ca *CA) Issue(commonName string, orgs []string, hosts []string, usage Usag
 	if err != nil {
 		return Pair{}, err
 	}
-	return Pair{CertPEM: encodeCert(der), KeyPEM: keyPEM}, nil
+	return Pair{Cert: cert, Key: key, CertPEM: encodeCert(der), KeyPEM: keyPEM}, nil
 }
 
-// Write stores the pair as <dir>/<name>.crt and <dir>/<name>.key (0600).
+// LoadPair reads <dir>/<name>.crt and .key as Write stores them.
+func LoadPair(dir, name string) (Pair, error) {
+	certPEM, err := os.ReadFile(filepath.Join(dir, name+".crt"))
+	if err != nil {
+		return Pair{}, err
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, name+".key"))
+	if err != nil {
+		return Pair{}, err
+	}
+	cb, _ := pem.Decode(certPEM)
+	kb, _ := pem.Decode(keyPEM)
+	if cb == nil || kb == nil {
+		return Pair{}, fmt.Errorf("%s/%s.crt or .key is not PEM", dir, name)
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return Pair{}, err
+	}
+	key, err := x509.ParseECPrivateKey(kb.Bytes)
+	if err != nil {
+		return Pair{}, err
+	}
+	return Pair{Cert: cert, Key: key, CertPEM: certPEM, KeyPEM: keyPEM}, nil
+}
+
+// Write stores the pair as <dir>/<name>.crt and <dir>/<name>.key (0600),
+// each written whole or not at all.
 func (p Pair) Write(dir, name string) error {
 	if err := WriteFile(filepath.Join(dir, name+".crt"), p.CertPEM); err != nil {
 		return err
@@ -138,12 +165,14 @@ func NewKeyPair() (privPEM, pubPEM []byte, err error) {
 	return privPEM, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
 }
 
-// WriteFile writes data with mode 0600, creating the folder (0700) if needed.
+// WriteFile writes data with mode 0600 through a temporary file and a
+// rename, so that a crash never leaves half a key behind, creating the
+// folder (0700) if needed.
 func WriteFile(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	if err := os.WriteFile(path, data, 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(path, data, 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
