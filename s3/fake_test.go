@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/xml"
 	"fmt"
 	"hash/crc32"
@@ -190,8 +189,8 @@ func (f *fakeS3) part(w http.ResponseWriter, r *http.Request, uploadID, number s
 			return
 		}
 	}
-	// Over plain HTTP the part's SHA-256 is signed as the payload hash.
-	if payload := sha256.Sum256(data); !f.discard && r.Header.Get("X-Amz-Content-Sha256") != hex.EncodeToString(payload[:]) {
+	// Parts are signed UNSIGNED-PAYLOAD, even over plain HTTP.
+	if got := r.Header.Get("X-Amz-Content-Sha256"); got != "UNSIGNED-PAYLOAD" {
 		s3Error(w, http.StatusBadRequest, "XAmzContentSHA256Mismatch")
 		return
 	}
