@@ -19,5 +19,10 @@ func RESTConfig(kubeconfig, contextName string) (*rest.Config, error) {
 		return nil, fmt.Errorf("load kubeconfig: %w; set --kubeconfig or KUBECONFIG to a valid file, or run in a pod with a service account", err)
 	}
 	cfg.UserAgent = "hcpsnap"
+	// client-go's default of 5 requests a second (burst 10) throttled the
+	// run: its waits poll every 200 ms, and each checkpoint is a read and
+	// an update of the HostedCluster, which then waited ~400 ms for a token.
+	// A run stays a light client at these limits.
+	cfg.QPS, cfg.Burst = 20, 40
 	return WithDialRetry(cfg), nil
 }
