@@ -14,7 +14,10 @@ import (
 // drops the last frames while ending the stream cleanly — then costs one
 // more exec from the first missing byte instead of the whole upload. Each
 // range waits in the pod until etcdctl has written it (rangeScript), so the
-// file can be read while it grows.
+// file can be read while it grows. The exec of the next range starts while
+// the current one streams, so that setting up an exec (a round trip through
+// the apiserver to the node) never leaves the stream idle; until it is read,
+// its output waits in the pod, held back by the connection.
 const (
 	podReadRange = 64 << 20
 	// podReadAttempts bounds the execs in a row that bring no byte.
@@ -27,15 +30,24 @@ type podFileReader struct {
 	s    *State
 	path string
 	size int64 // -1 until known: the writer has not ended yet
+	// rangeSize is the bytes one exec streams (podReadRange; tests lower it).
+	rangeSize int64
 
-	off    int64 // next byte to deliver
-	end    int64 // end of the range being read
-	cur    *io.PipeReader
-	done   chan struct{} // closed when the current exec has returned
-	err    error         // the current exec's error, valid once done is closed
-	stderr bytes.Buffer
-	misses int // execs in a row that ended early without progress
-	cancel context.CancelFunc
+	off    int64      // next byte to deliver
+	end    int64      // end of the range being read
+	cur    *rangeRead // the range being read
+	next   *rangeRead // the range after it, started ahead
+	misses int        // execs in a row that ended early without progress
+}
+
+// rangeRead is the exec that streams [off, end) of the file.
+type rangeRead struct {
+	off, end int64
+	out      *io.PipeReader
+	done     chan struct{} // closed when the exec has returned
+	err      error         // the exec's error, valid once done is closed
+	stderr   bytes.Buffer
+	cancel   context.CancelFunc
 }
 
 // newPodFileReader reads the snapshot at path; size 0 means not yet known.
@@ -43,7 +55,7 @@ func newPodFileReader(ctx context.Context, s *State, path string, size int64) *p
 	if size <= 0 {
 		size = -1
 	}
-	return &podFileReader{ctx: ctx, s: s, path: path, size: size}
+	return &podFileReader{ctx: ctx, s: s, path: path, size: size, rangeSize: podReadRange}
 }
 
 // Read implements io.Reader.
@@ -58,7 +70,7 @@ func (r *podFileReader) Read(p []byte) (int, error) {
 			}
 			r.start()
 		}
-		n, err := r.cur.Read(p)
+		n, err := r.cur.out.Read(p)
 		r.off += int64(n)
 		if n > 0 {
 			r.misses = 0
@@ -132,46 +144,69 @@ func (r *podFileReader) learnSize() error {
 	return nil
 }
 
-// start begins an exec that streams [off, off+range), cut at the size once
-// known.
+// start makes the range from off the current one, taking the range started
+// ahead when it begins there, and starts the range after it.
 func (r *podFileReader) start() {
-	r.end = r.off + podReadRange
+	if r.next != nil && r.next.off == r.off {
+		r.cur, r.next = r.next, nil
+	} else {
+		r.next.stop() // a re-read moved the ranges: start afresh
+		r.next = nil
+		r.cur = r.launch(r.off)
+	}
+	r.end = r.cur.end
+	if r.size < 0 || r.end < r.size {
+		r.next = r.launch(r.end)
+	}
+}
+
+// launch begins an exec that streams [off, off+range), cut at the size once
+// known.
+func (r *podFileReader) launch(off int64) *rangeRead {
+	end := off + r.rangeSize
 	if r.size >= 0 {
-		r.end = min(r.end, r.size)
+		end = min(end, r.size)
 	}
 	ctx, cancel := context.WithCancel(r.ctx)
 	pr, pw := io.Pipe()
-	r.cur, r.cancel, r.done = pr, cancel, make(chan struct{})
-	r.stderr.Reset()
+	rr := &rangeRead{off: off, end: end, out: pr, done: make(chan struct{}), cancel: cancel}
 	cmd := []string{"sh", "-c", rangeScript, "sh", r.path,
-		strconv.FormatInt(r.off, 10), strconv.FormatInt(r.end-r.off, 10), r.s.stallSeconds()}
-	done := r.done
+		strconv.FormatInt(off, 10), strconv.FormatInt(end-off, 10), r.s.stallSeconds()}
 	go func() {
-		defer close(done)
-		err := r.s.Clients.Exec.Exec(ctx, r.s.Out.HCPNamespace, r.s.Opts.Member, r.s.Opts.Container, cmd, nil, pw, &r.stderr)
+		defer close(rr.done)
+		err := r.s.Clients.Exec.Exec(ctx, r.s.Out.HCPNamespace, r.s.Opts.Member, r.s.Opts.Container, cmd, nil, pw, &rr.stderr)
 		if err != nil {
-			err = fmt.Errorf("%w (%s)", err, firstLine(r.stderr.String()))
+			err = fmt.Errorf("%w (%s)", err, firstLine(rr.stderr.String()))
 		}
-		r.err = err
+		rr.err = err
 		pw.CloseWithError(err) // nil: io.EOF
 	}()
+	return rr
 }
 
-// stop ends the current exec and returns its error, if any.
-func (r *podFileReader) stop() error {
-	if r.cur == nil {
+// stop ends the exec and returns its error, if any; a nil range is stopped.
+func (rr *rangeRead) stop() error {
+	if rr == nil {
 		return nil
 	}
-	r.cancel()
+	rr.cancel()
 	// Drain so that the exec's writer is never left blocked.
-	r.cur.CloseWithError(errors.New("range read ended"))
-	<-r.done
-	r.cur = nil
-	return r.err
+	rr.out.CloseWithError(errors.New("range read ended"))
+	<-rr.done
+	return rr.err
 }
 
-// Close stops any exec still running.
+// stop ends the current range and returns its exec's error, if any.
+func (r *podFileReader) stop() error {
+	err := r.cur.stop()
+	r.cur = nil
+	return err
+}
+
+// Close stops every exec still running.
 func (r *podFileReader) Close() error {
 	_ = r.stop()
+	_ = r.next.stop()
+	r.next = nil
 	return nil
 }
