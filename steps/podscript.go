@@ -37,10 +37,14 @@ const writerExitFailed = 3
 
 // stopWriterFn is a shell function: stop_writer PATH kills a writer still
 // running and waits (at most 5 s) until it has recorded its end, so that a
-// late <path>.rc cannot appear after the files are removed.
+// late <path>.rc cannot appear after the files are removed. The PID is
+// signalled only while it is still an etcdctl snapshot: after a container
+// restart the number may belong to another process.
 const stopWriterFn = `stop_writer() {
   [ -e "$1.pid" ] && [ ! -e "$1.rc" ] || return 0
-  kill "$(cat "$1.pid")" 2>/dev/null
+  pid=$(cat "$1.pid")
+  grep -qa snapshot "/proc/$pid/cmdline" 2>/dev/null || return 0
+  kill "$pid" 2>/dev/null
   i=0; while [ ! -e "$1.rc" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
 }
 writer_error() {

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -206,5 +208,34 @@ func TestSnapshotAgain(t *testing.T) {
 	got, _, err := readSnapshot(ctx, s)
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("read %d bytes, %v", len(got), err)
+	}
+}
+
+// TestStaleWriterPIDIsNotKilled: after a container restart the recorded PID
+// may be another process's; cleanup must leave it alone.
+func TestStaleWriterPIDIsNotKilled(t *testing.T) {
+	ctx := quietContext()
+	s, _ := localState(t, "", nil)
+	s.Out.SnapshotPath = filepath.Join(s.Opts.Etcd.SnapshotDir, "stale.db")
+	other := exec.Command("sleep", "30")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = other.Process.Kill(); _ = other.Wait() }()
+	for name, data := range map[string]string{"": "part of a dead writer's snapshot", ".part": "x", ".pid": strconv.Itoa(other.Process.Pid)} {
+		if err := os.WriteFile(s.Out.SnapshotPath+name, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cleanupPodFile(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", other.Process.Pid))
+	if i := bytes.LastIndexByte(stat, ')'); err != nil || i < 0 || len(stat) < i+3 || stat[i+2] != 'S' {
+		t.Fatalf("cleanup killed a process that is not etcdctl: %q, %v", stat, err)
+	}
+	if left := podFiles(t, s); len(left) != 0 {
+		t.Errorf("files left in the pod: %v", left)
 	}
 }
