@@ -15,7 +15,9 @@
 #     hcpsnap's upload path, compared with `aws s3 cp`.
 # Every figure is the median of the runs. Results: a markdown table on stdout
 # and in $BENCH_OUT/results.md, all figures and raw runs in $BENCH_OUT/results.json
-# (raw runs also in $BENCH_OUT/runs.ndjson).
+# (raw runs also in $BENCH_OUT/runs.ndjson). One more run per size, not in the
+# medians, is profiled: hcpsnap's CPU profile (cpu-SIZE.pprof) and the CPU time
+# of every process, appended to results.md as "Where the time goes".
 # The environment is stopped at the end (and refused if one is already running).
 #
 # Usage: bench.sh HCPSNAP_BIN LOCALENV_BIN     (run from the repository root)
@@ -125,6 +127,60 @@ run_hcpsnap() {
     --arg bytes "$(jq -s 'map(select(.message_type == "summary"))[0].bytes' "$ev")"
 }
 
+# cpu_by_process: CPU ticks (user and system, with reaped children) of every
+# process alive now, summed by command name (spaces made underscores).
+cpu_by_process() {
+  local f rest
+  for f in /proc/[0-9]*/stat; do
+    rest=$(cat "$f" 2>/dev/null) || continue
+    local comm=${rest#*(}
+    comm=${comm%)*}
+    rest=${rest##*) }
+    # shellcheck disable=SC2086
+    set -- $rest
+    echo "${comm// /_} $((${12} + ${13} + ${14} + ${15}))"
+  done | awk '{t[$1] += $2} END {for (k in t) print k, t[k]}' | sort
+}
+
+# profile_run SIZE: one more --hold-api-until-saved backup, not in the
+# medians, with hcpsnap's CPU profile and the CPU time every process of the
+# machine spent meanwhile: where the time of a backup goes. Writes
+# $BENCH_OUT/profile-SIZE.md and cpu-SIZE.pprof.
+profile_run() {
+  local size=$1 prof=$out/cpu-$1.pprof hz wall user sys
+  hz=$(getconf CLK_TCK)
+  cpu_by_process >"$tmp/cpu.before"
+  HCPSNAP_CPU_PROFILE=$prof /usr/bin/time -f '%e %U %S' -o "$tmp/time" \
+    "$hcpsnap" -o json backup --hold-api-until-saved >"$tmp/profile.ndjson" 2>"$tmp/hcpsnap.log" ||
+    { cat "$tmp/hcpsnap.log" >&2; return 1; }
+  cpu_by_process >"$tmp/cpu.after"
+  aws s3 rm --only-show-errors --recursive "s3://$HCPSNAP_BUCKET/backups/"
+  read -r wall user sys <"$tmp/time"
+  {
+    echo "## Where the time goes at $size MiB"
+    echo
+    echo "One more \`backup --hold-api-until-saved\`, not in the medians: $wall s on $(nproc) cores. CPU seconds of"
+    echo "every process meanwhile (the bench's own shells left out; etcdctl runs detached in the pod and is counted"
+    echo "with whichever process reaped it):"
+    echo
+    echo "| process | CPU (s) |"
+    echo "| --- | ---: |"
+    echo "| hcpsnap | $(echo "$user + $sys" | bc) |"
+    join -a2 -e0 -o 0,1.2,2.2 "$tmp/cpu.before" "$tmp/cpu.after" |
+      awk -v hz="$hz" '$1 != "bash" && $1 != "bench.sh" && $1 != "time" { d = ($3 - $2) / hz; if (d >= 0.2) printf "| %s | %.1f |\n", $1, d }' |
+      sort -t '|' -k3 -nr
+    echo
+    echo "Steps (s): $(jq -r 'select(.message_type == "step_done") | "\(.step) \(.seconds * 100 | round / 100)"' "$tmp/profile.ndjson" | paste -sd, - | sed 's/,/, /g')."
+    echo
+    echo "hcpsnap's CPU by function (\`go tool pprof -top\`, first rows):"
+    echo
+    echo '```'
+    go tool pprof -top -nodecount=12 "$hcpsnap" "$prof" 2>/dev/null | sed -n '/flat%/,$p'
+    echo '```'
+    echo
+  } >"$out/profile-$size.md"
+}
+
 # run_peer SIZE RUN: one pass of the manual runbook.
 run_peer() {
   local t0 e2e marks
@@ -158,6 +214,8 @@ for size in $sizes; do
     else run_peer "$size" "$i"; run_hcpsnap hcpsnap "$size" "$i"; fi
     run_hcpsnap hcpsnap-hold "$size" "$i" --hold-api-until-saved
   done
+  log "size $size MiB: profiling one more run"
+  profile_run "$size"
   for ((i = 1; i <= runs; i++)); do limit_upload "$size" "$i" "$tmp/snapshot-$size.db"; done
   rm -f "$tmp/snapshot-$size.db"
   "$localenv" down >&2
@@ -168,4 +226,7 @@ machine=$(jq -n --arg nproc "$(nproc)" --arg mem "$(free -m | awk '/^Mem:/ {prin
   '{nproc: ($nproc | tonumber), memoryMiB: ($mem | tonumber), kernel: $kernel, cpu: $cpu}')
 jq -s --arg date "$started" --argjson machine "$machine" --arg hcpsnap_version "$("$hcpsnap" version 2>&1 | head -n 1)" \
   -f "$here/summarize.jq" "$runs_file" >"$out/results.json"
-jq -r -f "$here/markdown.jq" "$out/results.json" | tee "$out/results.md"
+{
+  jq -r -f "$here/markdown.jq" "$out/results.json"
+  for size in $sizes; do echo; cat "$out/profile-$size.md"; done
+} | tee "$out/results.md"
