@@ -85,16 +85,7 @@ func TestBackup(t *testing.T) {
 			}
 			sum := lastSummary(t, res.stdout)
 
-			after := env.state(t)
-			if !equalPtr(before.pausedUntil, after.pausedUntil) {
-				t.Errorf("pausedUntil %v after the backup, want %v", deref(after.pausedUntil), deref(before.pausedUntil))
-			}
-			for d, n := range before.replicas {
-				if after.replicas[d] != n {
-					t.Errorf("Deployment %s has %d replicas, want %d", d, after.replicas[d], n)
-				}
-				env.waitReady(t, d, n)
-			}
+			env.checkClusterAsBefore(t, before)
 
 			m := env.readManifest(t, sum.Manifest)
 			env.checkSnapshot(t, m)

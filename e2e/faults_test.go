@@ -110,30 +110,33 @@ func (r *running) waitEvent(t *testing.T, what string, match func(event) bool) {
 	deadline := time.After(2 * time.Minute)
 	idx := 0
 	for {
-		r.mu.Lock()
-		for ; idx < len(r.events); idx++ {
-			if match(r.events[idx]) {
-				r.mu.Unlock()
-				return
-			}
+		if r.seenSince(&idx, match) {
+			return
 		}
-		r.mu.Unlock()
 		select {
 		case <-r.seen:
 		case <-r.done:
-			r.mu.Lock()
-			for ; idx < len(r.events); idx++ {
-				if match(r.events[idx]) {
-					r.mu.Unlock()
-					return
-				}
+			if r.seenSince(&idx, match) {
+				return
 			}
-			r.mu.Unlock()
 			t.Fatalf("hcpsnap ended (exit %d) before %s\nstderr:\n%s", r.code, what, r.stderr.String())
 		case <-deadline:
 			t.Fatalf("no %s within 2 minutes", what)
 		}
 	}
+}
+
+// seenSince reports whether an event from *idx on matches, moving *idx past
+// the events looked at.
+func (r *running) seenSince(idx *int, match func(event) bool) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for ; *idx < len(r.events); *idx++ {
+		if match(r.events[*idx]) {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *running) wait(t *testing.T) int {
@@ -164,16 +167,7 @@ func uploadProgress(e event) bool { return e.MessageType == "upload_progress" }
 // prefix either no object at all or a complete, verified backup.
 func (e *testEnv) invariants(t *testing.T, before clusterState, prefix string) {
 	t.Helper()
-	after := e.state(t)
-	if !equalPtr(before.pausedUntil, after.pausedUntil) {
-		t.Errorf("pausedUntil %s, want %s", deref(after.pausedUntil), deref(before.pausedUntil))
-	}
-	for d, n := range before.replicas {
-		if after.replicas[d] != n {
-			t.Errorf("Deployment %s has %d replicas, want %d", d, after.replicas[d], n)
-		}
-		e.waitReady(t, d, n)
-	}
+	e.checkClusterAsBefore(t, before)
 	e.checkNoPodFile(t)
 	e.checkNoMultipartUploads(t)
 	hc, err := e.hyper.GetHostedCluster(context.Background(), e.namespace, e.cluster)
@@ -469,6 +463,22 @@ func TestEtcdPodNotReadyAtStart(t *testing.T) {
 	env.invariants(t, before, "notready")
 	if got := env.listObjects(t, "notready/"); len(got) != 0 {
 		t.Fatalf("a refused run wrote %v", got)
+	}
+}
+
+// checkClusterAsBefore checks that pausedUntil and the API Deployments'
+// replicas are what they were, and waits until the Deployments are ready.
+func (e *testEnv) checkClusterAsBefore(t *testing.T, before clusterState) {
+	t.Helper()
+	after := e.state(t)
+	if !equalPtr(before.pausedUntil, after.pausedUntil) {
+		t.Errorf("pausedUntil %s, want %s", deref(after.pausedUntil), deref(before.pausedUntil))
+	}
+	for d, n := range before.replicas {
+		if after.replicas[d] != n {
+			t.Errorf("Deployment %s has %d replicas, want %d", d, after.replicas[d], n)
+		}
+		e.waitReady(t, d, n)
 	}
 }
 

@@ -128,17 +128,15 @@ func (r *podFileReader) Read(p []byte) (int, error) {
 // the complete file.
 func (r *podFileReader) learnSize() error {
 	st, err := probeWriter(r.ctx, r.s, r.path)
+	if err == nil {
+		err = st.failure(r.s, r.path)
+	}
 	switch {
 	case err != nil:
 		return err
-	case st.Done && st.Status != 0:
-		return fmt.Errorf("etcdctl snapshot save %s failed with status %d: %s", r.path, st.Status, st.Error)
-	case st.Missing:
-		return fmt.Errorf("snapshot %s is gone from pod %s while it was read", r.path, r.s.Opts.Member)
+	case st.Done && st.Size < r.off:
+		return fmt.Errorf("read %d bytes of %s, but the complete file has %d", r.off, r.path, st.Size)
 	case st.Done:
-		if st.Size < r.off {
-			return fmt.Errorf("read %d bytes of %s, but the complete file has %d", r.off, r.path, st.Size)
-		}
 		r.size = st.Size
 	}
 	return nil

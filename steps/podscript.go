@@ -35,6 +35,13 @@ import (
 // reading again cannot cure (etcdctl failed, or the file stopped growing).
 const writerExitFailed = 3
 
+// writerErrorFn is a shell function: writer_error PATH prints etcdctl's
+// error line from its log.
+const writerErrorFn = `writer_error() {
+  { grep -i '^error' "$1.log" || tail -n 1 "$1.log"; } 2>/dev/null | tail -n 1 | tr -d '\r'
+}
+`
+
 // stopWriterFn is a shell function: stop_writer PATH kills a writer still
 // running and waits (at most 5 s) until it has recorded its end, so that a
 // late <path>.rc cannot appear after the files are removed. The PID is
@@ -47,9 +54,6 @@ const stopWriterFn = `stop_writer() {
   kill "$pid" 2>/dev/null
   i=0; while [ ! -e "$1.rc" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
 }
-writer_error() {
-  { grep -i '^error' "$1.log" || tail -n 1 "$1.log"; } 2>/dev/null | tail -n 1 | tr -d '\r'
-}
 `
 
 // startSnapshotScript: sh -c SCRIPT sh PATH UNTIL ETCDCTL-ARGV...
@@ -57,7 +61,7 @@ writer_error() {
 // waits until UNTIL: "first-byte" (the snapshot's revision is fixed) or
 // "done" (the file is complete). A writer that fails before then makes it
 // print etcdctl's error and exit writerExitFailed.
-const startSnapshotScript = stopWriterFn + `p=$1 until=$2; shift 2
+const startSnapshotScript = stopWriterFn + writerErrorFn + `p=$1 until=$2; shift 2
 stop_writer "$p"
 rm -f "$p" "$p.part" "$p.log" "$p.pid" "$p.rc" "$p.rc.tmp"
 (
@@ -81,7 +85,7 @@ done
 // prints "running" while the writer runs, else "done STATUS SIZE" and, for a
 // complete file, its last 32 bytes as `od -An -v -tx1` does; with no writer
 // files at all it prints "missing".
-const probeSnapshotScript = stopWriterFn + `p=$1
+const probeSnapshotScript = writerErrorFn + `p=$1
 if [ -e "$p.rc" ]; then
   rc=$(cat "$p.rc")
   if [ "$rc" != 0 ]; then echo "done $rc -1"; writer_error "$p" >&2; exit 0; fi
@@ -100,7 +104,7 @@ fi
 // writer has written them or ended; it fails with writerExitFailed when the
 // writer failed or the file has not grown for STALL seconds. When the writer
 // ended, fewer bytes than asked mean the end of the file.
-const rangeScript = stopWriterFn + `p=$1 off=$2 len=$3 stall=$4
+const rangeScript = writerErrorFn + `p=$1 off=$2 len=$3 stall=$4
 need=$((off+len)) last=x still=0
 while :; do
   if [ -e "$p.rc" ]; then
@@ -132,6 +136,18 @@ type writerState struct {
 	Size    int64  // the complete file's size, when Done with status 0
 	EtcdSum string // etcd's trailing SHA-256, when Done with status 0
 	Error   string // etcdctl's error, when Done with another status
+}
+
+// failure returns the error of a writer that failed or whose files are
+// gone, and nil for one that runs or wrote a complete file.
+func (st writerState) failure(s *State, path string) error {
+	switch {
+	case st.Missing:
+		return fmt.Errorf("snapshot %s is gone from pod %s/%s (was the pod restarted?): start a new backup", path, s.Out.HCPNamespace, s.Opts.Member)
+	case st.Done && st.Status != 0:
+		return fmt.Errorf("etcdctl snapshot save %s failed with status %d: %s", path, st.Status, st.Error)
+	}
+	return nil
 }
 
 // probeWriter reports on the snapshot writer of path.

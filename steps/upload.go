@@ -25,21 +25,19 @@ func upload(ctx context.Context, s *State) error {
 	key := objectKey(s.Opts.Prefix, s.Opts.Cluster, s.Out.Timestamp, snapshotObjectName)
 	s.Out.ObjectKey = key
 	st, err := probeWriter(ctx, s, s.Out.SnapshotPath)
+	if err == nil {
+		err = st.failure(s, s.Out.SnapshotPath)
+	}
 	if err != nil {
 		return err
 	}
-	switch {
-	case st.Missing:
-		return fmt.Errorf("snapshot %s is gone from pod %s/%s (was the pod restarted?): start a new backup", s.Out.SnapshotPath, s.Out.HCPNamespace, s.Opts.Member)
-	case st.Done && st.Status != 0:
-		return fmt.Errorf("etcdctl snapshot save %s failed with status %d: %s", s.Out.SnapshotPath, st.Status, st.Error)
-	case st.Done:
+	if st.Done {
 		s.Out.SnapshotBytes, s.Out.EtcdSHA256 = st.Size, st.EtcdSum
 		reused, err := reuseUploaded(ctx, s, key)
 		if err != nil || reused {
 			return err
 		}
-	default:
+	} else {
 		log(ctx).Info("uploading the snapshot while etcdctl still writes it")
 	}
 	// A crashed earlier attempt may have left a multipart upload behind.

@@ -120,7 +120,6 @@ func (o *S3Options) open(ctx context.Context) (*s3.Store, error) {
 	if o.Insecure {
 		log.FromContext(ctx).Warn("TLS verification of the S3 endpoint is off (--" + FlagS3Insecure + "): anyone on the path can read and change the backup")
 	}
-	limitMemory(o.PartSizeMiB<<20, o.Concurrency)
 	store, err := s3.Open(ctx, s3.Config{Bucket: o.Bucket, CABundle: o.CABundle, InsecureSkipVerify: o.Insecure,
 		PathStyle: o.PathStyle, PartSize: o.PartSizeMiB << 20, Concurrency: o.Concurrency})
 	if err != nil {
@@ -335,6 +334,8 @@ func (o *BackupOptions) Complete(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		// Only the backup holds part buffers; restore and backups do not.
+		limitMemory(o.S3.PartSizeMiB<<20, o.S3.Concurrency)
 		o.store = store
 		if o.DryRun {
 			o.store = dryrun.Store{Next: store}
