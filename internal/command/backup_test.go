@@ -38,6 +38,7 @@ func TestBackupUsageErrors(t *testing.T) {
 		{"same prefix for keys", append(base, "--prefix", "p", "--key-prefix", "p"), "keep the key bundle apart"},
 		{"relative snapshot dir", append(base, "--snapshot-dir", "data"), "must be absolute paths"},
 		{"no deployments offline", append(base, "--deployments", ""), "--deployments is empty"},
+		{"online and holding the API down", append(base, "--online", "--hold-api-until-saved"), "exclude each other"},
 		{"positional argument", append(base, "extra"), "takes no arguments"},
 		{"unknown flag", append(base, "--bucket-name", "x"), "flag provided but not defined"},
 	}
