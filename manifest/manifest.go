@@ -13,6 +13,14 @@ import (
 // SchemaVersion is the manifest version this build writes and the newest it reads.
 const SchemaVersion = 1
 
+// Object metadata (x-amz-meta-*) that ties a snapshot object to the run and
+// the snapshot attempt that uploaded it: a resumed backup recognises its own
+// upload by them, and restore checks the run against the manifest's.
+const (
+	MetaRunID      = "hcpsnap-run"
+	MetaSnapshotID = "hcpsnap-snapshot"
+)
+
 // Manifest describes one backup. It holds no secret: the key bundle is
 // referenced by its object key, never inlined.
 type Manifest struct {

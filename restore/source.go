@@ -16,14 +16,14 @@ import (
 
 	"github.com/hcpsnap/hcpsnap/internal/etcdsnap"
 	"github.com/hcpsnap/hcpsnap/manifest"
-	"github.com/hcpsnap/hcpsnap/steps"
+	"github.com/hcpsnap/hcpsnap/s3"
 )
 
 // Store is what restore needs of the bucket that holds the backups.
 type Store interface {
-	Head(ctx context.Context, key string) (steps.ObjectInfo, bool, error)
-	Get(ctx context.Context, key string) (io.ReadCloser, steps.ObjectInfo, error)
-	List(ctx context.Context, prefix string) ([]steps.ObjectInfo, error)
+	Head(ctx context.Context, key string) (s3.ObjectInfo, bool, error)
+	Get(ctx context.Context, key string) (io.ReadCloser, s3.ObjectInfo, error)
+	List(ctx context.Context, prefix string) ([]s3.ObjectInfo, error)
 	Presign(ctx context.Context, key string, expires time.Duration) (string, time.Time, error)
 }
 
@@ -96,9 +96,9 @@ func CheckSnapshot(ctx context.Context, store Store, b *Backup) error {
 	if !ok {
 		return fmt.Errorf("snapshot %s of backup %s is missing from the bucket: choose another backup", m.Snapshot.Key, b.ManifestKey)
 	}
-	if info.Size != m.Snapshot.Size || info.Metadata[steps.MetaRunID] != m.RunID {
+	if info.Size != m.Snapshot.Size || info.Metadata[manifest.MetaRunID] != m.RunID {
 		return fmt.Errorf("snapshot %s does not match its manifest (size %d, manifest %d; run %s): the object was replaced or damaged; choose another backup",
-			m.Snapshot.Key, info.Size, m.Snapshot.Size, matchWord(info.Metadata[steps.MetaRunID] == m.RunID))
+			m.Snapshot.Key, info.Size, m.Snapshot.Size, matchWord(info.Metadata[manifest.MetaRunID] == m.RunID))
 	}
 	return nil
 }

@@ -1,7 +1,3 @@
-// Package runbook renders a workflow as the runbook a person would follow:
-// every step with the real values read from the cluster and the equivalent
-// oc/etcdctl/aws commands. It walks the same step list the engine runs, so
-// the --dry-run output cannot drift from what a run does.
 package runbook
 
 import (
@@ -9,9 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
-
-	"github.com/hcpsnap/hcpsnap/steps"
 )
 
 // Entry is one step of the runbook.
@@ -36,15 +31,11 @@ type Header struct {
 // Build asks every step for its plan, in order. A plan that fails (the
 // cluster is missing, a pod is not ready) stops the runbook with that error,
 // as the run itself would stop at preflight.
-func Build(ctx context.Context, workflow []steps.Step, s *steps.State) ([]Entry, error) {
-	skip := map[string]bool{}
-	for _, n := range s.Opts.SkipSteps {
-		skip[n] = true
-	}
+func Build[S State](ctx context.Context, workflow []Step[S], s S) ([]Entry, error) {
 	var entries []Entry
 	for i, st := range workflow {
 		e := Entry{Number: i + 1, Step: st.Name, Summary: st.Summary, Reverts: st.Reverts}
-		if skip[st.Name] || (st.Skip != nil && st.Skip(s)) {
+		if slices.Contains(s.SkipSteps(), st.Name) || (st.Skip != nil && st.Skip(s)) {
 			e.Skipped = true
 			entries = append(entries, e)
 			continue

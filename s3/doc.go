@@ -1,7 +1,8 @@
 // Package s3 owns hcpsnap's access to an S3 bucket (AWS S3 or an
-// S3-compatible store such as MinIO or Ceph RGW). It implements steps.Store
-// for the backup and adds what the restore side needs: Get, List, Presign
-// and ParseURL.
+// S3-compatible store such as MinIO or Ceph RGW). It serves the store
+// interfaces the backup and restore workflows declare, over data types it
+// owns (ObjectInfo, UploadOptions, UploadResult, PutOptions), and adds what
+// the restore side needs: Get, List, Presign and ParseURL.
 //
 // Credentials, region and endpoint come from the standard AWS configuration
 // chain (profiles, AWS_* environment variables, web identity and
@@ -22,4 +23,5 @@
 // usual failures (missing bucket, denied access, bad credentials, wrong
 // region, unreachable endpoint, untrusted certificate) into one-line
 // messages that say what to do.
+// Layer: adapter. It imports no workflow and no engine.
 package s3

@@ -28,7 +28,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
-	"github.com/hcpsnap/hcpsnap/steps"
 )
 
 // The MinIO server the e2e tests share; TestMain starts and stops it.
@@ -238,7 +237,7 @@ func TestE2EUploadRoundTrip(t *testing.T) {
 
 	var uploadID string
 	var last int64
-	res, err := s.Upload(ctx, key, r, steps.UploadOptions{
+	res, err := s.Upload(ctx, key, r, UploadOptions{
 		Metadata: map[string]string{"hcpsnap-sha256": want, "hcpsnap-cluster": "c1"},
 		OnCreate: func(id string) {
 			uploadID = id
@@ -290,7 +289,7 @@ func TestE2EUploadRoundTrip(t *testing.T) {
 
 func TestE2EUploadEmptyStream(t *testing.T) {
 	s := openE2E(t, Config{})
-	res, err := s.Upload(context.Background(), "empty/snapshot.db", bytes.NewReader(nil), steps.UploadOptions{})
+	res, err := s.Upload(context.Background(), "empty/snapshot.db", bytes.NewReader(nil), UploadOptions{})
 	if err != nil {
 		t.Fatalf("Upload of an empty stream: %v", err)
 	}
@@ -326,7 +325,7 @@ func TestE2EUploadFailureLeavesNothing(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			var uploadID string
-			_, err := s.Upload(ctx, key, tt.reader(), steps.UploadOptions{
+			_, err := s.Upload(ctx, key, tt.reader(), UploadOptions{
 				OnCreate: func(id string) { uploadID = id },
 				OnPart: func(int64) {
 					if tt.cancel {
@@ -394,11 +393,11 @@ func TestE2EPutSSE(t *testing.T) {
 	s := openE2E(t, Config{})
 	ctx := context.Background()
 	tests := []struct {
-		opts steps.PutOptions
+		opts PutOptions
 		want types.ServerSideEncryption
 	}{
-		{steps.PutOptions{ContentType: "application/json", SSE: SSES3}, types.ServerSideEncryptionAes256},
-		{steps.PutOptions{ContentType: "application/json", SSE: SSEKMS, SSEKMSKeyID: e2eKMSKeyID, Metadata: map[string]string{"kind": "key-bundle"}}, types.ServerSideEncryptionAwsKms},
+		{PutOptions{ContentType: "application/json", SSE: SSES3}, types.ServerSideEncryptionAes256},
+		{PutOptions{ContentType: "application/json", SSE: SSEKMS, SSEKMSKeyID: e2eKMSKeyID, Metadata: map[string]string{"kind": "key-bundle"}}, types.ServerSideEncryptionAwsKms},
 	}
 	for _, tt := range tests {
 		t.Run(tt.opts.SSE, func(t *testing.T) {
@@ -434,7 +433,7 @@ func TestE2EPresign(t *testing.T) {
 	s := openE2E(t, Config{})
 	ctx := context.Background()
 	data := []byte("restore me")
-	if err := s.Put(ctx, "presign/snapshot.db", data, steps.PutOptions{}); err != nil {
+	if err := s.Put(ctx, "presign/snapshot.db", data, PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	get := func(url string) (int, []byte) {
@@ -513,7 +512,7 @@ func TestE2EList(t *testing.T) {
 	ctx := context.Background()
 	want := []string{"list/a", "list/b/c", "list/d"}
 	for _, k := range append(slices.Clone(want), "listing-not/x") {
-		if err := s.Put(ctx, k, []byte(k), steps.PutOptions{}); err != nil {
+		if err := s.Put(ctx, k, []byte(k), PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -18,7 +18,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 
-	"github.com/hcpsnap/hcpsnap/steps"
 )
 
 // Server-side encryption modes accepted by Put.
@@ -73,15 +72,15 @@ func joinKey(prefix, name string) string {
 // not exist, so that a re-run can skip an upload that already completed.
 // A HEAD response has no body, so a missing bucket also reads as a missing
 // key; CheckWritable tells them apart.
-func (s *Store) Head(ctx context.Context, key string) (steps.ObjectInfo, bool, error) {
+func (s *Store) Head(ctx context.Context, key string) (ObjectInfo, bool, error) {
 	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: s.bucketPtr(), Key: aws.String(key)})
 	if err != nil {
 		if isNotFound(err) {
-			return steps.ObjectInfo{}, false, nil
+			return ObjectInfo{}, false, nil
 		}
-		return steps.ObjectInfo{}, false, fmt.Errorf("head %s: %w", s.loc(key), Explain(err, s.bucket))
+		return ObjectInfo{}, false, fmt.Errorf("head %s: %w", s.loc(key), Explain(err, s.bucket))
 	}
-	return steps.ObjectInfo{Key: key, Size: aws.ToInt64(out.ContentLength), Metadata: out.Metadata}, true, nil
+	return ObjectInfo{Key: key, Size: aws.ToInt64(out.ContentLength), Metadata: out.Metadata}, true, nil
 }
 
 // isNotFound reports whether err says the object does not exist.
@@ -98,7 +97,7 @@ func isNotFound(err error) bool {
 // Put stores a small object (a manifest, a key bundle) in one request with a
 // SHA-256 checksum the server verifies, and with server-side encryption when
 // opts.SSE asks for it.
-func (s *Store) Put(ctx context.Context, key string, data []byte, opts steps.PutOptions) error {
+func (s *Store) Put(ctx context.Context, key string, data []byte, opts PutOptions) error {
 	if err := validSSE(opts.SSE, opts.SSEKMSKeyID); err != nil {
 		return err
 	}
@@ -178,18 +177,18 @@ func (s *Store) abort(ctx context.Context, key, uploadID string) error {
 
 // Get opens the object for reading; the caller closes the body. A missing
 // key is an error that wraps *types.NoSuchKey.
-func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, steps.ObjectInfo, error) {
+func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error) {
 	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: s.bucketPtr(), Key: aws.String(key)})
 	if err != nil {
-		return nil, steps.ObjectInfo{}, fmt.Errorf("get %s: %w", s.loc(key), Explain(err, s.bucket))
+		return nil, ObjectInfo{}, fmt.Errorf("get %s: %w", s.loc(key), Explain(err, s.bucket))
 	}
-	return out.Body, steps.ObjectInfo{Key: key, Size: aws.ToInt64(out.ContentLength), Metadata: out.Metadata}, nil
+	return out.Body, ObjectInfo{Key: key, Size: aws.ToInt64(out.ContentLength), Metadata: out.Metadata}, nil
 }
 
 // List returns every object whose key starts with prefix, in key order,
 // following continuation tokens. Listings carry no metadata; use Head for it.
-func (s *Store) List(ctx context.Context, prefix string) ([]steps.ObjectInfo, error) {
-	var objs []steps.ObjectInfo
+func (s *Store) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {
+	var objs []ObjectInfo
 	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: s.bucketPtr(), Prefix: aws.String(prefix)})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
@@ -197,7 +196,7 @@ func (s *Store) List(ctx context.Context, prefix string) ([]steps.ObjectInfo, er
 			return nil, fmt.Errorf("list %s: %w", s.loc(prefix), Explain(err, s.bucket))
 		}
 		for _, o := range page.Contents {
-			objs = append(objs, steps.ObjectInfo{Key: aws.ToString(o.Key), Size: aws.ToInt64(o.Size)})
+			objs = append(objs, ObjectInfo{Key: aws.ToString(o.Key), Size: aws.ToInt64(o.Size)})
 		}
 	}
 	return objs, nil

@@ -15,7 +15,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/hcpsnap/hcpsnap/steps"
 )
 
 // Part sizes and limits of S3 multipart uploads.
@@ -103,7 +102,8 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Store is a bucket opened with Open. It implements steps.Store and is safe
+// Store is a bucket opened with Open. It implements the narrow store
+// interfaces the workflows declare (steps.Store, restore.Store) and is safe
 // for concurrent use.
 type Store struct {
 	client      *s3.Client
@@ -112,8 +112,6 @@ type Store struct {
 	concurrency int
 	maxParts    int32 // MaxParts; lowered by tests
 }
-
-var _ steps.Store = (*Store)(nil)
 
 // Open loads the standard AWS configuration chain (profiles, AWS_* variables,
 // web identity, AWS_ENDPOINT_URL_S3, AWS_CA_BUNDLE) with the few additions of

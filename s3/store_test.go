@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hcpsnap/hcpsnap/steps"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -83,7 +82,7 @@ func TestPutHeadGetList(t *testing.T) {
 	if _, ok, err := s.Head(ctx, "b/manifest.json"); err != nil || ok {
 		t.Fatalf("Head of a missing key = %v, %v", ok, err)
 	}
-	err := s.Put(ctx, "b/manifest.json", []byte(`{"a":1}`), steps.PutOptions{
+	err := s.Put(ctx, "b/manifest.json", []byte(`{"a":1}`), PutOptions{
 		ContentType: "application/json",
 		Metadata:    map[string]string{"run": "r1"},
 		SSE:         SSEKMS,
@@ -121,7 +120,7 @@ func TestPutHeadGetList(t *testing.T) {
 	}
 
 	for _, k := range []string{"b/1", "b/2", "b/3", "c/1"} {
-		if err := s.Put(ctx, k, []byte(k), steps.PutOptions{}); err != nil {
+		if err := s.Put(ctx, k, []byte(k), PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -141,7 +140,7 @@ func TestPutHeadGetList(t *testing.T) {
 func TestPutRejectsBadSSE(t *testing.T) {
 	fake, srv := newFakeS3(t, "bucket")
 	s := openFake(t, srv, "bucket", 5*mib, 1)
-	for _, opts := range []steps.PutOptions{{SSE: "aws:kms:dsse"}, {SSE: SSES3, SSEKMSKeyID: "k"}, {SSEKMSKeyID: "k"}} {
+	for _, opts := range []PutOptions{{SSE: "aws:kms:dsse"}, {SSE: SSES3, SSEKMSKeyID: "k"}, {SSEKMSKeyID: "k"}} {
 		if err := s.Put(context.Background(), "k", nil, opts); err == nil {
 			t.Errorf("Put with %+v succeeded", opts)
 		}

@@ -18,7 +18,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
-	"github.com/hcpsnap/hcpsnap/steps"
 )
 
 // Upload streams r into key with a multipart upload and returns the size and
@@ -39,7 +38,7 @@ import (
 // fails, Upload stops reading when the Read in progress returns; a caller
 // feeding r from a pipe should close the pipe's reader with an error once
 // Upload returns, so its writer does not block.
-func (s *Store) Upload(ctx context.Context, key string, r io.Reader, opts steps.UploadOptions) (res steps.UploadResult, err error) {
+func (s *Store) Upload(ctx context.Context, key string, r io.Reader, opts UploadOptions) (res UploadResult, err error) {
 	created, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
 		Bucket:            s.bucketPtr(),
 		Key:               aws.String(key),
@@ -76,7 +75,7 @@ func (s *Store) Upload(ctx context.Context, key string, r io.Reader, opts steps.
 	if err != nil {
 		return res, fmt.Errorf("complete multipart upload %s of %s: %w", uploadID, s.loc(key), Explain(err, s.bucket))
 	}
-	return steps.UploadResult{Size: size, ETag: aws.ToString(out.ETag)}, nil
+	return UploadResult{Size: size, ETag: aws.ToString(out.ETag)}, nil
 }
 
 // upload is the state of one Upload while its parts move.

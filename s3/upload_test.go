@@ -15,7 +15,6 @@ import (
 	"testing/iotest"
 	"time"
 
-	"github.com/hcpsnap/hcpsnap/steps"
 )
 
 const mib = 1 << 20
@@ -51,7 +50,7 @@ func TestUploadRoundTrip(t *testing.T) {
 			var mu sync.Mutex
 			var created string
 			var progress []int64
-			res, err := s.Upload(context.Background(), "dir/snapshot.db", r, steps.UploadOptions{
+			res, err := s.Upload(context.Background(), "dir/snapshot.db", r, UploadOptions{
 				Metadata: map[string]string{"sha256": "x", "cluster": "c1"},
 				OnCreate: func(id string) {
 					// The upload must exist, and no part moved yet.
@@ -110,7 +109,7 @@ func TestUploadMemoryBound(t *testing.T) {
 		return ""
 	}
 	// Warm up the client so its one-time allocations are not counted.
-	if _, err := s.Upload(context.Background(), "warm", strings.NewReader("x"), steps.UploadOptions{}); err != nil {
+	if _, err := s.Upload(context.Background(), "warm", strings.NewReader("x"), UploadOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	r, _ := stream(2, 100*mib)
@@ -120,7 +119,7 @@ func TestUploadMemoryBound(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	res, err := s.Upload(context.Background(), "big", r, steps.UploadOptions{})
+	res, err := s.Upload(context.Background(), "big", r, UploadOptions{})
 	runtime.ReadMemStats(&after)
 	if err != nil {
 		t.Fatal(err)
@@ -198,7 +197,7 @@ func TestUploadAbortsOnError(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			var id string
-			_, err := s.Upload(ctx, "k", tt.reader(), steps.UploadOptions{
+			_, err := s.Upload(ctx, "k", tt.reader(), UploadOptions{
 				OnCreate: func(u string) { id = u },
 				OnPart: func(int64) {
 					if tt.cancel {
@@ -234,7 +233,7 @@ func TestUploadJoinsAbortError(t *testing.T) {
 	fake, srv := newFakeS3(t, "bucket")
 	fake.abortCode = "AccessDenied"
 	s := openFake(t, srv, "bucket", 5*mib, 2)
-	_, err := s.Upload(context.Background(), "k", iotest.ErrReader(errBoom), steps.UploadOptions{})
+	_, err := s.Upload(context.Background(), "k", iotest.ErrReader(errBoom), UploadOptions{})
 	if !errors.Is(err, errBoom) {
 		t.Fatalf("error %v does not wrap the reader's error", err)
 	}
@@ -247,10 +246,10 @@ func TestUploadTooManyParts(t *testing.T) {
 	_, srv := newFakeS3(t, "bucket")
 	s := openFake(t, srv, "bucket", 5*mib, 1)
 	s.partSize, s.maxParts = 1, 3 // S3's limits in miniature
-	if _, err := s.Upload(context.Background(), "k", strings.NewReader("abc"), steps.UploadOptions{}); err != nil {
+	if _, err := s.Upload(context.Background(), "k", strings.NewReader("abc"), UploadOptions{}); err != nil {
 		t.Fatalf("Upload of exactly maxParts parts = %v", err)
 	}
-	_, err := s.Upload(context.Background(), "k", strings.NewReader("abcd"), steps.UploadOptions{})
+	_, err := s.Upload(context.Background(), "k", strings.NewReader("abcd"), UploadOptions{})
 	if err == nil || !strings.Contains(err.Error(), "exceeds 3 parts of 1 bytes: raise the part size") {
 		t.Fatalf("error = %v", err)
 	}

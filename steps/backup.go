@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"path"
@@ -63,23 +64,28 @@ func Backup() []Step {
 	return []Step{
 		{Name: StepPreflight, ReadOnly: true, Run: preflight, Plan: planPreflight,
 			Summary: "Check the HostedCluster, its etcd member, the API Deployments and the bucket; change nothing."},
-		{Name: StepPause, Skip: online, Run: pause, Plan: planPause,
+		{Name: StepPause, Skip: online, Run: pause, Plan: planPause, Reapply: true,
 			Summary: "Record spec.pausedUntil, then pause reconciliation until a deadline (a dead-man's switch)."},
-		{Name: StepScaleDown, Skip: online, Run: scaleDown, Plan: planScaleDown,
+		{Name: StepScaleDown, Skip: online, Run: scaleDown, Plan: planScaleDown, Reapply: true,
+			Needs:   []string{StepPause},
 			Summary: "Record the API Deployments' replicas, scale them to 0 and wait until their pods are gone."},
 		{Name: StepSnapshotSave, Run: snapshotSave, Plan: planSnapshotSave,
+			Needs:   []string{StepPause, StepScaleDown},
 			Summary: "Start etcdctl snapshot save inside the member's pod and wait until etcd has fixed the snapshot's revision."},
-		{Name: StepScaleUp, Reverts: StepScaleDown, Skip: online, Run: scaleUp, Plan: planScaleUp,
+		{Name: StepScaleUp, Reverts: StepScaleDown, RestoresService: true, Skip: online, Run: scaleUp, Plan: planScaleUp,
 			Summary: "Scale the API Deployments back to their recorded replicas and wait until they are available."},
-		{Name: StepResume, Reverts: StepPause, Skip: online, Run: resume, Plan: planResume,
+		{Name: StepResume, Reverts: StepPause, RestoresService: true, Skip: online, Run: resume, Plan: planResume,
 			Summary: "Put spec.pausedUntil back to its recorded value (removed when it was absent)."},
 		{Name: StepUpload, Run: upload, Plan: planUpload,
+			Needs: []string{StepSnapshotSave}, Uses: []string{StepSnapshotSave},
 			Summary: "Stream the snapshot out of the pod as etcdctl writes it into an S3 multipart upload, verifying etcd's SHA-256; record its status."},
 		{Name: StepSaveKeys, Run: saveKeys, Plan: planSaveKeys,
 			Summary: "Save the etcd encryption key and the Secrets a restore needs, encrypted, apart from the snapshot."},
 		{Name: StepCleanupPodFile, Reverts: StepSnapshotSave, Run: cleanupPodFile, Plan: planCleanupPodFile,
+			Uses:    []string{StepSnapshotSave},
 			Summary: "Stop etcdctl if it still writes and remove the snapshot files from the pod."},
 		{Name: StepWriteManifest, Run: writeManifest, Plan: planWriteManifest,
+			Uses:    []string{StepSnapshotSave, StepUpload, StepSaveKeys},
 			Summary: "Write the manifest that describes the backup beside the snapshot."},
 	}
 }
@@ -455,28 +461,32 @@ func scaleTo(ctx context.Context, s *State, name string, replicas int32) error {
 // snapshot-save and cleanup-pod-file
 
 func snapshotSave(ctx context.Context, s *State) error {
-	if s.Out.SnapshotPath == "" {
-		s.Out.SnapshotPath = path.Join(s.Opts.Etcd.SnapshotDir, "hcpsnap-"+s.Run.RunID+".db")
-	}
-	// Every attempt is a new snapshot: an object uploaded from an earlier
-	// one must not pass for it.
-	s.Out.SnapshotID = fmt.Sprintf("%s-%d", s.Run.RunID, s.now().UnixNano())
-	s.Out.SnapshotBytes, s.Out.EtcdSHA256, s.Out.Snapshot = 0, "", nil
+	// Every attempt is a new snapshot with outputs of its own: an object
+	// uploaded from an earlier one must not pass for it.
+	s.Out.Attempt = &Attempt{ID: fmt.Sprintf("%s-%d", s.Run.RunID, s.now().UnixNano()), Path: snapshotPath(s)}
 	if err := s.Save(ctx); err != nil {
 		return err
 	}
-	p := s.Out.SnapshotPath
+	p := s.Out.Attempt.Path
 	until := "first-byte"
 	if s.Opts.HoldAPIUntilSaved {
 		until = "done"
 	}
+	// Bounded twice: in the pod, where the script stops the writer, and
+	// here, a little later, in case the exec itself hangs.
+	limit := snapshotTimeout(s)
+	ctx, cancel := context.WithTimeout(ctx, limit+30*time.Second)
+	defer cancel()
 	var stderr bytes.Buffer
-	cmd := append([]string{"sh", "-c", startSnapshotScript, "sh", p, until}, etcdctl(s)...)
+	cmd := append([]string{"sh", "-c", startSnapshotScript, "sh", p, until, strconv.Itoa(int(limit / time.Second))}, etcdctl(s)...)
 	if err := s.exec(ctx, cmd, nil, &stderr); err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("etcdctl snapshot save %s: no answer from pod %s within %s", p, s.Opts.Member, limit)
+		}
 		return fmt.Errorf("etcdctl snapshot save %s: %w (%s)", p, err, firstLine(stderr.String()))
 	}
 	now := s.now().UTC()
-	s.Out.SnapshotSaveAt = &now
+	s.Out.Attempt.SavedAt = &now
 	if until == "done" {
 		log(ctx).Info("snapshot saved", "path", p)
 	} else {
@@ -485,9 +495,28 @@ func snapshotSave(ctx context.Context, s *State) error {
 	return nil
 }
 
+// snapshotPath derives the snapshot file of the run in the member's pod.
+func snapshotPath(s *State) string {
+	return path.Join(s.Opts.Etcd.SnapshotDir, "hcpsnap-"+s.Run.RunID+".db")
+}
+
+// snapshotTimeout bounds snapshot-save: the wait for etcd to fix the
+// revision is a wait like any other (--wait-timeout); writing the whole file
+// with the API held down must end before the pause deadline.
+func snapshotTimeout(s *State) time.Duration {
+	d := s.Opts.WaitTimeout
+	if s.Opts.HoldAPIUntilSaved && s.Opts.PauseTimeout > 0 {
+		d = s.Opts.PauseTimeout
+	}
+	if d <= 0 {
+		d = defaultWaitTimeout
+	}
+	return max(d, time.Second)
+}
+
 // snapshotStatus runs `etcdctl snapshot status` on the complete file.
 func snapshotStatus(ctx context.Context, s *State) error {
-	p := s.Out.SnapshotPath
+	p := s.Out.Attempt.Path
 	var stdout, stderr bytes.Buffer
 	if err := s.exec(ctx, []string{s.Opts.Etcd.Etcdctl, "snapshot", "status", p, "-w", "json"}, &stdout, &stderr); err != nil {
 		return fmt.Errorf("etcdctl snapshot status %s: %w (%s)", p, err, firstLine(stderr.String()))
@@ -496,15 +525,12 @@ func snapshotStatus(ctx context.Context, s *State) error {
 	if err := json.Unmarshal(stdout.Bytes(), st); err != nil {
 		return fmt.Errorf("etcdctl snapshot status %s: unexpected output: %w", p, err)
 	}
-	s.Out.Snapshot = st
+	s.Out.Attempt.Status = st
 	return nil
 }
 
 func cleanupPodFile(ctx context.Context, s *State) error {
-	if s.Out.SnapshotPath == "" {
-		return nil
-	}
-	p := s.Out.SnapshotPath
+	p := snapshotPath(s)
 	var stderr bytes.Buffer
 	// Stop etcdctl if it still writes, then remove the file, etcdctl's
 	// <path>.part and the writer's own files.

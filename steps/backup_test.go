@@ -22,6 +22,7 @@ import (
 	"github.com/hcpsnap/hcpsnap/checkpoint"
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
 	"github.com/hcpsnap/hcpsnap/manifest"
+	"github.com/hcpsnap/hcpsnap/s3"
 )
 
 // The pausedUntil values a HostedCluster may hold before a backup.
@@ -161,8 +162,8 @@ func TestBackupRun(t *testing.T) {
 				}
 			}
 			rm, _ := fx.exec.call("rm")
-			wantRm := []string{"sh", "-c", cleanupScript, "sh", s.Out.SnapshotPath}
-			if !slices.Equal(rm.Cmd, wantRm) || !strings.HasPrefix(s.Out.SnapshotPath, DefaultSnapshotDir+"/hcpsnap-"+s.Run.RunID) {
+			wantRm := []string{"sh", "-c", cleanupScript, "sh", s.Out.Attempt.Path}
+			if !slices.Equal(rm.Cmd, wantRm) || !strings.HasPrefix(s.Out.Attempt.Path, DefaultSnapshotDir+"/hcpsnap-"+s.Run.RunID) {
 				t.Errorf("rm command %q, want %q", rm.Cmd, wantRm)
 			}
 
@@ -175,7 +176,7 @@ func TestBackupRun(t *testing.T) {
 			if string(obj.Data) != string(fx.snapshot) {
 				t.Errorf("snapshot object differs from the streamed file (%d vs %d bytes)", len(obj.Data), len(fx.snapshot))
 			}
-			if obj.Put.Metadata[MetaSnapshotID] != s.Out.SnapshotID || obj.Put.Metadata[MetaRunID] != s.Run.RunID {
+			if obj.Put.Metadata[manifest.MetaSnapshotID] != s.Out.Attempt.ID || obj.Put.Metadata[manifest.MetaRunID] != s.Run.RunID {
 				t.Errorf("snapshot metadata %v", obj.Put.Metadata)
 			}
 
@@ -286,14 +287,14 @@ func TestBackupKeyBundle(t *testing.T) {
 		setup    func(t *testing.T, fx *fixture, o *Options)
 		wantCode exitcode.Code
 		want     []string
-		wantPut  PutOptions
+		wantPut  s3.PutOptions
 		toFile   bool
 	}{
 		{
 			name:    "active and backup keys plus control-plane Secrets, with SSE-KMS",
 			setup:   func(_ *testing.T, _ *fixture, o *Options) { o.SSE, o.SSEKMSKeyID = "aws:kms", "alias/hcpsnap" },
 			want:    allSecrets,
-			wantPut: PutOptions{ContentType: "application/json", SSE: "aws:kms", SSEKMSKeyID: "alias/hcpsnap"},
+			wantPut: s3.PutOptions{ContentType: "application/json", SSE: "aws:kms", SSEKMSKeyID: "alias/hcpsnap"},
 		},
 		{
 			name: "no backup key",
@@ -301,7 +302,7 @@ func TestBackupKeyBundle(t *testing.T) {
 				fx.hs.hc.Spec.SecretEncryption.AESCBC.BackupKey = nil
 			},
 			want:    []string{activeKeyName, "root-ca", "etcd-signer", "sa-signing-key"},
-			wantPut: PutOptions{ContentType: "application/json"},
+			wantPut: s3.PutOptions{ContentType: "application/json"},
 		},
 		{
 			name: "a missing control-plane Secret is left out",
@@ -311,7 +312,7 @@ func TestBackupKeyBundle(t *testing.T) {
 				}
 			},
 			want:    []string{activeKeyName, backupKeyName, "root-ca", "sa-signing-key"},
-			wantPut: PutOptions{ContentType: "application/json"},
+			wantPut: s3.PutOptions{ContentType: "application/json"},
 		},
 		{
 			name: "--key-out writes a 0600 file instead of an object",
@@ -449,7 +450,8 @@ func TestBackupScaleRetriesOnConflict(t *testing.T) {
 }
 
 // TestBackupSnapshotSaveFails proves a failed snapshot leaves the cluster as
-// it was: the counterparts run in reverse order and the partial file goes.
+// it was: the API comes back first (scale-up, resume), then the partial file
+// goes.
 func TestBackupSnapshotSaveFails(t *testing.T) {
 	for _, pc := range pausedUntilCases {
 		t.Run("pausedUntil "+pc.name, func(t *testing.T) {
@@ -477,9 +479,9 @@ func TestBackupSnapshotSaveFails(t *testing.T) {
 				"hostedcluster pausedUntil=" + describe(&s.Out.PauseUntil),
 				"scale kube-apiserver=0", "scale openshift-apiserver=0", "scale openshift-oauth-apiserver=0",
 				"exec snapshot-save",
-				"exec rm",
 				"scale kube-apiserver=3", "scale openshift-apiserver=2", "scale openshift-oauth-apiserver=1",
 				"hostedcluster pausedUntil=" + describe(pc.value),
+				"exec rm",
 			}
 			if got := fx.j.get(); !slices.Equal(got, want) {
 				t.Errorf("actions\n got %q\nwant %q", got, want)

@@ -32,6 +32,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/hcpsnap/hcpsnap/checkpoint"
+	"github.com/hcpsnap/hcpsnap/s3"
 )
 
 // The cluster every fake describes.
@@ -511,7 +512,7 @@ func sha256Hex(b []byte) string {
 
 type storedObject struct {
 	Data []byte
-	Put  PutOptions // for Put; Put.Metadata also holds an upload's metadata
+	Put  s3.PutOptions // for Put; Put.Metadata also holds an upload's metadata
 }
 
 // memStore is an in-memory bucket. Its Upload reads the stream to its end
@@ -552,22 +553,22 @@ func (s *memStore) CheckWritable(_ context.Context, prefix string) error {
 	return s.record("CheckWritable", prefix)
 }
 
-func (s *memStore) Head(_ context.Context, key string) (ObjectInfo, bool, error) {
+func (s *memStore) Head(_ context.Context, key string) (s3.ObjectInfo, bool, error) {
 	if err := s.record("Head", key); err != nil {
-		return ObjectInfo{}, false, err
+		return s3.ObjectInfo{}, false, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	o, ok := s.objects[key]
 	if !ok {
-		return ObjectInfo{}, false, nil
+		return s3.ObjectInfo{}, false, nil
 	}
-	return ObjectInfo{Key: key, Size: int64(len(o.Data)), Metadata: o.Put.Metadata}, true, nil
+	return s3.ObjectInfo{Key: key, Size: int64(len(o.Data)), Metadata: o.Put.Metadata}, true, nil
 }
 
-func (s *memStore) Upload(ctx context.Context, key string, r io.Reader, opts UploadOptions) (UploadResult, error) {
+func (s *memStore) Upload(ctx context.Context, key string, r io.Reader, opts s3.UploadOptions) (s3.UploadResult, error) {
 	if err := s.record("Upload", key); err != nil {
-		return UploadResult{}, err
+		return s3.UploadResult{}, err
 	}
 	s.mu.Lock()
 	s.nextID++
@@ -576,12 +577,12 @@ func (s *memStore) Upload(ctx context.Context, key string, r io.Reader, opts Upl
 	if opts.OnCreate != nil {
 		opts.OnCreate(id)
 	}
-	abort := func(err error) (UploadResult, error) {
+	abort := func(err error) (s3.UploadResult, error) {
 		s.mu.Lock()
 		s.aborted = append(s.aborted, key)
 		s.mu.Unlock()
 		s.j.add("store abort %s", key)
-		return UploadResult{}, err
+		return s3.UploadResult{}, err
 	}
 	var data []byte
 	part := make([]byte, 64<<10)
@@ -602,13 +603,13 @@ func (s *memStore) Upload(ctx context.Context, key string, r io.Reader, opts Upl
 		}
 	}
 	s.mu.Lock()
-	s.objects[key] = storedObject{Data: data, Put: PutOptions{Metadata: opts.Metadata}}
+	s.objects[key] = storedObject{Data: data, Put: s3.PutOptions{Metadata: opts.Metadata}}
 	s.mu.Unlock()
 	s.j.add("store upload %s", key)
-	return UploadResult{Size: int64(len(data)), ETag: `"etag"`}, nil
+	return s3.UploadResult{Size: int64(len(data)), ETag: `"etag"`}, nil
 }
 
-func (s *memStore) Put(_ context.Context, key string, data []byte, opts PutOptions) error {
+func (s *memStore) Put(_ context.Context, key string, data []byte, opts s3.PutOptions) error {
 	if err := s.record("Put", key); err != nil {
 		return err
 	}
@@ -619,17 +620,17 @@ func (s *memStore) Put(_ context.Context, key string, data []byte, opts PutOptio
 	return nil
 }
 
-func (s *memStore) Get(_ context.Context, key string) (io.ReadCloser, ObjectInfo, error) {
+func (s *memStore) Get(_ context.Context, key string) (io.ReadCloser, s3.ObjectInfo, error) {
 	if err := s.record("Get", key); err != nil {
-		return nil, ObjectInfo{}, err
+		return nil, s3.ObjectInfo{}, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	o, ok := s.objects[key]
 	if !ok {
-		return nil, ObjectInfo{}, fmt.Errorf("NoSuchKey: %s", key)
+		return nil, s3.ObjectInfo{}, fmt.Errorf("NoSuchKey: %s", key)
 	}
-	return io.NopCloser(bytes.NewReader(o.Data)), ObjectInfo{Key: key, Size: int64(len(o.Data)), Metadata: o.Put.Metadata}, nil
+	return io.NopCloser(bytes.NewReader(o.Data)), s3.ObjectInfo{Key: key, Size: int64(len(o.Data)), Metadata: o.Put.Metadata}, nil
 }
 
 func (s *memStore) AbortUploads(_ context.Context, key string) error {

@@ -13,6 +13,7 @@ import (
 	"github.com/hcpsnap/hcpsnap/internal/fsutil"
 	"github.com/hcpsnap/hcpsnap/internal/version"
 	"github.com/hcpsnap/hcpsnap/manifest"
+	"github.com/hcpsnap/hcpsnap/s3"
 )
 
 // ControlPlaneSecrets are the Secrets of the hosted control plane namespace
@@ -90,11 +91,11 @@ func saveKeys(ctx context.Context, s *State) error {
 		return nil
 	}
 	key := objectKey(s.Opts.KeyPrefix, s.Opts.Cluster, s.Out.Timestamp, keyBundleObjectName)
-	err = s.Clients.Store.Put(ctx, key, data, PutOptions{
+	err = s.Clients.Store.Put(ctx, key, data, s3.PutOptions{
 		ContentType: "application/json",
 		SSE:         s.Opts.SSE,
 		SSEKMSKeyID: s.Opts.SSEKMSKeyID,
-		Metadata:    map[string]string{MetaRunID: s.Run.RunID},
+		Metadata:    map[string]string{manifest.MetaRunID: s.Run.RunID},
 	})
 	if err != nil {
 		return fmt.Errorf("store key bundle %s: %w", key, err)
@@ -104,9 +105,15 @@ func saveKeys(ctx context.Context, s *State) error {
 	return nil
 }
 
-// BuildManifest returns the manifest of the run's backup from its outputs.
+// BuildManifest returns the manifest of the run's backup from its outputs:
+// the snapshot, its object and etcd's figures all come from the one current
+// attempt, so the manifest describes exactly the object it names.
 func BuildManifest(s *State) *manifest.Manifest {
 	o := s.Out
+	a := o.Attempt
+	if a == nil {
+		a = &Attempt{}
+	}
 	m := &manifest.Manifest{
 		SchemaVersion:    manifest.SchemaVersion,
 		RunID:            s.Run.RunID,
@@ -116,27 +123,27 @@ func BuildManifest(s *State) *manifest.Manifest {
 		InfraID:          o.InfraID,
 		OpenShiftVersion: o.OpenShiftVersion,
 		Online:           s.Opts.Online,
-		Snapshot:         manifest.Object{Bucket: s.Opts.Bucket, Key: o.ObjectKey, Size: o.SnapshotBytes, SHA256: o.SHA256},
+		Snapshot:         manifest.Object{Bucket: s.Opts.Bucket, Key: a.ObjectKey, Size: a.Bytes, SHA256: a.SHA256},
 		KeyBundle: manifest.KeyBundle{Bucket: s.Opts.Bucket, Key: o.KeyBundleKey, File: o.KeyBundleFile,
 			SSE: s.Opts.SSE, Secrets: o.SecretsSaved},
-		Times: manifest.Times{Started: s.Run.StartedAt, SnapshotSaved: o.SnapshotSaveAt, DowntimeStart: o.DowntimeStart,
-			DowntimeEnd: o.DowntimeEnd, Uploaded: o.UploadEnd, Finished: s.now().UTC()},
+		Times: manifest.Times{Started: s.Run.StartedAt, SnapshotSaved: a.SavedAt, DowntimeStart: o.DowntimeStart,
+			DowntimeEnd: o.DowntimeEnd, Uploaded: a.UploadEnd, Finished: s.now().UTC()},
 		DowntimeSeconds: durationSeconds(o.DowntimeStart, o.DowntimeEnd),
 		HCPSnapVersion:  version.Get().Version,
 	}
 	if o.KeyBundleFile != "" {
 		m.KeyBundle.Bucket, m.KeyBundle.SSE = "", ""
 	}
-	if o.Snapshot != nil {
-		m.Etcd = manifest.Etcd{Member: s.Opts.Member, Revision: o.Snapshot.Revision, TotalKeys: o.Snapshot.TotalKey,
-			TotalSize: o.Snapshot.TotalSize, Hash: o.Snapshot.Hash, SHA256: o.EtcdSHA256}
+	if a.Status != nil {
+		m.Etcd = manifest.Etcd{Member: s.Opts.Member, Revision: a.Status.Revision, TotalKeys: a.Status.TotalKey,
+			TotalSize: a.Status.TotalSize, Hash: a.Status.Hash, SHA256: a.EtcdSHA256}
 	}
 	return m
 }
 
 func writeManifest(ctx context.Context, s *State) error {
-	if s.Out.ObjectKey == "" || s.Out.SHA256 == "" {
-		return fmt.Errorf("no uploaded snapshot recorded: upload-snapshot has not completed in this run")
+	if !s.Out.Attempt.Uploaded() {
+		return fmt.Errorf("no complete upload of the current snapshot is recorded (object, size, SHA-256 and status): upload-snapshot has not completed for it")
 	}
 	m := BuildManifest(s)
 	data, err := json.MarshalIndent(m, "", "  ")
@@ -144,7 +151,7 @@ func writeManifest(ctx context.Context, s *State) error {
 		return err
 	}
 	key := objectKey(s.Opts.Prefix, s.Opts.Cluster, s.Out.Timestamp, manifestObjectName)
-	if err := s.Clients.Store.Put(ctx, key, append(data, '\n'), PutOptions{ContentType: "application/json"}); err != nil {
+	if err := s.Clients.Store.Put(ctx, key, append(data, '\n'), s3.PutOptions{ContentType: "application/json"}); err != nil {
 		return fmt.Errorf("store manifest %s: %w", key, err)
 	}
 	s.Out.ManifestKey = key

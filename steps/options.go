@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/hcpsnap/hcpsnap/s3"
 )
 
 // Options are what the user asked for, as the steps need it. The command
@@ -98,30 +100,50 @@ type Outputs struct {
 	PauseUntil  string           `json:"pauseDeadline,omitempty"`
 	Replicas    map[string]int32 `json:"replicas,omitempty"`
 
-	CACert       string `json:"caCert,omitempty"`
-	SnapshotPath string `json:"snapshotPath,omitempty"`
-	// SnapshotID names one attempt of snapshot-save; the uploaded object
-	// carries it, so that a resumed run recognises its own upload.
-	SnapshotID string `json:"snapshotID,omitempty"`
+	CACert string `json:"caCert,omitempty"`
 	// EtcdDBSize is the member's database size at preflight: an estimate of
 	// the snapshot's size while etcdctl still writes it.
-	EtcdDBSize     int64           `json:"etcdDBSize,omitempty"`
-	Snapshot       *SnapshotStatus `json:"snapshot,omitempty"`
-	SnapshotBytes  int64           `json:"snapshotBytes,omitempty"`
-	EtcdSHA256     string          `json:"etcdSHA256,omitempty"`
-	SHA256         string          `json:"sha256,omitempty"`
-	ObjectKey      string          `json:"objectKey,omitempty"`
-	ManifestKey    string          `json:"manifestKey,omitempty"`
-	KeyBundleKey   string          `json:"keyBundleKey,omitempty"`
-	KeyBundleFile  string          `json:"keyBundleFile,omitempty"`
-	UploadID       string          `json:"uploadID,omitempty"`
-	UploadReused   bool            `json:"uploadReused,omitempty"`
-	DowntimeStart  *time.Time      `json:"downtimeStart,omitempty"`
-	DowntimeEnd    *time.Time      `json:"downtimeEnd,omitempty"`
-	UploadStart    *time.Time      `json:"uploadStart,omitempty"`
-	UploadEnd      *time.Time      `json:"uploadEnd,omitempty"`
-	SecretsSaved   []string        `json:"secretsSaved,omitempty"`
-	SnapshotSaveAt *time.Time      `json:"snapshotSavedAt,omitempty"`
+	EtcdDBSize int64 `json:"etcdDBSize,omitempty"`
+	// Attempt is the current snapshot attempt with everything derived from
+	// it. snapshot-save replaces it as a whole, so that nothing of an
+	// earlier attempt can pass for the new one.
+	Attempt *Attempt `json:"attempt,omitempty"`
+
+	ManifestKey   string     `json:"manifestKey,omitempty"`
+	KeyBundleKey  string     `json:"keyBundleKey,omitempty"`
+	KeyBundleFile string     `json:"keyBundleFile,omitempty"`
+	SecretsSaved  []string   `json:"secretsSaved,omitempty"`
+	DowntimeStart *time.Time `json:"downtimeStart,omitempty"`
+	DowntimeEnd   *time.Time `json:"downtimeEnd,omitempty"`
+}
+
+// Attempt is one run of snapshot-save and the outputs that belong to it:
+// the file in the pod, the object it was uploaded to and what etcd says of
+// it. The manifest is built from one Attempt only.
+type Attempt struct {
+	// ID names the attempt; the uploaded object carries it, so that a
+	// resumed run recognises its own upload.
+	ID string `json:"id"`
+	// Path is the snapshot file in the member's container.
+	Path    string     `json:"path"`
+	SavedAt *time.Time `json:"savedAt,omitempty"`
+	// Bytes and EtcdSHA256 describe the complete file (etcd's trailing
+	// SHA-256 of the database); SHA256 is the uploaded object's.
+	Bytes        int64           `json:"bytes,omitempty"`
+	EtcdSHA256   string          `json:"etcdSHA256,omitempty"`
+	SHA256       string          `json:"sha256,omitempty"`
+	ObjectKey    string          `json:"objectKey,omitempty"`
+	UploadID     string          `json:"uploadID,omitempty"`
+	UploadReused bool            `json:"uploadReused,omitempty"`
+	UploadStart  *time.Time      `json:"uploadStart,omitempty"`
+	UploadEnd    *time.Time      `json:"uploadEnd,omitempty"`
+	Status       *SnapshotStatus `json:"status,omitempty"`
+}
+
+// Uploaded reports whether the attempt's object is complete and described:
+// stored, hashed and its status read.
+func (a *Attempt) Uploaded() bool {
+	return a != nil && a.ObjectKey != "" && a.SHA256 != "" && a.Bytes > 0 && a.EtcdSHA256 != "" && a.Status != nil
 }
 
 // Clients are the narrow ways steps reach the outside world.
@@ -142,55 +164,24 @@ type Executor interface {
 	Exec(ctx context.Context, namespace, pod, container string, cmd []string, stdin io.Reader, stdout, stderr io.Writer) error
 }
 
-// ObjectInfo describes an object in the store.
-type ObjectInfo struct {
-	Key      string
-	Size     int64
-	Metadata map[string]string
-}
-
-// UploadOptions tune a streamed multipart upload.
-type UploadOptions struct {
-	// Metadata is stored with the object (x-amz-meta-*).
-	Metadata map[string]string
-	// OnPart is called after each part is stored with the bytes stored so far.
-	OnPart func(done int64)
-	// OnCreate is called with the upload ID once the upload exists, so that
-	// it can be recorded (and aborted after a crash) before any data moves.
-	OnCreate func(uploadID string)
-}
-
-// UploadResult is what a completed upload produced.
-type UploadResult struct {
-	Size int64
-	ETag string
-}
-
-// PutOptions tune the upload of a small object.
-type PutOptions struct {
-	ContentType string
-	Metadata    map[string]string
-	// SSE is "", "AES256" or "aws:kms"; SSEKMSKeyID selects the KMS key.
-	SSE         string
-	SSEKMSKeyID string
-}
-
 // Store is what the backup needs of an S3 bucket. Keys are relative to the
 // bucket the store was opened on.
 type Store interface {
 	// CheckWritable proves the bucket exists and accepts writes under prefix.
 	CheckWritable(ctx context.Context, prefix string) error
 	// Head returns the object's info, or ok=false when it does not exist.
-	Head(ctx context.Context, key string) (info ObjectInfo, ok bool, err error)
+	Head(ctx context.Context, key string) (info s3.ObjectInfo, ok bool, err error)
 	// Upload streams r into key with a multipart upload whose parts carry
 	// SHA-256 checksums that the server verifies; memory is bounded by part
 	// size times concurrency. Any error, including one r returns, aborts the
 	// multipart upload.
-	Upload(ctx context.Context, key string, r io.Reader, opts UploadOptions) (UploadResult, error)
+	Upload(ctx context.Context, key string, r io.Reader, opts s3.UploadOptions) (s3.UploadResult, error)
 	// Put stores a small object in one request.
-	Put(ctx context.Context, key string, data []byte, opts PutOptions) error
+	Put(ctx context.Context, key string, data []byte, opts s3.PutOptions) error
 	// Get streams an object.
-	Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error)
+	Get(ctx context.Context, key string) (io.ReadCloser, s3.ObjectInfo, error)
 	// AbortUploads aborts every unfinished multipart upload of key.
 	AbortUploads(ctx context.Context, key string) error
 }
+
+var _ Store = (*s3.Store)(nil)

@@ -97,8 +97,7 @@ func planScaleDown(ctx context.Context, s *State) (Plan, error) {
 }
 
 func planSnapshotSave(_ context.Context, s *State) (Plan, error) {
-	p := s.Opts.Etcd.SnapshotDir + "/hcpsnap-" + s.Run.RunID + ".db"
-	s.Out.SnapshotPath = p
+	p := snapshotPath(s)
 	wait := fmt.Sprintf("wait until its first byte is in %s.part: etcd has then fixed the snapshot's revision, and etcdctl writes the rest while the API comes back", p)
 	if s.Opts.HoldAPIUntilSaved {
 		wait = fmt.Sprintf("wait until etcdctl has written and renamed the complete file %s", p)
@@ -151,12 +150,12 @@ func planResume(_ context.Context, s *State) (Plan, error) {
 func planUpload(_ context.Context, s *State) (Plan, error) {
 	key := objectKey(s.Opts.Prefix, s.Opts.Cluster, s.Out.Timestamp, snapshotObjectName)
 	return Plan{Actions: []string{
-		fmt.Sprintf("stream %s out of the pod into s3://%s/%s with a SigV4 multipart upload (per-part CRC32C checked by S3), reading each range as soon as etcdctl has written it", s.Out.SnapshotPath, s.Opts.Bucket, key),
+		fmt.Sprintf("stream %s out of the pod into s3://%s/%s with a SigV4 multipart upload (per-part CRC32C checked by S3), reading each range as soon as etcdctl has written it", snapshotPath(s), s.Opts.Bucket, key),
 		"verify etcd's trailing SHA-256 while streaming; abort the upload on any error or when etcdctl fails; skip it if this snapshot is already there",
 		"record the snapshot's revision, key count, size and hash with `etcdctl snapshot status`",
 	}, Commands: []string{
-		s.ocExec("cat", s.Out.SnapshotPath) + fmt.Sprintf(" | aws s3 cp - s3://%s/%s --checksum-algorithm CRC32C", s.Opts.Bucket, key),
-		s.ocExec(s.Opts.Etcd.Etcdctl, "snapshot", "status", s.Out.SnapshotPath, "-w", "table"),
+		s.ocExec("cat", snapshotPath(s)) + fmt.Sprintf(" | aws s3 cp - s3://%s/%s --checksum-algorithm CRC32C", s.Opts.Bucket, key),
+		s.ocExec(s.Opts.Etcd.Etcdctl, "snapshot", "status", snapshotPath(s), "-w", "table"),
 	}}, nil
 }
 
@@ -185,8 +184,8 @@ func planSaveKeys(ctx context.Context, s *State) (Plan, error) {
 }
 
 func planCleanupPodFile(_ context.Context, s *State) (Plan, error) {
-	return Plan{Actions: []string{fmt.Sprintf("stop etcdctl if it still writes, and remove %s and its .part, .log, .pid, .rc files from pod %s (also after a failure)", s.Out.SnapshotPath, s.Opts.Member)},
-		Commands: []string{s.ocExec("sh", "-c", fmt.Sprintf("'rm -f %s %s.*'", s.Out.SnapshotPath, s.Out.SnapshotPath))}}, nil
+	return Plan{Actions: []string{fmt.Sprintf("stop etcdctl if it still writes, and remove %s and its .part, .log, .pid, .rc files from pod %s (also after a failure)", snapshotPath(s), s.Opts.Member)},
+		Commands: []string{s.ocExec("sh", "-c", fmt.Sprintf("'rm -f %s %s.*'", snapshotPath(s), snapshotPath(s)))}}, nil
 }
 
 func planWriteManifest(_ context.Context, s *State) (Plan, error) {

@@ -56,12 +56,13 @@ const stopWriterFn = `stop_writer() {
 }
 `
 
-// startSnapshotScript: sh -c SCRIPT sh PATH UNTIL ETCDCTL-ARGV...
+// startSnapshotScript: sh -c SCRIPT sh PATH UNTIL LIMIT ETCDCTL-ARGV...
 // It stops and removes what an earlier attempt left, starts the writer, and
 // waits until UNTIL: "first-byte" (the snapshot's revision is fixed) or
 // "done" (the file is complete). A writer that fails before then makes it
-// print etcdctl's error and exit writerExitFailed.
-const startSnapshotScript = stopWriterFn + writerErrorFn + `p=$1 until=$2; shift 2
+// print etcdctl's error and exit writerExitFailed; so does one that has not
+// got there after LIMIT seconds, which it stops first.
+const startSnapshotScript = stopWriterFn + writerErrorFn + `p=$1 until=$2 limit=$3; shift 3
 stop_writer "$p"
 rm -f "$p" "$p.part" "$p.log" "$p.pid" "$p.rc" "$p.rc.tmp"
 (
@@ -70,6 +71,7 @@ rm -f "$p" "$p.part" "$p.log" "$p.pid" "$p.rc" "$p.rc.tmp"
   wait $!
   echo $? >"$p.rc.tmp" && mv "$p.rc.tmp" "$p.rc"
 ) >/dev/null 2>&1 </dev/null &
+n=0
 while :; do
   if [ -e "$p.rc" ]; then
     [ "$(cat "$p.rc")" = 0 ] && exit 0
@@ -77,6 +79,12 @@ while :; do
     exit 3
   fi
   if [ "$until" = first-byte ] && { [ -s "$p.part" ] || [ -s "$p" ]; }; then exit 0; fi
+  n=$((n+1))
+  if [ $n -ge $((limit*20)) ]; then
+    stop_writer "$p"
+    echo "etcdctl snapshot save has not reached $until after ${limit}s: check the etcd member" >&2
+    exit 3
+  fi
   sleep 0.05
 done
 `

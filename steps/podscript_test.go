@@ -89,7 +89,7 @@ func localState(t *testing.T, mode string, opts func(*Options)) (*State, []byte)
 
 // readSnapshot reads the snapshot out of the "pod" as the upload does.
 func readSnapshot(ctx context.Context, s *State) ([]byte, *etcdsnap.Verifier, error) {
-	r := newPodFileReader(ctx, s, s.Out.SnapshotPath, 0)
+	r := newPodFileReader(ctx, s, s.Out.Attempt.Path, 0)
 	r.rangeSize = 256 << 10 // many ranges, each started ahead, over a file that grows
 	defer r.Close()
 	v := etcdsnap.NewVerifier(r, 0, "")
@@ -118,7 +118,7 @@ func TestSnapshotWrittenWhileRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	// snapshot-save returned at the first byte: etcdctl is still writing.
-	st, err := probeWriter(ctx, s, s.Out.SnapshotPath)
+	st, err := probeWriter(ctx, s, s.Out.Attempt.Path)
 	if err != nil || !st.Running {
 		t.Fatalf("writer state %+v, %v; want running", st, err)
 	}
@@ -129,7 +129,7 @@ func TestSnapshotWrittenWhileRead(t *testing.T) {
 	if !bytes.Equal(got, data) || v.FileSHA256() != sha256Hex(data) {
 		t.Fatalf("read %d bytes, want the %d etcdctl wrote", len(got), len(data))
 	}
-	st, err = probeWriter(ctx, s, s.Out.SnapshotPath)
+	st, err = probeWriter(ctx, s, s.Out.Attempt.Path)
 	if err != nil || !st.Done || st.Status != 0 || st.Size != int64(len(data)) || st.EtcdSum != v.EtcdSHA256() {
 		t.Fatalf("writer state %+v, %v; want done with the file's size and hash", st, err)
 	}
@@ -147,7 +147,7 @@ func TestSnapshotHoldUntilSaved(t *testing.T) {
 	if err := snapshotSave(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	st, err := probeWriter(ctx, s, s.Out.SnapshotPath)
+	st, err := probeWriter(ctx, s, s.Out.Attempt.Path)
 	if err != nil || !st.Done || st.Size != int64(len(data)) {
 		t.Fatalf("writer state %+v, %v; want a complete file", st, err)
 	}
@@ -198,11 +198,11 @@ func TestSnapshotAgain(t *testing.T) {
 	if err := snapshotSave(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	first := s.Out.SnapshotID
+	first := s.Out.Attempt.ID
 	if err := snapshotSave(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	if s.Out.SnapshotID == first {
+	if s.Out.Attempt.ID == first {
 		t.Error("the second attempt has the first one's snapshot ID")
 	}
 	got, _, err := readSnapshot(ctx, s)
@@ -216,14 +216,14 @@ func TestSnapshotAgain(t *testing.T) {
 func TestStaleWriterPIDIsNotKilled(t *testing.T) {
 	ctx := quietContext()
 	s, _ := localState(t, "", nil)
-	s.Out.SnapshotPath = filepath.Join(s.Opts.Etcd.SnapshotDir, "stale.db")
+	p := snapshotPath(s) // derived: a dead writer of this run left its files there
 	other := exec.Command("sleep", "30")
 	if err := other.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = other.Process.Kill(); _ = other.Wait() }()
 	for name, data := range map[string]string{"": "part of a dead writer's snapshot", ".part": "x", ".pid": strconv.Itoa(other.Process.Pid)} {
-		if err := os.WriteFile(s.Out.SnapshotPath+name, []byte(data), 0o600); err != nil {
+		if err := os.WriteFile(p+name, []byte(data), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -7,7 +7,23 @@ import (
 	"time"
 
 	"github.com/hcpsnap/hcpsnap/checkpoint"
+	"github.com/hcpsnap/hcpsnap/runbook"
 )
+
+// The backup workflow runs on the engine of package runbook, instantiated
+// with this package's State.
+type (
+	// Step is one step of the backup workflow.
+	Step = runbook.Step[*State]
+	// Engine runs the backup workflow.
+	Engine = runbook.Engine[*State]
+	// Plan is a step's entry in the --dry-run runbook.
+	Plan = runbook.Plan
+	// Event is one line of the NDJSON stream printed with -o json.
+	Event = runbook.Event
+)
+
+var _ runbook.State = (*State)(nil)
 
 // State is the one value every step receives: what the user asked for, the
 // clients, the run's checkpoint and the outputs recorded so far.
@@ -30,17 +46,6 @@ type State struct {
 // step makes, so that an undo or a resume always knows the original value.
 type Saver interface {
 	Save(ctx context.Context, run *checkpoint.Run) error
-}
-
-// Event is one line of the NDJSON stream printed with -o json.
-type Event struct {
-	MessageType string  `json:"message_type"`
-	Step        string  `json:"step,omitempty"`
-	Message     string  `json:"message,omitempty"`
-	Error       string  `json:"error,omitempty"`
-	Seconds     float64 `json:"seconds,omitempty"`
-	BytesDone   int64   `json:"bytes_done,omitempty"`
-	BytesTotal  int64   `json:"bytes_total,omitempty"`
 }
 
 // Save records the outputs in the checkpoint and persists it.
@@ -74,14 +79,17 @@ func (s *State) emit(e Event) {
 	}
 }
 
-func (s *State) skipped(st *Step) bool {
-	for _, n := range s.Opts.SkipSteps {
-		if n == st.Name {
-			return true
-		}
-	}
-	return st.Skip != nil && st.Skip(s)
-}
+// Checkpoint returns the run's checkpoint, for the engine.
+func (s *State) Checkpoint() *checkpoint.Run { return s.Run }
+
+// Emit reports a progress event, for the engine.
+func (s *State) Emit(e Event) { s.emit(e) }
+
+// Clock returns the current time, for the engine.
+func (s *State) Clock() time.Time { return s.now() }
+
+// SkipSteps returns the steps the user left out, for the engine.
+func (s *State) SkipSteps() []string { return s.Opts.SkipSteps }
 
 // LoadOutputs decodes a checkpoint's outputs, for a resumed run.
 func LoadOutputs(run *checkpoint.Run) (*Outputs, error) {

@@ -10,29 +10,32 @@ import (
 	"time"
 
 	"github.com/hcpsnap/hcpsnap/internal/etcdsnap"
-)
-
-// Object metadata that lets a later run recognise its own upload.
-const (
-	MetaRunID      = "hcpsnap-run"
-	MetaSnapshotID = "hcpsnap-snapshot"
+	"github.com/hcpsnap/hcpsnap/manifest"
+	"github.com/hcpsnap/hcpsnap/runbook"
+	"github.com/hcpsnap/hcpsnap/s3"
 )
 
 func upload(ctx context.Context, s *State) error {
-	if s.Out.SnapshotPath == "" || s.Out.SnapshotID == "" {
+	a := s.Out.Attempt
+	if a == nil || a.ID == "" {
 		return errors.New("no snapshot recorded: snapshot-save has not run in this run")
 	}
 	key := objectKey(s.Opts.Prefix, s.Opts.Cluster, s.Out.Timestamp, snapshotObjectName)
-	s.Out.ObjectKey = key
-	st, err := probeWriter(ctx, s, s.Out.SnapshotPath)
+	a.ObjectKey = key
+	st, err := probeWriter(ctx, s, a.Path)
+	if err == nil && st.Missing {
+		// The file went with a restarted pod, or with a clean-up that ran
+		// without being recorded: only a new snapshot can go on.
+		return &runbook.LostError{Step: StepSnapshotSave, Err: st.failure(s, a.Path)}
+	}
 	if err == nil {
-		err = st.failure(s, s.Out.SnapshotPath)
+		err = st.failure(s, a.Path)
 	}
 	if err != nil {
 		return err
 	}
 	if st.Done {
-		s.Out.SnapshotBytes, s.Out.EtcdSHA256 = st.Size, st.EtcdSum
+		a.Bytes, a.EtcdSHA256 = st.Size, st.EtcdSum
 		reused, err := reuseUploaded(ctx, s, key)
 		if err != nil || reused {
 			return err
@@ -45,18 +48,18 @@ func upload(ctx context.Context, s *State) error {
 		return err
 	}
 	start := s.now().UTC()
-	s.Out.UploadStart = &start
+	a.UploadStart = &start
 
 	// The size and etcd's hash are known when the file was complete before
 	// the upload began; otherwise the verifier learns them from the stream.
-	size := s.Out.SnapshotBytes
-	src := newPodFileReader(ctx, s, s.Out.SnapshotPath, size)
+	size := a.Bytes
+	src := newPodFileReader(ctx, s, a.Path, size)
 	defer src.Close()
-	verifier := etcdsnap.NewVerifier(src, size, s.Out.EtcdSHA256)
-	res, err := s.Clients.Store.Upload(ctx, key, verifier, UploadOptions{
-		Metadata: map[string]string{MetaRunID: s.Run.RunID, MetaSnapshotID: s.Out.SnapshotID},
+	verifier := etcdsnap.NewVerifier(src, size, a.EtcdSHA256)
+	res, err := s.Clients.Store.Upload(ctx, key, verifier, s3.UploadOptions{
+		Metadata: map[string]string{manifest.MetaRunID: s.Run.RunID, manifest.MetaSnapshotID: a.ID},
 		OnCreate: func(id string) {
-			s.Out.UploadID = id
+			a.UploadID = id
 			_ = s.Save(ctx)
 		},
 		OnPart: func(done int64) {
@@ -75,8 +78,8 @@ func upload(ctx context.Context, s *State) error {
 		return fmt.Errorf("uploaded %d bytes of a %d-byte snapshot", res.Size, verifier.Size())
 	}
 	end := s.now().UTC()
-	s.Out.UploadEnd, s.Out.UploadID = &end, ""
-	s.Out.SnapshotBytes, s.Out.EtcdSHA256, s.Out.SHA256 = verifier.Size(), verifier.EtcdSHA256(), verifier.FileSHA256()
+	a.UploadEnd, a.UploadID = &end, ""
+	a.Bytes, a.EtcdSHA256, a.SHA256 = verifier.Size(), verifier.EtcdSHA256(), verifier.FileSHA256()
 	if err := s.Save(ctx); err != nil {
 		return err
 	}
@@ -87,14 +90,15 @@ func upload(ctx context.Context, s *State) error {
 
 // reuseUploaded reports whether the bucket already holds this snapshot,
 // uploaded by this attempt before a crash: a multipart upload completes only
-// after the whole stream verified, so the same snapshot ID and size mean the
+// after the whole stream verified, so the same attempt ID and size mean the
 // same object. It then records the object's SHA-256 and the file's status.
 func reuseUploaded(ctx context.Context, s *State, key string) (bool, error) {
+	a := s.Out.Attempt
 	info, ok, err := s.Clients.Store.Head(ctx, key)
 	if err != nil || !ok {
 		return false, err
 	}
-	if info.Size != s.Out.SnapshotBytes || info.Metadata[MetaSnapshotID] != s.Out.SnapshotID {
+	if info.Size != a.Bytes || info.Metadata[manifest.MetaSnapshotID] != a.ID {
 		return false, nil
 	}
 	sum, err := hashObject(ctx, s.Clients.Store, key)
@@ -102,7 +106,7 @@ func reuseUploaded(ctx context.Context, s *State, key string) (bool, error) {
 		return false, err
 	}
 	log(ctx).Info("the bucket already holds this snapshot; not uploading again", "key", key)
-	s.Out.UploadReused, s.Out.SHA256 = true, sum
+	a.UploadReused, a.SHA256 = true, sum
 	return true, snapshotStatus(ctx, s)
 }
 

@@ -9,6 +9,8 @@ import (
 
 	"github.com/hcpsnap/hcpsnap/checkpoint"
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
+	"github.com/hcpsnap/hcpsnap/manifest"
+	"github.com/hcpsnap/hcpsnap/s3"
 )
 
 const fixedTimestamp = "20250314T092653Z"
@@ -38,8 +40,8 @@ func TestBackupUpload(t *testing.T) {
 		{
 			name: "this snapshot already stored (a crash after the upload): reused, not uploaded again",
 			stored: func(fx *fixture, s *State) *storedObject {
-				return &storedObject{Data: fx.snapshot, Put: PutOptions{Metadata: map[string]string{
-					MetaSnapshotID: s.Out.SnapshotID, MetaRunID: s.Run.RunID}}}
+				return &storedObject{Data: fx.snapshot, Put: s3.PutOptions{Metadata: map[string]string{
+					manifest.MetaSnapshotID: s.Out.Attempt.ID, manifest.MetaRunID: s.Run.RunID}}}
 			},
 			wantReused: true,
 		},
@@ -47,16 +49,16 @@ func TestBackupUpload(t *testing.T) {
 			name: "an earlier attempt's snapshot of the same size: uploaded again",
 			stored: func(fx *fixture, s *State) *storedObject {
 				other := makeSnapshot(99, len(fx.snapshot)-32)
-				return &storedObject{Data: other, Put: PutOptions{Metadata: map[string]string{
-					MetaSnapshotID: s.Run.RunID + "-1", MetaRunID: s.Run.RunID}}}
+				return &storedObject{Data: other, Put: s3.PutOptions{Metadata: map[string]string{
+					manifest.MetaSnapshotID: s.Run.RunID + "-1", manifest.MetaRunID: s.Run.RunID}}}
 			},
 			wantUpload: true,
 		},
 		{
 			name: "this snapshot's ID, other size: uploaded again",
 			stored: func(fx *fixture, s *State) *storedObject {
-				return &storedObject{Data: fx.snapshot[:1000], Put: PutOptions{Metadata: map[string]string{
-					MetaSnapshotID: s.Out.SnapshotID}}}
+				return &storedObject{Data: fx.snapshot[:1000], Put: s3.PutOptions{Metadata: map[string]string{
+					manifest.MetaSnapshotID: s.Out.Attempt.ID}}}
 			},
 			wantUpload: true,
 		},
@@ -145,8 +147,8 @@ func TestBackupUpload(t *testing.T) {
 			if got := len(fx.store.methodCalls("Upload")) > 0; got != tt.wantUpload {
 				t.Errorf("Upload called = %v, want %v", got, tt.wantUpload)
 			}
-			if s.Out.UploadReused != tt.wantReused {
-				t.Errorf("UploadReused = %v, want %v", s.Out.UploadReused, tt.wantReused)
+			if s.Out.Attempt.UploadReused != tt.wantReused {
+				t.Errorf("UploadReused = %v, want %v", s.Out.Attempt.UploadReused, tt.wantReused)
 			}
 			checkRestored(t, fx, nil)
 			obj, stored := fx.store.object(snapKey)
@@ -174,8 +176,8 @@ func TestBackupUpload(t *testing.T) {
 			if !stored || !bytes.Equal(obj.Data, fx.snapshot) {
 				t.Fatalf("snapshot object holds %d bytes, want the %d streamed", len(obj.Data), len(fx.snapshot))
 			}
-			if s.Out.SHA256 != sha256Hex(fx.snapshot) || s.Out.UploadID != "" || s.Out.ObjectKey != snapKey {
-				t.Errorf("outputs sha256=%s uploadID=%q key=%s", s.Out.SHA256, s.Out.UploadID, s.Out.ObjectKey)
+			if s.Out.Attempt.SHA256 != sha256Hex(fx.snapshot) || s.Out.Attempt.UploadID != "" || s.Out.Attempt.ObjectKey != snapKey {
+				t.Errorf("outputs sha256=%s uploadID=%q key=%s", s.Out.Attempt.SHA256, s.Out.Attempt.UploadID, s.Out.Attempt.ObjectKey)
 			}
 			if tt.wantReused {
 				if calls := fx.store.methodCalls("Get"); !slices.Equal(calls, []string{snapKey}) {
@@ -192,7 +194,7 @@ func TestBackupUpload(t *testing.T) {
 			if ia < 0 || ia > iu {
 				t.Errorf("store calls %v: AbortUploads must come before Upload", calls)
 			}
-			if obj.Put.Metadata[MetaRunID] != s.Run.RunID {
+			if obj.Put.Metadata[manifest.MetaRunID] != s.Run.RunID {
 				t.Errorf("metadata %v", obj.Put.Metadata)
 			}
 			if len(progress) == 0 || progress[len(progress)-1] != int64(len(fx.snapshot)) || !slices.IsSorted(progress) {
@@ -216,7 +218,7 @@ func (m *memSaver) sawUploadID(id string) bool {
 		if err != nil {
 			continue
 		}
-		if out, err := LoadOutputs(run); err == nil && out.UploadID == id {
+		if out, err := LoadOutputs(run); err == nil && out.Attempt != nil && out.Attempt.UploadID == id {
 			return true
 		}
 	}

@@ -98,7 +98,7 @@ func (r *reporter) summary(s *steps.State) error {
 		Revision:        m.Etcd.Revision,
 		TotalKeys:       m.Etcd.TotalKeys,
 		DowntimeSeconds: m.DowntimeSeconds,
-		UploadReused:    s.Out.UploadReused,
+		UploadReused:    s.Out.Attempt != nil && s.Out.Attempt.UploadReused,
 		Online:          s.Opts.Online,
 	}
 	switch {

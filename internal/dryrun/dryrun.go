@@ -3,6 +3,8 @@
 // every write, and a store decorator that does the same for S3. A dry run
 // builds its clients through these, so a step can never change anything by
 // mistake, and the steps hold no dry-run conditionals of their own.
+//
+// Layer: adapter (a decorator of the Kubernetes and S3 adapters).
 package dryrun
 
 import (
@@ -13,7 +15,7 @@ import (
 
 	"k8s.io/client-go/rest"
 
-	"github.com/hcpsnap/hcpsnap/steps"
+	"github.com/hcpsnap/hcpsnap/s3"
 )
 
 // ErrWrite is returned for a write attempted during a dry run.
@@ -38,10 +40,24 @@ func (t readOnlyTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	return t.next.RoundTrip(req)
 }
 
-// Store wraps a store so that only reads reach it.
-type Store struct{ Next steps.Store }
+// Backend is the store a dry run reads from: the backup's store calls, over
+// the S3 adapter's types.
+type Backend interface {
+	CheckWritable(ctx context.Context, prefix string) error
+	Head(ctx context.Context, key string) (s3.ObjectInfo, bool, error)
+	Upload(ctx context.Context, key string, r io.Reader, opts s3.UploadOptions) (s3.UploadResult, error)
+	Put(ctx context.Context, key string, data []byte, opts s3.PutOptions) error
+	Get(ctx context.Context, key string) (io.ReadCloser, s3.ObjectInfo, error)
+	AbortUploads(ctx context.Context, key string) error
+}
 
-var _ steps.Store = Store{}
+var (
+	_ Backend = (*s3.Store)(nil)
+	_ Backend = Store{}
+)
+
+// Store wraps a store so that only reads reach it.
+type Store struct{ Next Backend }
 
 // CheckWritable is refused: proving writability writes a probe object.
 func (s Store) CheckWritable(context.Context, string) error {
@@ -49,22 +65,22 @@ func (s Store) CheckWritable(context.Context, string) error {
 }
 
 // Head passes through.
-func (s Store) Head(ctx context.Context, key string) (steps.ObjectInfo, bool, error) {
+func (s Store) Head(ctx context.Context, key string) (s3.ObjectInfo, bool, error) {
 	return s.Next.Head(ctx, key)
 }
 
 // Get passes through.
-func (s Store) Get(ctx context.Context, key string) (io.ReadCloser, steps.ObjectInfo, error) {
+func (s Store) Get(ctx context.Context, key string) (io.ReadCloser, s3.ObjectInfo, error) {
 	return s.Next.Get(ctx, key)
 }
 
 // Upload is refused.
-func (s Store) Upload(_ context.Context, key string, _ io.Reader, _ steps.UploadOptions) (steps.UploadResult, error) {
-	return steps.UploadResult{}, &ErrWrite{What: "upload " + key}
+func (s Store) Upload(_ context.Context, key string, _ io.Reader, _ s3.UploadOptions) (s3.UploadResult, error) {
+	return s3.UploadResult{}, &ErrWrite{What: "upload " + key}
 }
 
 // Put is refused.
-func (s Store) Put(_ context.Context, key string, _ []byte, _ steps.PutOptions) error {
+func (s Store) Put(_ context.Context, key string, _ []byte, _ s3.PutOptions) error {
 	return &ErrWrite{What: "store " + key}
 }
 

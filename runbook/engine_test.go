@@ -1,13 +1,17 @@
-package steps
+package runbook
 
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	charmlog "github.com/charmbracelet/log"
 
 	"github.com/hcpsnap/hcpsnap/checkpoint"
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
@@ -29,8 +33,8 @@ type recorder struct {
 	behave map[string]func(ctx context.Context) error
 }
 
-func (r *recorder) run(name string) func(context.Context, *State) error {
-	return func(ctx context.Context, _ *State) error {
+func (r *recorder) run(name string) func(context.Context, *synthState) error {
+	return func(ctx context.Context, _ *synthState) error {
 		_, dl := ctx.Deadline()
 		r.mu.Lock()
 		r.calls = append(r.calls, call{name: name, cancelled: ctx.Err() != nil, hasDeadline: dl})
@@ -53,38 +57,85 @@ func (r *recorder) names() []string {
 	return out
 }
 
-// synthWorkflow has the shape of the backup workflow (checked against
-// Backup() below): a read-only check, two changes bracketing the work, their
+// synthWorkflow has the shape of the backup workflow (steps pins its own
+// shape): a read-only check, two changes bracketing the work, their
 // counterparts, and a clean-up that reverts the work.
-func (r *recorder) synthWorkflow(skip map[string]bool) []Step {
+func (r *recorder) synthWorkflow(skip map[string]bool) []Step[*synthState] {
 	def := []struct {
 		name, reverts string
 		readOnly      bool
+		service       bool
+		reapply       bool
+		needs, uses   []string
 	}{
-		{"preflight", "", true},
-		{"pause", "", false},
-		{"scale-down", "", false},
-		{"snapshot-save", "", false},
-		{"scale-up", "scale-down", false},
-		{"resume", "pause", false},
-		{"upload", "", false},
-		{"cleanup", "snapshot-save", false},
-		{"manifest", "", false},
+		{name: "preflight", readOnly: true},
+		{name: "pause", reapply: true},
+		{name: "scale-down", reapply: true, needs: []string{"pause"}},
+		{name: "snapshot-save", needs: []string{"pause", "scale-down"}},
+		{name: "scale-up", reverts: "scale-down", service: true},
+		{name: "resume", reverts: "pause", service: true},
+		{name: "upload", needs: []string{"snapshot-save"}, uses: []string{"snapshot-save"}},
+		{name: "cleanup", reverts: "snapshot-save", uses: []string{"snapshot-save"}},
+		{name: "manifest", uses: []string{"snapshot-save", "upload"}},
 	}
-	var steps []Step
+	var steps []Step[*synthState]
 	for _, d := range def {
-		st := Step{Name: d.name, Summary: "synthetic " + d.name, ReadOnly: d.readOnly, Reverts: d.reverts, Run: r.run(d.name)}
+		st := Step[*synthState]{Name: d.name, Summary: "synthetic " + d.name, ReadOnly: d.readOnly, Reverts: d.reverts,
+			RestoresService: d.service, Reapply: d.reapply, Needs: d.needs, Uses: d.uses, Run: r.run(d.name)}
 		if skip[d.name] {
-			st.Skip = func(*State) bool { return true }
+			st.Skip = func(*synthState) bool { return true }
 		}
 		steps = append(steps, st)
 	}
 	return steps
 }
 
-func newSynthState(e *Engine, saver Saver) *State {
-	run := checkpoint.New("backup", checkpoint.Cluster{Namespace: testNS, Name: testCluster}, "test-host", e.Names(), t0)
-	return &State{Run: run, Out: &Outputs{}, Saver: saver, Now: (&tickClock{t: t0}).Now}
+// synthState is the smallest state the engine can carry.
+type synthState struct {
+	mu    sync.Mutex
+	run   *checkpoint.Run
+	saver *memSaver
+	skip  []string
+	clock time.Time
+}
+
+func (s *synthState) Checkpoint() *checkpoint.Run { return s.run }
+
+func (s *synthState) Save(context.Context) error {
+	s.run.Serial++
+	if s.saver != nil && s.saver.failWhen != nil {
+		if err := s.saver.failWhen(s.run); err != nil {
+			return fmt.Errorf("save checkpoint: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *synthState) Emit(Event) {}
+
+func (s *synthState) Clock() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clock = s.clock.Add(time.Second)
+	return s.clock
+}
+
+func (s *synthState) SkipSteps() []string { return s.skip }
+
+// memSaver decides whether a save succeeds.
+type memSaver struct {
+	failWhen func(*checkpoint.Run) error
+}
+
+var t0 = time.Date(2025, 3, 14, 9, 26, 53, 0, time.UTC)
+
+func quietContext() context.Context {
+	return charmlog.WithContext(context.Background(), charmlog.New(io.Discard))
+}
+
+func newSynthState(e *Engine[*synthState], saver *memSaver) *synthState {
+	run := checkpoint.New("backup", checkpoint.Cluster{Namespace: "clusters", Name: "example"}, "test-host", e.Names(), t0)
+	return &synthState{run: run, saver: saver, clock: t0}
 }
 
 var (
@@ -143,10 +194,10 @@ func TestEngineExecute(t *testing.T) {
 			wantIs:  errBoom,
 		},
 		{
-			name:   "failure inside the bracket runs every counterpart in reverse order",
+			name:   "failure inside the bracket: the API comes back first, then the clean-up",
 			behave: map[string]func(context.Context) error{"snapshot-save": fails(errDiskFull)},
 			wantCalls: []string{"preflight", "pause", "scale-down", "snapshot-save",
-				"cleanup", "scale-up", "resume"},
+				"scale-up", "resume", "cleanup"},
 			wantCode: exitcode.Restored,
 			wantStatus: map[string]checkpoint.Status{"preflight": D, "pause": U, "scale-down": U, "snapshot-save": U,
 				"scale-up": U, "resume": U, "upload": P, "cleanup": U, "manifest": P},
@@ -165,7 +216,7 @@ func TestEngineExecute(t *testing.T) {
 			name:     "Ctrl-C inside a step: counterparts run under a live context, exit Interrupted",
 			cancelIn: "snapshot-save",
 			wantCalls: []string{"preflight", "pause", "scale-down", "snapshot-save",
-				"cleanup", "scale-up", "resume"},
+				"scale-up", "resume", "cleanup"},
 			wantCode: exitcode.Interrupted,
 			wantStatus: map[string]checkpoint.Status{"pause": U, "scale-down": U, "snapshot-save": U,
 				"scale-up": U, "resume": U, "cleanup": U},
@@ -214,7 +265,7 @@ func TestEngineExecute(t *testing.T) {
 				"scale-up":      fails(errUndo),
 			},
 			wantCalls: []string{"preflight", "pause", "scale-down", "snapshot-save",
-				"cleanup", "scale-up", "resume"},
+				"scale-up", "resume", "cleanup"},
 			wantCode: exitcode.ManualAction,
 			// scale-down stays done: its change is still in place.
 			wantStatus: map[string]checkpoint.Status{"pause": U, "scale-down": D, "snapshot-save": U,
@@ -258,7 +309,7 @@ func TestEngineExecute(t *testing.T) {
 			name:      "Skip func marks steps skipped and their counterparts do not run",
 			skip:      map[string]bool{"pause": true, "resume": true},
 			behave:    map[string]func(context.Context) error{"snapshot-save": fails(errBoom)},
-			wantCalls: []string{"preflight", "scale-down", "snapshot-save", "cleanup", "scale-up"},
+			wantCalls: []string{"preflight", "scale-down", "snapshot-save", "scale-up", "cleanup"},
 			wantCode:  exitcode.Restored,
 			wantStatus: map[string]checkpoint.Status{"pause": S, "resume": P, "scale-down": U,
 				"scale-up": U},
@@ -311,9 +362,9 @@ func TestEngineExecute(t *testing.T) {
 					return nil
 				}
 			}
-			e := &Engine{Steps: rec.synthWorkflow(tt.skip), UndoTimeout: 7 * time.Second}
+			e := &Engine[*synthState]{Steps: rec.synthWorkflow(tt.skip), UndoTimeout: 7 * time.Second}
 			s := newSynthState(e, saver)
-			s.Opts.SkipSteps = tt.skipSteps
+			s.skip = tt.skipSteps
 
 			err := e.Execute(ctx, s)
 
@@ -324,12 +375,12 @@ func TestEngineExecute(t *testing.T) {
 				t.Errorf("exit code %d, want %d (err: %v)", got, tt.wantCode, err)
 			}
 			for name, want := range tt.wantStatus {
-				if got := s.Run.StatusOf(name); got != want {
+				if got := s.run.StatusOf(name); got != want {
 					t.Errorf("status of %s = %s, want %s", name, got, want)
 				}
 			}
-			if (tt.wantCode == exitcode.OK) != s.Run.Finished {
-				t.Errorf("Finished = %v with exit code %d", s.Run.Finished, tt.wantCode)
+			if (tt.wantCode == exitcode.OK) != s.run.Finished {
+				t.Errorf("Finished = %v with exit code %d", s.run.Finished, tt.wantCode)
 			}
 			if err != nil {
 				msg := err.Error()
@@ -387,9 +438,29 @@ func TestEngineResume(t *testing.T) {
 		wantCalls []string
 	}{
 		{
-			name:      "crashed during snapshot-save: continue at snapshot-save",
+			// pause and scale-down converge: made again, as a counterpart may
+			// have run without being recorded.
+			name:      "crashed during snapshot-save: make the bracket again, continue at snapshot-save",
 			status:    map[string]checkpoint.Status{"preflight": D, "pause": D, "scale-down": D, "snapshot-save": R},
-			wantCalls: []string{"snapshot-save", "scale-up", "resume", "upload", "cleanup", "manifest"},
+			wantCalls: []string{"pause", "scale-down", "snapshot-save", "scale-up", "resume", "upload", "cleanup", "manifest"},
+		},
+		{
+			name: "a failed scale-up undo: scale down again before the snapshot",
+			status: map[string]checkpoint.Status{"preflight": D, "pause": U, "scale-down": D, "snapshot-save": U,
+				"scale-up": F, "resume": U, "cleanup": U},
+			wantCalls: []string{"pause", "scale-down", "snapshot-save", "scale-up", "resume", "upload", "cleanup", "manifest"},
+		},
+		{
+			name: "uploaded, then the manifest failed: only the manifest again",
+			status: map[string]checkpoint.Status{"preflight": D, "pause": D, "scale-down": D, "snapshot-save": D,
+				"scale-up": D, "resume": D, "upload": D, "cleanup": D, "manifest": F},
+			wantCalls: []string{"manifest"},
+		},
+		{
+			name: "a snapshot taken again voids the upload made from the earlier one",
+			status: map[string]checkpoint.Status{"preflight": D, "pause": D, "scale-down": D, "snapshot-save": U,
+				"scale-up": D, "resume": D, "upload": D, "cleanup": U, "manifest": F},
+			wantCalls: []string{"pause", "scale-down", "snapshot-save", "scale-up", "resume", "upload", "cleanup", "manifest"},
 		},
 		{
 			name: "crashed during upload: the API stays up, continue at upload",
@@ -424,10 +495,10 @@ func TestEngineResume(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := &recorder{}
-			e := &Engine{Steps: rec.synthWorkflow(nil)}
+			e := &Engine[*synthState]{Steps: rec.synthWorkflow(nil)}
 			s := newSynthState(e, &memSaver{})
 			for name, st := range tt.status {
-				s.Run.Step(name).Status = st
+				s.run.Step(name).Status = st
 			}
 			if err := e.Execute(quietContext(), s); err != nil {
 				t.Fatal(err)
@@ -435,7 +506,7 @@ func TestEngineResume(t *testing.T) {
 			if got := rec.names(); !slices.Equal(got, tt.wantCalls) {
 				t.Errorf("calls\n got %v\nwant %v", got, tt.wantCalls)
 			}
-			for _, r := range s.Run.Steps {
+			for _, r := range s.run.Steps {
 				if r.Status != checkpoint.Done && r.Status != checkpoint.Skipped {
 					t.Errorf("after the resumed run, %s is %s", r.Name, r.Status)
 				}
@@ -448,7 +519,7 @@ func TestEngineResume(t *testing.T) {
 // checkpoint, as `hcpsnap backup --resume` does.
 func TestEngineFailThenResume(t *testing.T) {
 	rec := &recorder{behave: map[string]func(context.Context) error{"upload": fails(errBoom)}}
-	e := &Engine{Steps: rec.synthWorkflow(nil)}
+	e := &Engine[*synthState]{Steps: rec.synthWorkflow(nil)}
 	s := newSynthState(e, &memSaver{})
 	if err := e.Execute(quietContext(), s); exitcode.Of(err) != exitcode.Restored {
 		t.Fatalf("first run: %v (exit %d), want Restored", err, exitcode.Of(err))
@@ -466,15 +537,15 @@ func TestEngineFailThenResume(t *testing.T) {
 }
 
 func TestEngineValidateNames(t *testing.T) {
-	e := &Engine{Steps: Backup()}
+	e := &Engine[*synthState]{Steps: (&recorder{}).synthWorkflow(nil)}
 	tests := []struct {
 		name  string
 		names []string
 		want  exitcode.Code
 	}{
 		{"none", nil, exitcode.OK},
-		{"known", []string{StepCleanupPodFile, StepWriteManifest}, exitcode.OK},
-		{"unknown", []string{StepCleanupPodFile, "cleanup"}, exitcode.Usage},
+		{"known", []string{"cleanup", "manifest"}, exitcode.OK},
+		{"unknown", []string{"cleanup", "clean-up"}, exitcode.Usage},
 		{"case matters", []string{"Preflight"}, exitcode.Usage},
 	}
 	for _, tt := range tests {
@@ -490,27 +561,122 @@ func TestEngineValidateNames(t *testing.T) {
 	}
 }
 
-// TestBackupWorkflowShape pins the backup workflow's order and brackets,
-// which the synthetic workflow above mirrors.
-func TestBackupWorkflowShape(t *testing.T) {
-	want := []struct{ name, reverts string }{
-		{StepPreflight, ""}, {StepPause, ""}, {StepScaleDown, ""}, {StepSnapshotSave, ""},
-		{StepScaleUp, StepScaleDown}, {StepResume, StepPause}, {StepUpload, ""}, {StepSaveKeys, ""},
-		{StepCleanupPodFile, StepSnapshotSave}, {StepWriteManifest, ""},
+
+// TestEngineUndoRunsWithoutRecord: once the checkpoint cannot be saved any
+// more (a full state folder, a refused write of the lock), the failure's
+// undo still runs every counterpart, and the exit says the lock stays.
+func TestEngineUndoRunsWithoutRecord(t *testing.T) {
+	rec := &recorder{}
+	e := &Engine[*synthState]{Steps: rec.synthWorkflow(nil), UndoTimeout: time.Second}
+	broken := false
+	s := newSynthState(e, &memSaver{failWhen: func(run *checkpoint.Run) error {
+		if run.StatusOf("snapshot-save") == checkpoint.Running {
+			broken = true
+		}
+		if broken {
+			return errDiskFull
+		}
+		return nil
+	}})
+	err := e.Execute(quietContext(), s)
+	want := []string{"preflight", "pause", "scale-down", "scale-up", "resume"}
+	if got := rec.names(); !slices.Equal(got, want) {
+		t.Errorf("calls\n got %v\nwant %v", got, want)
 	}
-	got := Backup()
-	if len(got) != len(want) {
-		t.Fatalf("%d steps, want %d", len(got), len(want))
+	if exitcode.Of(err) != exitcode.ManualAction || !strings.Contains(err.Error(), "could not be recorded") ||
+		!strings.Contains(err.Error(), "--resume") || !errors.Is(err, errDiskFull) {
+		t.Errorf("err %v (exit %d), want ManualAction naming the record and --resume", err, exitcode.Of(err))
 	}
-	for i, w := range want {
-		if got[i].Name != w.name || got[i].Reverts != w.reverts {
-			t.Errorf("step %d = %s (reverts %q), want %s (reverts %q)", i, got[i].Name, got[i].Reverts, w.name, w.reverts)
-		}
-		if got[i].Run == nil || got[i].Plan == nil || got[i].Summary == "" {
-			t.Errorf("step %s lacks Run, Plan or Summary", got[i].Name)
-		}
-		if got[i].ReadOnly != (i == 0) {
-			t.Errorf("step %s ReadOnly = %v", got[i].Name, got[i].ReadOnly)
-		}
+}
+
+// TestEngineProductOutlivesItsFile: a failure after every step that needed
+// the snapshot file has finished removes the file, but keeps the snapshot:
+// a resumed run does not take another.
+func TestEngineProductOutlivesItsFile(t *testing.T) {
+	rec := &recorder{behave: map[string]func(context.Context) error{"manifest": fails(errBoom)}}
+	e := &Engine[*synthState]{Steps: rec.synthWorkflow(nil)}
+	s := newSynthState(e, &memSaver{})
+	if err := e.Execute(quietContext(), s); exitcode.Of(err) != exitcode.Restored {
+		t.Fatalf("first run: %v, want Restored", err)
+	}
+	if st := s.run.StatusOf("snapshot-save"); st != checkpoint.Done {
+		t.Errorf("snapshot-save is %s after its file was removed with every user done, want done", st)
+	}
+	if st := s.run.StatusOf("cleanup"); st != checkpoint.Done {
+		t.Errorf("cleanup is %s, want done", st)
+	}
+	first := len(rec.names())
+	rec.behave = nil
+	if err := e.Execute(quietContext(), s); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.names()[first:]; !slices.Equal(got, []string{"manifest"}) {
+		t.Errorf("resumed calls %v, want [manifest]", got)
+	}
+}
+
+// TestEngineUndoDeadlines: each counterpart has its own deadline, so one
+// that uses all of its time leaves the next its own.
+func TestEngineUndoDeadlines(t *testing.T) {
+	rec := &recorder{behave: map[string]func(context.Context) error{
+		"snapshot-save": fails(errBoom),
+		"scale-up": func(ctx context.Context) error {
+			<-ctx.Done() // hangs until its deadline
+			return ctx.Err()
+		},
+		"resume": func(ctx context.Context) error {
+			if dl, ok := ctx.Deadline(); !ok || time.Until(dl) < 100*time.Millisecond {
+				return errors.New("resume got no time of its own")
+			}
+			return nil
+		},
+	}}
+	e := &Engine[*synthState]{Steps: rec.synthWorkflow(nil), UndoTimeout: 300 * time.Millisecond}
+	s := newSynthState(e, &memSaver{})
+	err := e.Execute(quietContext(), s)
+	if exitcode.Of(err) != exitcode.ManualAction || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err %v, want ManualAction from scale-up's deadline", err)
+	}
+	if st := s.run.StatusOf("resume"); st != checkpoint.Undone {
+		t.Errorf("resume is %s, want undone", st)
+	}
+	if st := s.run.StatusOf("cleanup"); st != checkpoint.Undone {
+		t.Errorf("cleanup is %s, want undone", st)
+	}
+}
+
+// TestEngineLostChangeIsMadeAgain: a step that finds the change it needs
+// gone (the snapshot file went with a restarted pod) makes the engine take
+// that step again, with its bracket, once.
+func TestEngineLostChangeIsMadeAgain(t *testing.T) {
+	lost := 0
+	rec := &recorder{behave: map[string]func(context.Context) error{
+		"upload": func(context.Context) error {
+			lost++
+			if lost == 1 {
+				return &LostError{Step: "snapshot-save", Err: errors.New("file gone")}
+			}
+			return nil
+		},
+	}}
+	e := &Engine[*synthState]{Steps: rec.synthWorkflow(nil)}
+	s := newSynthState(e, &memSaver{})
+	if err := e.Execute(quietContext(), s); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"preflight", "pause", "scale-down", "snapshot-save", "scale-up", "resume", "upload",
+		"pause", "scale-down", "snapshot-save", "scale-up", "resume", "upload", "cleanup", "manifest"}
+	if got := rec.names(); !slices.Equal(got, want) {
+		t.Errorf("calls\n got %v\nwant %v", got, want)
+	}
+
+	// A second loss is a failure like any other.
+	rec = &recorder{behave: map[string]func(context.Context) error{"upload": func(context.Context) error {
+		return &LostError{Step: "snapshot-save", Err: errors.New("file gone")}
+	}}}
+	e = &Engine[*synthState]{Steps: rec.synthWorkflow(nil)}
+	s = newSynthState(e, &memSaver{})
+	if err := e.Execute(quietContext(), s); exitcode.Of(err) != exitcode.Restored {
+		t.Fatalf("err %v, want Restored", err)
 	}
 }

@@ -1,4 +1,4 @@
-package runbook_test
+package steps_test
 
 import (
 	"bufio"
