@@ -561,7 +561,6 @@ func TestEngineValidateNames(t *testing.T) {
 	}
 }
 
-
 // TestEngineUndoRunsWithoutRecord: once the checkpoint cannot be saved any
 // more (a full state folder, a refused write of the lock), the failure's
 // undo still runs every counterpart, and the exit says the lock stays.

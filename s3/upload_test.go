@@ -14,7 +14,6 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
-
 )
 
 const mib = 1 << 20

@@ -121,6 +121,8 @@ type fakeHyperShift struct {
 	onGet func(hc *hyperv1.HostedCluster)
 	// beforeWrite runs before each patch or update is applied.
 	beforeWrite func(what string)
+	// fault may fail a write before or after it is applied.
+	fault *faultPlan
 }
 
 var (
@@ -143,6 +145,10 @@ func (f *fakeHyperShift) GetHostedCluster(_ context.Context, namespace, name str
 func (f *fakeHyperShift) PatchHostedCluster(_ context.Context, namespace, name string, patch []byte) (*hyperv1.HostedCluster, error) {
 	if f.beforeWrite != nil {
 		f.beforeWrite("patch " + string(patch))
+	}
+	idx, err := f.fault.before("patch hostedcluster " + string(patch))
+	if err != nil {
+		return nil, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -171,12 +177,19 @@ func (f *fakeHyperShift) PatchHostedCluster(_ context.Context, namespace, name s
 	}
 	f.store(next)
 	f.j.add("hostedcluster pausedUntil=%s", describe(next.Spec.PausedUntil))
+	if err := f.fault.after(idx); err != nil {
+		return nil, err
+	}
 	return next.DeepCopy(), nil
 }
 
 func (f *fakeHyperShift) UpdateHostedCluster(_ context.Context, hc *hyperv1.HostedCluster) (*hyperv1.HostedCluster, error) {
 	if f.beforeWrite != nil {
 		f.beforeWrite("update")
+	}
+	idx, err := f.fault.before("update hostedcluster")
+	if err != nil {
+		return nil, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -193,6 +206,9 @@ func (f *fakeHyperShift) UpdateHostedCluster(_ context.Context, hc *hyperv1.Host
 	f.updates++
 	f.store(hc.DeepCopy())
 	f.j.add("hostedcluster update")
+	if err := f.fault.after(idx); err != nil {
+		return nil, err
+	}
 	return f.hc.DeepCopy(), nil
 }
 
@@ -295,6 +311,12 @@ type fakeExec struct {
 	availKB int64
 	// onSave, when set, runs when etcdctl has written the snapshot.
 	onSave func()
+	// nextSnapshot, when set, gives each snapshot-save its own content;
+	// revisionOf then tells snapshot status the revision of a file.
+	nextSnapshot func() []byte
+	revisionOf   func(data []byte) int64
+	// fault may fail a command before it runs or after it succeeded.
+	fault *faultPlan
 }
 
 var _ Executor = (*fakeExec)(nil)
@@ -331,6 +353,17 @@ func execOp(cmd []string) string {
 
 func (f *fakeExec) Exec(ctx context.Context, namespace, pod, container string, cmd []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	op := execOp(cmd)
+	idx, err := f.fault.before("exec " + op)
+	if err != nil {
+		return err
+	}
+	if err := f.exec(ctx, op, namespace, pod, container, cmd, stdout, stderr); err != nil {
+		return err
+	}
+	return f.fault.after(idx)
+}
+
+func (f *fakeExec) exec(ctx context.Context, op, namespace, pod, container string, cmd []string, stdout, stderr io.Writer) error {
 	f.mu.Lock()
 	f.calls = append(f.calls, execCall{namespace, pod, container, slices.Clone(cmd), op})
 	failErr := f.fail[op]
@@ -354,19 +387,27 @@ func (f *fakeExec) Exec(ctx context.Context, namespace, pod, container string, c
 		if !slices.Contains(cmd, "--cacert") || cmd[5] != "first-byte" && cmd[5] != "done" {
 			return fmt.Errorf("unexpected snapshot-save command %q", cmd[4:])
 		}
-		f.mu.Lock()
-		f.files[p] = slices.Clone(f.snapshot)
-		f.files[p+".rc"] = []byte("0\n")
-		f.mu.Unlock()
 		if f.onSave != nil {
 			f.onSave()
 		}
+		data := slices.Clone(f.snapshot)
+		if f.nextSnapshot != nil {
+			data = f.nextSnapshot()
+		}
+		f.mu.Lock()
+		f.files[p] = data
+		f.files[p+".rc"] = []byte("0\n")
+		f.mu.Unlock()
 	case "snapshot-status":
 		data, ok := f.file(cmd[3])
 		if !ok {
 			return f.missing(stderr, cmd[3])
 		}
-		fmt.Fprintf(stdout, `{"hash":2749163127,"revision":456,"totalKey":789,"totalSize":%d}`, len(data))
+		rev := int64(456)
+		if f.revisionOf != nil {
+			rev = f.revisionOf(data)
+		}
+		fmt.Fprintf(stdout, `{"hash":2749163127,"revision":%d,"totalKey":789,"totalSize":%d}`, rev, len(data))
 	case "probe":
 		p := cmd[4]
 		_, done := f.file(p + ".rc")
@@ -527,6 +568,8 @@ type memStore struct {
 	// failOn makes a method (by name) fail.
 	failOn map[string]error
 	nextID int
+	// fault may fail a call before or after it took effect.
+	fault *faultPlan
 }
 
 var _ Store = (*memStore)(nil)
@@ -544,13 +587,27 @@ func newFailingStore(j *journal, method string, err error) *memStore {
 
 func (s *memStore) record(method, key string) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.calls = append(s.calls, method+" "+key)
-	return s.failOn[method]
+	err := s.failOn[method]
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	_, err = s.fault.before("store " + method + " " + key)
+	return err
+}
+
+// done is the end of a call that took effect: a fault may still fail it,
+// as a response lost on the way back does.
+func (s *memStore) done(method, key string) error {
+	return s.fault.afterLast("store " + method + " " + key)
 }
 
 func (s *memStore) CheckWritable(_ context.Context, prefix string) error {
-	return s.record("CheckWritable", prefix)
+	if err := s.record("CheckWritable", prefix); err != nil {
+		return err
+	}
+	return s.done("CheckWritable", prefix)
 }
 
 func (s *memStore) Head(_ context.Context, key string) (s3.ObjectInfo, bool, error) {
@@ -606,6 +663,9 @@ func (s *memStore) Upload(ctx context.Context, key string, r io.Reader, opts s3.
 	s.objects[key] = storedObject{Data: data, Put: s3.PutOptions{Metadata: opts.Metadata}}
 	s.mu.Unlock()
 	s.j.add("store upload %s", key)
+	if err := s.done("Upload", key); err != nil {
+		return s3.UploadResult{}, err
+	}
 	return s3.UploadResult{Size: int64(len(data)), ETag: `"etag"`}, nil
 }
 
@@ -617,7 +677,7 @@ func (s *memStore) Put(_ context.Context, key string, data []byte, opts s3.PutOp
 	s.objects[key] = storedObject{Data: slices.Clone(data), Put: opts}
 	s.mu.Unlock()
 	s.j.add("store put %s", key)
-	return nil
+	return s.done("Put", key)
 }
 
 func (s *memStore) Get(_ context.Context, key string) (io.ReadCloser, s3.ObjectInfo, error) {
@@ -634,7 +694,10 @@ func (s *memStore) Get(_ context.Context, key string) (io.ReadCloser, s3.ObjectI
 }
 
 func (s *memStore) AbortUploads(_ context.Context, key string) error {
-	return s.record("AbortUploads", key)
+	if err := s.record("AbortUploads", key); err != nil {
+		return err
+	}
+	return s.done("AbortUploads", key)
 }
 
 func (s *memStore) object(key string) (storedObject, bool) {
@@ -810,7 +873,7 @@ func etcdPod(withCAMount bool) *corev1.Pod {
 // subresource, which its object tracker does not implement: get reads and
 // update writes spec.replicas. An update also plays the Deployment
 // controller: the status follows at once and the pods go at 0.
-func addScaleReactors(cs *fake.Clientset, j *journal, beforeWrite func(string)) {
+func addScaleReactors(cs *fake.Clientset, j *journal, beforeWrite func(string), fault func() *faultPlan) {
 	tracker := cs.Tracker()
 	cs.PrependReactor("get", "deployments", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		ga := a.(k8stesting.GetAction)
@@ -831,6 +894,10 @@ func addScaleReactors(cs *fake.Clientset, j *journal, beforeWrite func(string)) 
 		sc := ua.GetObject().(*autoscalingv1.Scale)
 		if beforeWrite != nil {
 			beforeWrite(fmt.Sprintf("scale %s=%d", sc.Name, sc.Spec.Replicas))
+		}
+		idx, err := fault().before(fmt.Sprintf("scale %s=%d", sc.Name, sc.Spec.Replicas))
+		if err != nil {
+			return true, nil, err
 		}
 		obj, err := tracker.Get(deploymentsGVR, ua.GetNamespace(), sc.Name)
 		if err != nil {
@@ -859,6 +926,9 @@ func addScaleReactors(cs *fake.Clientset, j *journal, beforeWrite func(string)) 
 			}
 		}
 		j.add("scale %s=%d", sc.Name, n)
+		if err := fault().after(idx); err != nil {
+			return true, nil, err
+		}
 		return true, scaleOf(d), nil
 	})
 }
@@ -921,6 +991,14 @@ type fixture struct {
 	snapshot []byte
 	// beforeWrite, when set, runs before every cluster write.
 	beforeWrite func(what string)
+	// fault, when set, injects one failure (see faultPlan); the fakes
+	// reach it through setFault.
+	fault *faultPlan
+}
+
+// setFault gives every fake the fault plan.
+func (fx *fixture) setFault(f *faultPlan) {
+	fx.fault, fx.hs.fault, fx.exec.fault, fx.store.fault = f, f, f, f
 }
 
 // newFixture returns a healthy cluster whose HostedCluster has pausedUntil
@@ -935,7 +1013,7 @@ func newFixture(t *testing.T, pausedUntil *string) *fixture {
 			fx.beforeWrite(what)
 		}
 	}
-	addScaleReactors(fx.kube, fx.j, before)
+	addScaleReactors(fx.kube, fx.j, before, func() *faultPlan { return fx.fault })
 	fx.hs = &fakeHyperShift{j: fx.j, rv: 1, beforeWrite: before,
 		hc: &hyperv1.HostedCluster{
 			ObjectMeta: metav1.ObjectMeta{Name: testCluster, Namespace: testNS, UID: testUID, ResourceVersion: "1"},

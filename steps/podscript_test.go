@@ -153,6 +153,29 @@ func TestSnapshotHoldUntilSaved(t *testing.T) {
 	}
 }
 
+// TestSnapshotSaveIsBounded: a writer that never gets to the point the API
+// waits for is stopped in the pod, and snapshot-save fails instead of
+// keeping the API down until the pause deadline.
+func TestSnapshotSaveIsBounded(t *testing.T) {
+	ctx := quietContext()
+	s, _ := localState(t, "hang", func(o *Options) {
+		o.HoldAPIUntilSaved, o.PauseTimeout = true, time.Second
+	})
+	start := time.Now()
+	err := snapshotSave(ctx, s)
+	if err == nil || !strings.Contains(err.Error(), "has not reached done after 1s") {
+		t.Fatalf("snapshot-save error %v, want the limit", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("snapshot-save took %s with a 1s limit", d)
+	}
+	time.Sleep(300 * time.Millisecond)
+	st, err := probeWriter(ctx, s, s.Out.Attempt.Path)
+	if err != nil || st.Running {
+		t.Errorf("writer state %+v, %v: the writer still runs", st, err)
+	}
+}
+
 func TestSnapshotWriterFailures(t *testing.T) {
 	tests := []struct {
 		mode, wantSaveErr, wantReadErr string

@@ -3,6 +3,7 @@ package steps
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -36,13 +37,13 @@ var _ Saver = (*ClusterSaver)(nil)
 
 // Save writes the run file, then the annotation. Taking the annotation the
 // first time is an optimistic-concurrency update that fails when another
-// unfinished run holds it.
+// unfinished run holds it. A run file that cannot be written (a full state
+// folder) does not keep the annotation from being written: each records
+// what it can, and the error names what failed.
 func (c *ClusterSaver) Save(ctx context.Context, run *checkpoint.Run) error {
-	if err := checkpoint.WriteFile(c.Dir, run); err != nil {
-		return err
-	}
+	fileErr := checkpoint.WriteFile(c.Dir, run)
 	if !c.held && run.StatusOf(StepPreflight) != checkpoint.Done {
-		return nil
+		return fileErr
 	}
 	data, err := json.Marshal(run)
 	if err != nil {
@@ -64,10 +65,10 @@ func (c *ClusterSaver) Save(ctx context.Context, run *checkpoint.Run) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("record the run on HostedCluster %s: %w", run.Cluster, err)
+		return errors.Join(fileErr, fmt.Errorf("record the run on HostedCluster %s: %w", run.Cluster, err))
 	}
 	c.held = true
-	return nil
+	return fileErr
 }
 
 // Release removes the annotation if this run holds it. The run file stays

@@ -3,6 +3,7 @@ package steps
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -236,5 +237,28 @@ func TestClusterSaverLostRace(t *testing.T) {
 	}
 	if ops := fx.exec.ops(); !slices.Equal(ops, []string{"endpoint-status", "df"}) {
 		t.Errorf("pod commands %v", ops)
+	}
+}
+
+// TestClusterSaverFullStateFolder: a run file that cannot be written does
+// not keep the annotation from recording the run; the error names the file.
+func TestClusterSaverFullStateFolder(t *testing.T) {
+	fx := newFixture(t, nil)
+	run := newRun("this-host")
+	run.Step(StepPreflight).Status = checkpoint.Done
+	dir := t.TempDir()
+	blocked := dir + "/not-a-folder"
+	if err := os.WriteFile(blocked, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	saver := &ClusterSaver{Dir: blocked, Client: fx.hs}
+	run.Serial = 3
+	err := saver.Save(quietContext(), run)
+	if err == nil {
+		t.Fatal("Save succeeded although the run file could not be written")
+	}
+	held, herr := Holder(fx.hs.current())
+	if herr != nil || held == nil || held.Serial != 3 {
+		t.Errorf("annotation %+v, %v; want the run recorded there", held, herr)
 	}
 }
