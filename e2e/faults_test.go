@@ -21,8 +21,13 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/kubectl/pkg/util/podutils"
+	"k8s.io/utils/ptr"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -586,4 +591,171 @@ func killEtcdMember(t *testing.T, member string) {
 		}
 	}
 	t.Fatalf("no etcd process of %s found", member)
+}
+
+// TestS3LostAfterUpload: the S3 server goes away right after the upload,
+// so the key bundle or the manifest cannot be stored. The run undoes what is
+// left (the pod file) and exits Restored; once the server is back, --resume
+// finishes with the object already uploaded: no new snapshot, and a
+// manifest that describes exactly that object.
+func TestS3LostAfterUpload(t *testing.T) {
+	env := loadEnv(t)
+	before := env.state(t)
+	stateDir := t.TempDir()
+	r := env.startHcpsnap(t, stateDir, nil, "-o", "json", "backup", "--prefix", "s3lost")
+	r.waitEvent(t, "upload-snapshot done", stepDone("upload-snapshot"))
+	// Hold the process while the server goes, so that the next store call
+	// is sure to find it gone.
+	_ = r.cmd.Process.Signal(syscall.SIGSTOP)
+	env.localenv(t, "stop", "minio")
+	_ = r.cmd.Process.Signal(syscall.SIGCONT)
+	code := r.wait(t)
+	env.localenv(t, "start", "minio")
+	env.waitS3(t, env.vars["AWS_SECRET_ACCESS_KEY"])
+	if exitcode.Code(code) != exitcode.Restored {
+		t.Fatalf("exit %d, want %d\nstderr:\n%s", code, exitcode.Restored, r.stderr.String())
+	}
+	if last := lastLine(r.stderr.String()); !strings.Contains(last, "--resume") {
+		t.Errorf("last message %q does not say how to finish", last)
+	}
+	uploaded := env.listObjects(t, "s3lost/")
+	res := env.hcpsnap(t, stateDir, "-o", "json", "backup", "--resume")
+	if res.code != 0 {
+		t.Fatalf("resume exit %d\nstderr:\n%s", res.code, res.stderr)
+	}
+	for _, line := range strings.Split(res.stdout, "\n") {
+		var ev event
+		if json.Unmarshal([]byte(line), &ev) == nil && ev.MessageType == "step_started" &&
+			(ev.Step == "snapshot-save" || ev.Step == "scale-down-apiservers" || ev.Step == "upload-snapshot") {
+			t.Errorf("the resume ran %s again: the uploaded snapshot is the backup's", ev.Step)
+		}
+	}
+	if len(uploaded) != 1 || !strings.HasSuffix(uploaded[0], "/snapshot.db") {
+		t.Errorf("before the resume the bucket held %v, want the one uploaded snapshot", uploaded)
+	}
+	env.invariants(t, before, "s3lost")
+}
+
+// runAnnotation is the lock and checkpoint hcpsnap keeps on the HostedCluster.
+const runAnnotation = "hcpsnap.io/backup-run"
+
+// annotationOf is CEL for the run annotation of obj, "" when absent.
+func annotationOf(obj string) string {
+	return "(has(" + obj + ".metadata.annotations) && '" + runAnnotation + "' in " + obj + ".metadata.annotations ? " +
+		obj + ".metadata.annotations['" + runAnnotation + "'] : '')"
+}
+
+// refuseRunRecords installs a ValidatingAdmissionPolicy that refuses every
+// change of the run annotation once it records scale-down-apiservers as
+// done: from then on hcpsnap can no longer write its checkpoint to the
+// HostedCluster (nor release the lock), while its patches of
+// spec.pausedUntil still pass. It returns the function that removes it.
+func (e *testEnv) refuseRunRecords(t *testing.T) func() {
+	t.Helper()
+	ctx := context.Background()
+	name := "e2e-refuse-run-records"
+	policy := &admissionv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: admissionv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionv1.Fail),
+			MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{
+				{RuleWithOperations: admissionv1.RuleWithOperations{
+					Operations: []admissionv1.OperationType{admissionv1.Update},
+					Rule: admissionv1.Rule{APIGroups: []string{"hypershift.openshift.io", ""}, APIVersions: []string{"*"},
+						Resources: []string{"hostedclusters", "configmaps"}},
+				}},
+			}},
+			Validations: []admissionv1.Validation{{
+				Expression: "!" + annotationOf("oldObject") + ".contains('\"name\":\"scale-down-apiservers\",\"status\":\"done\"') || " +
+					annotationOf("object") + " == " + annotationOf("oldObject"),
+				Message: "e2e: the run annotation is frozen",
+			}},
+		},
+	}
+	binding := &admissionv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        name,
+			ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},
+		},
+	}
+	api := e.kube.AdmissionregistrationV1()
+	if _, err := api.ValidatingAdmissionPolicies().Create(ctx, policy, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.ValidatingAdmissionPolicyBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	remove := func() {
+		_ = api.ValidatingAdmissionPolicyBindings().Delete(ctx, name, metav1.DeleteOptions{})
+		_ = api.ValidatingAdmissionPolicies().Delete(ctx, name, metav1.DeleteOptions{})
+	}
+
+	// The policy takes effect a moment after it is created: probe it with
+	// a dry-run change of a ConfigMap that carries such an annotation.
+	probe := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: e.namespace,
+		Annotations: map[string]string{runAnnotation: `{"steps":[{"name":"scale-down-apiservers","status":"done"}]}`}}}
+	if _, err := e.kube.CoreV1().ConfigMaps(e.namespace).Create(ctx, probe, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		remove()
+		t.Fatal(err)
+	}
+	patch := []byte(`{"metadata":{"annotations":{"` + runAnnotation + `":"changed"}}}`)
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := e.kube.CoreV1().ConfigMaps(e.namespace).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}})
+		return apierrors.IsInvalid(err) || apierrors.IsForbidden(err), nil
+	})
+	if err != nil {
+		remove()
+		t.Fatal("the ValidatingAdmissionPolicy did not take effect within a minute")
+	}
+	return func() {
+		remove()
+		// Wait until the HostedCluster accepts the writes again.
+		_ = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			_, err := e.kube.CoreV1().ConfigMaps(e.namespace).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}})
+			return err == nil, nil
+		})
+		_ = e.kube.CoreV1().ConfigMaps(e.namespace).Delete(ctx, name, metav1.DeleteOptions{})
+	}
+}
+
+// TestHostedClusterWriteRefused: the HostedCluster stops accepting
+// hcpsnap's records right after the API went down. The undo must still
+// bring the API back and put pausedUntil back, then exit 5 saying that the
+// run could not be recorded and that --resume finishes it; once the writes
+// are accepted again, --resume finishes the backup and releases the lock.
+func TestHostedClusterWriteRefused(t *testing.T) {
+	env := loadEnv(t)
+	before := env.state(t)
+	allow := env.refuseRunRecords(t)
+	defer allow()
+	stateDir := t.TempDir()
+	res := env.hcpsnap(t, stateDir, "-o", "json", "backup", "--prefix", "refused")
+	if exitcode.Code(res.code) != exitcode.ManualAction {
+		t.Fatalf("exit %d, want %d\nstderr:\n%s", res.code, exitcode.ManualAction, res.stderr)
+	}
+	last := lastLine(res.stderr)
+	for _, want := range []string{"could not be recorded", "--resume", "frozen"} {
+		if !strings.Contains(last, want) {
+			t.Errorf("last message %q lacks %q", last, want)
+		}
+	}
+	// The service came back although nothing could be recorded.
+	env.checkClusterAsBefore(t, before)
+	hc, err := env.hyper.GetHostedCluster(context.Background(), env.namespace, env.cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, held := hc.Annotations[runAnnotation]; !held {
+		t.Errorf("the lock is gone, although the run could not record its end")
+	}
+	allow()
+	resumed := env.hcpsnap(t, stateDir, "-o", "json", "backup", "--resume")
+	if resumed.code != 0 {
+		t.Fatalf("resume exit %d\nstderr:\n%s", resumed.code, resumed.stderr)
+	}
+	env.invariants(t, before, "refused")
+	if got := env.listObjects(t, "refused/"); len(got) == 0 {
+		t.Fatal("the resumed run left no backup")
+	}
 }
