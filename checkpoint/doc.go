@@ -6,4 +6,6 @@
 // one) and bound to one cluster; every write bumps its serial. Files are
 // written atomically (temp file, fsync, rename, fsync of the folder), and a
 // run file of another cluster, another run or a newer schema is refused.
+//
+// Layer: plain data. It imports nothing of hcpsnap but internal helpers.
 package checkpoint

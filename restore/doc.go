@@ -14,4 +14,7 @@
 // byte, comments included; the documents it changes are edited as
 // gopkg.in/yaml.v3 nodes, which keeps their key order and most comments.
 // Neither the URL nor any secret value ever appears in an error or a Report.
+//
+// Layer: workflow (restore). It imports adapters (s3) and plain data
+// (manifest), never the backup workflow or the command line.
 package restore

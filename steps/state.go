@@ -100,5 +100,35 @@ func LoadOutputs(run *checkpoint.Run) (*Outputs, error) {
 	if err := json.Unmarshal(run.Outputs, out); err != nil {
 		return nil, fmt.Errorf("run %s: outputs: %w", run.RunID, err)
 	}
+	if out.Attempt == nil {
+		// A run file of an earlier hcpsnap kept the attempt's outputs flat.
+		var old legacyAttempt
+		if err := json.Unmarshal(run.Outputs, &old); err != nil {
+			return nil, fmt.Errorf("run %s: outputs: %w", run.RunID, err)
+		}
+		if old.SnapshotID != "" {
+			out.Attempt = &Attempt{ID: old.SnapshotID, Path: old.SnapshotPath, SavedAt: old.SnapshotSaveAt,
+				Bytes: old.SnapshotBytes, EtcdSHA256: old.EtcdSHA256, SHA256: old.SHA256, ObjectKey: old.ObjectKey,
+				UploadID: old.UploadID, UploadReused: old.UploadReused, UploadStart: old.UploadStart,
+				UploadEnd: old.UploadEnd, Status: old.Snapshot}
+		}
+	}
 	return out, nil
+}
+
+// legacyAttempt is how run files written before Attempt existed recorded
+// the snapshot attempt's outputs.
+type legacyAttempt struct {
+	SnapshotPath   string          `json:"snapshotPath"`
+	SnapshotID     string          `json:"snapshotID"`
+	Snapshot       *SnapshotStatus `json:"snapshot"`
+	SnapshotBytes  int64           `json:"snapshotBytes"`
+	EtcdSHA256     string          `json:"etcdSHA256"`
+	SHA256         string          `json:"sha256"`
+	ObjectKey      string          `json:"objectKey"`
+	UploadID       string          `json:"uploadID"`
+	UploadReused   bool            `json:"uploadReused"`
+	UploadStart    *time.Time      `json:"uploadStart"`
+	UploadEnd      *time.Time      `json:"uploadEnd"`
+	SnapshotSaveAt *time.Time      `json:"snapshotSavedAt"`
 }

@@ -3,6 +3,8 @@ package steps
 import (
 	"slices"
 	"testing"
+
+	"github.com/hcpsnap/hcpsnap/checkpoint"
 )
 
 // TestBackupWorkflowShape pins the backup workflow's order, brackets and
@@ -43,5 +45,25 @@ func TestBackupWorkflowShape(t *testing.T) {
 		if g.ReadOnly != (i == 0) {
 			t.Errorf("step %s ReadOnly = %v", g.Name, g.ReadOnly)
 		}
+	}
+}
+
+// TestLoadOutputsOfAnEarlierRunFile: a run file written before the attempt
+// had a struct of its own still resumes with its snapshot's outputs.
+func TestLoadOutputsOfAnEarlierRunFile(t *testing.T) {
+	run := &checkpoint.Run{RunID: "r", Outputs: []byte(`{"hcpNamespace":"clusters-example","snapshotPath":"/var/lib/data/hcpsnap-r.db",
+		"snapshotID":"r-1","snapshotBytes":42,"etcdSHA256":"ab","sha256":"cd","objectKey":"backups/x/snapshot.db",
+		"snapshot":{"revision":7}}`)}
+	out, err := LoadOutputs(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := out.Attempt
+	if a == nil || a.ID != "r-1" || a.Path != "/var/lib/data/hcpsnap-r.db" || a.Bytes != 42 || a.EtcdSHA256 != "ab" ||
+		a.SHA256 != "cd" || a.ObjectKey != "backups/x/snapshot.db" || a.Status == nil || a.Status.Revision != 7 {
+		t.Errorf("attempt %+v", a)
+	}
+	if out.HCPNamespace != "clusters-example" {
+		t.Errorf("outputs %+v", out)
 	}
 }

@@ -1,6 +1,3 @@
-// Package exitcode owns hcpsnap's documented exit codes and the error type that
-// carries one from wherever a failure is classified up to main, the only place
-// that exits.
 package exitcode
 
 import (

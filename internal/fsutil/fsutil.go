@@ -1,5 +1,3 @@
-// Package fsutil owns hcpsnap's one way of writing a file that must never be
-// torn or readable by others: run files, key bundles and restore output.
 package fsutil
 
 import (

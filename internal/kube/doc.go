@@ -2,4 +2,6 @@
 // client configuration with the standard rules, and (in later files) the
 // narrow interfaces the steps use to read objects, scale Deployments and exec
 // into pods.
+//
+// Layer: adapter (Kubernetes and HyperShift). It imports no workflow.
 package kube
