@@ -185,7 +185,7 @@ func (o *BackupOptions) flags() []cli.Flag {
 		&cli.DurationFlag{Name: FlagWaitTimeout, Value: 5 * time.Minute, Sources: cli.EnvVars(env(FlagWaitTimeout)), Destination: &o.WaitTimeout,
 			Usage: "Longest wait for the cluster to show a change (pause seen, pods gone, Deployments available)."},
 		&cli.DurationFlag{Name: FlagUndoTimeout, Value: 10 * time.Minute, Sources: cli.EnvVars(env(FlagUndoTimeout)), Destination: &o.UndoTimeout,
-			Usage: "Longest time the undo after a failure or Ctrl-C may take."},
+			Usage: "Longest time each counterpart of the undo after a failure or Ctrl-C may take (scale-up, resume, then the pod clean-up, each with its own deadline)."},
 		&cli.BoolFlag{Name: FlagOnline, Sources: cli.EnvVars(env(FlagOnline)), Destination: &o.Online,
 			Usage: "Take the snapshot without pausing or scaling down: no API downtime (etcd snapshots are consistent)."},
 		&cli.BoolFlag{Name: FlagHoldAPI, Sources: cli.EnvVars(env(FlagHoldAPI)), Destination: &o.HoldAPIUntilSaved,
