@@ -727,10 +727,13 @@ func (e *testEnv) refuseRunRecords(t *testing.T) func() {
 func TestHostedClusterWriteRefused(t *testing.T) {
 	env := loadEnv(t)
 	before := env.state(t)
+	start := time.Now()
 	allow := env.refuseRunRecords(t)
 	defer allow()
+	t.Logf("policy in effect after %s", time.Since(start).Round(time.Millisecond))
 	stateDir := t.TempDir()
 	res := env.hcpsnap(t, stateDir, "-o", "json", "backup", "--prefix", "refused")
+	t.Logf("refused run ended after %s", time.Since(start).Round(time.Millisecond))
 	if exitcode.Code(res.code) != exitcode.ManualAction {
 		t.Fatalf("exit %d, want %d\nstderr:\n%s", res.code, exitcode.ManualAction, res.stderr)
 	}
@@ -750,6 +753,7 @@ func TestHostedClusterWriteRefused(t *testing.T) {
 		t.Errorf("the lock is gone, although the run could not record its end")
 	}
 	allow()
+	t.Logf("policy removed after %s", time.Since(start).Round(time.Millisecond))
 	resumed := env.hcpsnap(t, stateDir, "-o", "json", "backup", "--resume")
 	if resumed.code != 0 {
 		t.Fatalf("resume exit %d\nstderr:\n%s", resumed.code, resumed.stderr)
