@@ -649,7 +649,8 @@ func annotationOf(obj string) string {
 // change of the run annotation once it records scale-down-apiservers as
 // done: from then on hcpsnap can no longer write its checkpoint to the
 // HostedCluster (nor release the lock), while its patches of
-// spec.pausedUntil still pass. It returns the function that removes it.
+// spec.pausedUntil still pass. It returns the function that removes it
+// (once, however often it is called).
 func (e *testEnv) refuseRunRecords(t *testing.T) func() {
 	t.Helper()
 	ctx := context.Background()
@@ -708,14 +709,17 @@ func (e *testEnv) refuseRunRecords(t *testing.T) func() {
 		remove()
 		t.Fatal("the ValidatingAdmissionPolicy did not take effect within a minute")
 	}
+	var once sync.Once
 	return func() {
-		remove()
-		// Wait until the HostedCluster accepts the writes again.
-		_ = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-			_, err := e.kube.CoreV1().ConfigMaps(e.namespace).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}})
-			return err == nil, nil
+		once.Do(func() {
+			remove()
+			// Wait until the HostedCluster accepts the writes again.
+			_ = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+				_, err := e.kube.CoreV1().ConfigMaps(e.namespace).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}})
+				return err == nil, nil
+			})
+			_ = e.kube.CoreV1().ConfigMaps(e.namespace).Delete(ctx, name, metav1.DeleteOptions{})
 		})
-		_ = e.kube.CoreV1().ConfigMaps(e.namespace).Delete(ctx, name, metav1.DeleteOptions{})
 	}
 }
 
@@ -758,6 +762,7 @@ func TestHostedClusterWriteRefused(t *testing.T) {
 	if resumed.code != 0 {
 		t.Fatalf("resume exit %d\nstderr:\n%s", resumed.code, resumed.stderr)
 	}
+	t.Logf("resumed after %s", time.Since(start).Round(time.Millisecond))
 	env.invariants(t, before, "refused")
 	if got := env.listObjects(t, "refused/"); len(got) == 0 {
 		t.Fatal("the resumed run left no backup")
