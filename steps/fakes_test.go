@@ -102,8 +102,8 @@ func (j *journal) get() []string {
 // HyperShift
 
 // fakeHyperShift holds one HostedCluster and its HostedControlPlane in
-// memory. Patches are JSON merge patches (RFC 7386), updates check the
-// resourceVersion, and every change of spec.pausedUntil is mirrored into the
+// memory. Patches are JSON merge patches (RFC 7386), checked against the
+// resourceVersion they carry, if any, and every change of spec.pausedUntil is mirrored into the
 // HostedControlPlane as the HyperShift operator would.
 type fakeHyperShift struct {
 	mu  sync.Mutex
@@ -112,9 +112,11 @@ type fakeHyperShift struct {
 	hcp *hyperv1.HostedControlPlane
 	rv  int
 
+	// patches are the merge patches of the spec, annotates those of the
+	// run annotation, in order.
 	patches   []string
-	updates   int
-	conflicts int // Conflict errors still to return from UpdateHostedCluster
+	annotates []string
+	conflicts int // Conflict errors still to return to patches with a resourceVersion
 	// onGet, when set, runs under the lock on every GetHostedCluster with
 	// the stored object, e.g. to let "another run" take the lock.
 	onGet func(hc *hyperv1.HostedCluster)
@@ -148,19 +150,44 @@ func (f *fakeHyperShift) PatchHostedCluster(_ context.Context, namespace, name s
 	if f.hc == nil || f.hc.Namespace != namespace || f.hc.Name != name {
 		return nil, apierrors.NewNotFound(hcGR, name)
 	}
-	f.patches = append(f.patches, string(patch))
-	cur, err := json.Marshal(f.hc)
-	if err != nil {
-		return nil, err
-	}
-	var doc, p any
-	if err := json.Unmarshal(cur, &doc); err != nil {
-		return nil, err
+	var p struct {
+		Metadata *struct {
+			ResourceVersion string          `json:"resourceVersion"`
+			Annotations     json.RawMessage `json:"annotations"`
+		} `json:"metadata"`
 	}
 	if err := json.Unmarshal(patch, &p); err != nil {
 		return nil, apierrors.NewBadRequest("invalid merge patch: " + err.Error())
 	}
-	merged, err := json.Marshal(mergePatch(doc, p))
+	annotate := p.Metadata != nil && p.Metadata.Annotations != nil
+	if p.Metadata != nil && p.Metadata.ResourceVersion != "" {
+		// The apiserver's precondition: a patch naming a resourceVersion
+		// applies only to that version.
+		if f.conflicts > 0 {
+			f.conflicts--
+			return nil, apierrors.NewConflict(hcGR, name, errors.New("injected conflict"))
+		}
+		if p.Metadata.ResourceVersion != f.hc.ResourceVersion {
+			return nil, apierrors.NewConflict(hcGR, name, fmt.Errorf("resourceVersion %s is stale, the object is at %s", p.Metadata.ResourceVersion, f.hc.ResourceVersion))
+		}
+	}
+	if annotate {
+		f.annotates = append(f.annotates, string(patch))
+	} else {
+		f.patches = append(f.patches, string(patch))
+	}
+	cur, err := json.Marshal(f.hc)
+	if err != nil {
+		return nil, err
+	}
+	var doc, pv any
+	if err := json.Unmarshal(cur, &doc); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(patch, &pv); err != nil {
+		return nil, apierrors.NewBadRequest("invalid merge patch: " + err.Error())
+	}
+	merged, err := json.Marshal(mergePatch(doc, pv))
 	if err != nil {
 		return nil, err
 	}
@@ -169,30 +196,12 @@ func (f *fakeHyperShift) PatchHostedCluster(_ context.Context, namespace, name s
 		return nil, err
 	}
 	f.store(next)
-	f.j.add("hostedcluster pausedUntil=%s", describe(next.Spec.PausedUntil))
+	if annotate {
+		f.j.add("hostedcluster annotate")
+	} else {
+		f.j.add("hostedcluster pausedUntil=%s", describe(next.Spec.PausedUntil))
+	}
 	return next.DeepCopy(), nil
-}
-
-func (f *fakeHyperShift) UpdateHostedCluster(_ context.Context, hc *hyperv1.HostedCluster) (*hyperv1.HostedCluster, error) {
-	if f.beforeWrite != nil {
-		f.beforeWrite("update")
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.hc == nil || f.hc.Namespace != hc.Namespace || f.hc.Name != hc.Name {
-		return nil, apierrors.NewNotFound(hcGR, hc.Name)
-	}
-	if f.conflicts > 0 {
-		f.conflicts--
-		return nil, apierrors.NewConflict(hcGR, hc.Name, errors.New("injected conflict"))
-	}
-	if hc.ResourceVersion != f.hc.ResourceVersion {
-		return nil, apierrors.NewConflict(hcGR, hc.Name, fmt.Errorf("resourceVersion %s is stale, the object is at %s", hc.ResourceVersion, f.hc.ResourceVersion))
-	}
-	f.updates++
-	f.store(hc.DeepCopy())
-	f.j.add("hostedcluster update")
-	return f.hc.DeepCopy(), nil
 }
 
 func (f *fakeHyperShift) GetHostedControlPlane(_ context.Context, namespace, name string) (*hyperv1.HostedControlPlane, error) {
@@ -224,10 +233,11 @@ func (f *fakeHyperShift) current() *hyperv1.HostedCluster {
 	return f.hc.DeepCopy()
 }
 
-func (f *fakeHyperShift) writes() (patches []string, updates int) {
+// writes returns the spec patches and the number of annotation patches.
+func (f *fakeHyperShift) writes() (patches []string, annotates int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return slices.Clone(f.patches), f.updates
+	return slices.Clone(f.patches), len(f.annotates)
 }
 
 // mergePatch applies an RFC 7386 JSON merge patch: objects merge
