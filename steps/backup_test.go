@@ -124,7 +124,7 @@ func TestBackupRun(t *testing.T) {
 			keysKey := "hcpsnap-keys/example/" + ts + "/key-bundle.json"
 			manKey := "backups/example/" + ts + "/manifest.json"
 			want := []string{
-				"exec endpoint-status", "exec df",
+				"exec tools", "exec endpoint-status", "exec df",
 				"hostedcluster pausedUntil=" + describe(&s.Out.PauseUntil),
 				"scale kube-apiserver=0", "scale openshift-apiserver=0", "scale openshift-oauth-apiserver=0",
 				"exec snapshot-save",
@@ -473,7 +473,7 @@ func TestBackupSnapshotSaveFails(t *testing.T) {
 			}
 			checkRestored(t, fx, pc.value)
 			want := []string{
-				"exec endpoint-status", "exec df",
+				"exec tools", "exec endpoint-status", "exec df",
 				"hostedcluster pausedUntil=" + describe(&s.Out.PauseUntil),
 				"scale kube-apiserver=0", "scale openshift-apiserver=0", "scale openshift-oauth-apiserver=0",
 				"exec snapshot-save",
@@ -670,7 +670,7 @@ func TestPreflightRefusals(t *testing.T) {
 				t.Errorf("bucket writes: %v", w)
 			}
 			for _, op := range fx.exec.ops() {
-				if op != "endpoint-status" && op != "df" {
+				if op != "tools" && op != "endpoint-status" && op != "df" {
 					t.Errorf("ran %s in the pod", op)
 				}
 			}

@@ -32,6 +32,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/hcpsnap/hcpsnap/checkpoint"
+	"github.com/hcpsnap/hcpsnap/internal/kube"
 )
 
 // The cluster every fake describes.
@@ -304,6 +305,13 @@ type fakeExec struct {
 	availKB int64
 	// onSave, when set, runs when etcdctl has written the snapshot.
 	onSave func()
+	// etcdVersion is the version of etcdctl and etcdutl in the container
+	// ("3.5.17" when empty); from 3.6 on, `etcdctl snapshot status` prints
+	// its help and exits 0, as the real one does.
+	etcdVersion string
+	// noEtcdutl takes etcdutl out of the image; lacks takes out programs.
+	noEtcdutl bool
+	lacks     []string
 }
 
 var _ Executor = (*fakeExec)(nil)
@@ -316,6 +324,8 @@ func execOp(cmd []string) string {
 		return ""
 	case cmd[0] == "df":
 		return "df"
+	case cmd[0] == "sh" && cmd[2] == toolsScript:
+		return "tools"
 	case cmd[0] == "sh" && cmd[2] == startSnapshotScript:
 		return "snapshot-save"
 	case cmd[0] == "sh" && cmd[2] == rangeScript:
@@ -370,12 +380,47 @@ func (f *fakeExec) Exec(ctx context.Context, namespace, pod, container string, c
 		if f.onSave != nil {
 			f.onSave()
 		}
-	case "snapshot-status":
-		data, ok := f.file(cmd[3])
-		if !ok {
-			return f.missing(stderr, cmd[3])
+	case "tools":
+		// sh -c SCRIPT sh ETCDCTL ETCDUTL PROGRAM...
+		var missing []string
+		for _, p := range append([]string{cmd[4]}, cmd[6:]...) {
+			if slices.Contains(f.lacks, p) {
+				missing = append(missing, p)
+			}
 		}
-		fmt.Fprintf(stdout, `{"hash":2749163127,"revision":456,"totalKey":789,"totalSize":%d}`, len(data))
+		if len(missing) > 0 {
+			fmt.Fprintf(stdout, "missing %s\n", strings.Join(missing, " "))
+			return nil
+		}
+		utl := "yes"
+		if f.noEtcdutl || cmd[5] != DefaultEtcdutl {
+			utl = "no"
+		}
+		fmt.Fprintf(stdout, "etcdutl %s\netcdctl version: %s\n", utl, f.version())
+	case "snapshot-status":
+		p := cmd[3]
+		newer := strings.HasPrefix(f.version(), "3.6.")
+		switch {
+		case cmd[0] == DefaultEtcdutl && f.noEtcdutl:
+			fmt.Fprintf(stderr, "sh: %s: not found\n", cmd[0])
+			return &kube.ExitError{Pod: pod, Command: cmd, Code: 127}
+		case cmd[0] == DefaultEtcdctl && newer:
+			fmt.Fprint(stdout, "NAME:\n  snapshot - Manages etcd node snapshots\n\nCOMMANDS:\n  save\tStores an etcd node backend snapshot to a given file\n")
+			return nil
+		}
+		data, ok := f.file(p)
+		if !ok {
+			return f.missing(stderr, p)
+		}
+		if newer {
+			// etcdutl 3.6 counts live keys and adds the storage version.
+			fmt.Fprintf(stdout, `{"hash":2749163127,"revision":456,"totalKey":321,"totalSize":%d,"version":"3.6.0"}`, len(data))
+		} else {
+			if cmd[0] == DefaultEtcdctl {
+				fmt.Fprintln(stderr, "Deprecated: Use `etcdutl snapshot status` instead.")
+			}
+			fmt.Fprintf(stdout, `{"hash":2749163127,"revision":456,"totalKey":789,"totalSize":%d}`, len(data))
+		}
 	case "probe":
 		p := cmd[4]
 		_, done := f.file(p + ".rc")
@@ -431,6 +476,13 @@ func (f *fakeExec) Exec(ctx context.Context, namespace, pod, container string, c
 		return fmt.Errorf("fake exec: unexpected command %q", cmd)
 	}
 	return nil
+}
+
+func (f *fakeExec) version() string {
+	if f.etcdVersion == "" {
+		return "3.5.17"
+	}
+	return f.etcdVersion
 }
 
 func (f *fakeExec) file(p string) ([]byte, bool) {
@@ -981,7 +1033,7 @@ func defaultOptions() Options {
 		Deployments:  slices.Clone(DefaultDeployments),
 		PauseTimeout: 30 * time.Minute,
 		WaitTimeout:  10 * time.Second,
-		Etcd: EtcdOptions{Etcdctl: DefaultEtcdctl, Endpoint: DefaultEndpoint, Cert: DefaultClientCert,
+		Etcd: EtcdOptions{Etcdctl: DefaultEtcdctl, Etcdutl: DefaultEtcdutl, Endpoint: DefaultEndpoint, Cert: DefaultClientCert,
 			Key: DefaultClientKey, SnapshotDir: DefaultSnapshotDir},
 	}
 }

@@ -129,7 +129,7 @@ func BuildManifest(s *State) *manifest.Manifest {
 	}
 	if o.Snapshot != nil {
 		m.Etcd = manifest.Etcd{Member: s.Opts.Member, Revision: o.Snapshot.Revision, TotalKeys: o.Snapshot.TotalKey,
-			TotalSize: o.Snapshot.TotalSize, Hash: o.Snapshot.Hash, SHA256: o.EtcdSHA256}
+			TotalSize: o.Snapshot.TotalSize, Hash: o.Snapshot.Hash, SHA256: o.EtcdSHA256, StorageVersion: o.Snapshot.Version}
 	}
 	return m
 }

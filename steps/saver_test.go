@@ -248,7 +248,7 @@ func TestClusterSaverLostRace(t *testing.T) {
 	if w := writeActions(fx.kube); len(w) != 0 {
 		t.Errorf("clientset writes: %v", w)
 	}
-	if ops := fx.exec.ops(); !slices.Equal(ops, []string{"endpoint-status", "df"}) {
+	if ops := fx.exec.ops(); !slices.Equal(ops, []string{"tools", "endpoint-status", "df"}) {
 		t.Errorf("pod commands %v", ops)
 	}
 }
