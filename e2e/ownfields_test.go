@@ -44,7 +44,7 @@ func TestBackupWritesOnlyWhatItOwns(t *testing.T) {
 	if before == "" {
 		t.Fatal("the HostedCluster has no spec")
 	}
-	check := func(when string) {
+	check := func(t *testing.T, when string) {
 		t.Helper()
 		if got := env.specJSON(t); got != before {
 			t.Errorf("HostedCluster spec changed %s:\n got %s\nwant %s", when, got, before)
@@ -56,7 +56,7 @@ func TestBackupWritesOnlyWhatItOwns(t *testing.T) {
 		if res.code != 0 {
 			t.Fatalf("backup exit %d\nstderr:\n%s", res.code, res.stderr)
 		}
-		check("after a backup")
+		check(t, "after a backup")
 	})
 
 	t.Run("failed backup, then resume", func(t *testing.T) {
@@ -71,9 +71,9 @@ func TestBackupWritesOnlyWhatItOwns(t *testing.T) {
 		if exitcode.Code(code) != exitcode.Restored {
 			t.Fatalf("exit %d, want %d (restored)\nstderr:\n%s", code, exitcode.Restored, r.stderr.String())
 		}
-		check("after a failed backup")
+		check(t, "after a failed backup")
 		env.resume(t, stateDir)
-		check("after the resume")
+		check(t, "after the resume")
 		env.invariants(t, state, "ownfields-fail")
 	})
 
@@ -84,7 +84,7 @@ func TestBackupWritesOnlyWhatItOwns(t *testing.T) {
 		_ = r.cmd.Process.Signal(syscall.SIGKILL)
 		r.wait(t)
 		env.resume(t, t.TempDir())
-		check("after a killed backup's resume")
+		check(t, "after a killed backup's resume")
 		env.invariants(t, state, "ownfields-kill")
 	})
 
