@@ -94,6 +94,7 @@ current-context: hcpsnap
 	for _, denied := range [][]string{
 		{"delete", "deployments", "-n", env.hcpNamespace},
 		{"delete", "hostedclusters", "-n", env.namespace},
+		{"update", "hostedclusters", "-n", env.namespace},
 		{"list", "secrets", "-n", env.hcpNamespace},
 		{"get", "secrets", "-n", "kube-system"},
 		{"update", "deployments", "-n", env.hcpNamespace},

@@ -36,15 +36,19 @@ type Manifest struct {
 	HCPSnapVersion   string    `json:"hcpsnapVersion"`
 }
 
-// Etcd is what `etcdctl snapshot status` reported, and etcd's own SHA-256 of
-// the database, which is appended to the snapshot file.
+// Etcd is what `etcdutl snapshot status` (or, before etcd 3.6, `etcdctl
+// snapshot status`) reported, and etcd's own SHA-256 of the database, which
+// is appended to the snapshot file. TotalKeys counts every key of every bucket
+// with the 3.5 tools and the live keys with 3.6's; StorageVersion is reported
+// from 3.6 on.
 type Etcd struct {
-	Member    string `json:"member"`
-	Revision  int64  `json:"revision"`
-	TotalKeys int64  `json:"totalKeys"`
-	TotalSize int64  `json:"totalSize"`
-	Hash      uint32 `json:"hash"`
-	SHA256    string `json:"sha256"`
+	Member         string `json:"member"`
+	Revision       int64  `json:"revision"`
+	TotalKeys      int64  `json:"totalKeys"`
+	TotalSize      int64  `json:"totalSize"`
+	Hash           uint32 `json:"hash"`
+	SHA256         string `json:"sha256"`
+	StorageVersion string `json:"storageVersion,omitempty"`
 }
 
 // Object is a stored object with the SHA-256 of its whole content.

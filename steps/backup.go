@@ -115,6 +115,9 @@ func preflight(ctx context.Context, s *State) error {
 		return err
 	}
 	s.Out.CACert = detectCACert(pod, s.Opts)
+	if err := checkPodTools(ctx, s); err != nil {
+		return err
+	}
 	if err := checkMemberHealth(ctx, s); err != nil {
 		return err
 	}
@@ -216,6 +219,47 @@ func etcdctl(s *State, args ...string) []string {
 	e := s.Opts.Etcd
 	cmd := []string{e.Etcdctl, "--cacert", s.Out.CACert, "--cert", e.Cert, "--key", e.Key, "--endpoints", e.Endpoint}
 	return append(cmd, args...)
+}
+
+// etcdutlPath is the etcdutl the options name, by default DefaultEtcdutl.
+func (e EtcdOptions) etcdutlPath() string {
+	if e.Etcdutl == "" {
+		return DefaultEtcdutl
+	}
+	return e.Etcdutl
+}
+
+// checkPodTools proves, in one exec and before anything is changed, that the
+// container has every program the steps run there, and chooses what reads
+// the snapshot's status (podTools.statusTool), recorded in the outputs.
+func checkPodTools(ctx context.Context, s *State) error {
+	var stdout, stderr bytes.Buffer
+	where := fmt.Sprintf("container %s of pod %s/%s", s.Opts.Container, s.Out.HCPNamespace, s.Opts.Member)
+	cmd := append([]string{"sh", "-c", toolsScript, "sh", s.Opts.Etcd.Etcdctl, s.Opts.Etcd.etcdutlPath()}, podPrograms[1:]...)
+	if err := s.exec(ctx, cmd, &stdout, &stderr); err != nil {
+		return exitcode.Preconditionf("cannot run sh in %s: %v (%s); hcpsnap needs sh, %s and etcdctl there: name the etcd container with --container",
+			where, err, firstLine(stderr.String()), strings.Join(podPrograms[1:], ", "))
+	}
+	t, err := parsePodTools(stdout.String())
+	if err != nil {
+		return fmt.Errorf("check the programs in %s: %w", where, err)
+	}
+	if len(t.Missing) > 0 {
+		return exitcode.Preconditionf("%s lacks %s, which hcpsnap runs there: check --etcdctl and --container, or use the HostedCluster's own etcd image",
+			where, strings.Join(t.Missing, ", "))
+	}
+	tool, ok := t.statusTool()
+	if !ok {
+		version := t.EtcdctlVersion
+		if version == "" {
+			version = "of unknown version"
+		}
+		return exitcode.Preconditionf("%s has no etcdutl at %s, and etcdctl %s has no `snapshot status` (etcd 3.6 removed it): point --etcdutl at etcdutl in the etcd image (HyperShift's has /usr/bin/etcdutl since OpenShift 4.12)",
+			where, s.Opts.Etcd.etcdutlPath(), version)
+	}
+	s.Out.StatusTool = tool
+	log(ctx).Info("etcd container checked", "etcdctl", t.EtcdctlVersion, "snapshotStatusBy", tool)
+	return nil
 }
 
 // checkMemberHealth runs `etcdctl endpoint status` in the pod: it proves
@@ -514,16 +558,45 @@ func snapshotTimeout(s *State) time.Duration {
 	return max(d, time.Second)
 }
 
-// snapshotStatus runs `etcdctl snapshot status` on the complete file.
+// statusCommand is the command that reads the status of the complete
+// snapshot file at p, with the tool preflight chose.
+func statusCommand(s *State, p string) ([]string, error) {
+	switch s.Out.StatusTool {
+	case StatusToolEtcdutl:
+		return []string{s.Opts.Etcd.etcdutlPath(), "snapshot", "status", p, "-w", "json"}, nil
+	case StatusToolEtcdctl:
+		return []string{s.Opts.Etcd.Etcdctl, "snapshot", "status", p, "-w", "json"}, nil
+	}
+	return nil, fmt.Errorf("unknown snapshot status tool %q recorded in the run", s.Out.StatusTool)
+}
+
+// snapshotStatus reads the complete file's status with the tool preflight
+// chose: `etcdutl snapshot status`, or `etcdctl snapshot status` before
+// etcd 3.6. The revision recorded is exactly the one it reports.
 func snapshotStatus(ctx context.Context, s *State) error {
+	if s.Out.StatusTool == "" {
+		// A run checkpointed by a version of hcpsnap whose preflight did
+		// not choose: choose now, before reading.
+		if err := checkPodTools(ctx, s); err != nil {
+			return err
+		}
+	}
 	p := s.Out.Attempt.Path
+	cmd, err := statusCommand(s, p)
+	if err != nil {
+		return err
+	}
+	what := s.Out.StatusTool + " snapshot status " + p
 	var stdout, stderr bytes.Buffer
-	if err := s.exec(ctx, []string{s.Opts.Etcd.Etcdctl, "snapshot", "status", p, "-w", "json"}, &stdout, &stderr); err != nil {
-		return fmt.Errorf("etcdctl snapshot status %s: %w (%s)", p, err, firstLine(stderr.String()))
+	if err := s.exec(ctx, cmd, &stdout, &stderr); err != nil {
+		return fmt.Errorf("%s: %w (%s)", what, err, firstLine(stderr.String()))
 	}
 	st := &SnapshotStatus{}
 	if err := json.Unmarshal(stdout.Bytes(), st); err != nil {
-		return fmt.Errorf("etcdctl snapshot status %s: unexpected output: %w", p, err)
+		return fmt.Errorf("%s: unexpected output %q: %w", what, firstLine(stdout.String()), err)
+	}
+	if st.Revision <= 0 || st.TotalSize <= 0 {
+		return fmt.Errorf("%s: no revision or size in %q", what, firstLine(stdout.String()))
 	}
 	s.Out.Attempt.Status = st
 	return nil

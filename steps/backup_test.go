@@ -125,7 +125,7 @@ func TestBackupRun(t *testing.T) {
 			keysKey := "hcpsnap-keys/example/" + ts + "/key-bundle.json"
 			manKey := "backups/example/" + ts + "/manifest.json"
 			want := []string{
-				"exec endpoint-status", "exec df",
+				"exec tools", "exec endpoint-status", "exec df",
 				"hostedcluster pausedUntil=" + describe(&s.Out.PauseUntil),
 				"scale kube-apiserver=0", "scale openshift-apiserver=0", "scale openshift-oauth-apiserver=0",
 				"exec snapshot-save",
@@ -139,9 +139,9 @@ func TestBackupRun(t *testing.T) {
 			if got := fx.j.get(); !slices.Equal(got, want) {
 				t.Errorf("actions\n got %q\nwant %q", got, want)
 			}
-			patches, updates := fx.hs.writes()
-			if len(patches) != 2 || patches[1] != wantPatch(pc.value) || updates != 0 {
-				t.Errorf("HostedCluster patches %q (updates %d), want the deadline then %s", patches, updates, wantPatch(pc.value))
+			patches, annotates := fx.hs.writes()
+			if len(patches) != 2 || patches[1] != wantPatch(pc.value) || annotates != 0 {
+				t.Errorf("HostedCluster patches %q (annotation patches %d), want the deadline then %s", patches, annotates, wantPatch(pc.value))
 			}
 			wantWrites := slices.Repeat([]string{"update deployments/scale"}, 6)
 			if got := writeActions(fx.kube); !slices.Equal(got, wantWrites) {
@@ -475,7 +475,7 @@ func TestBackupSnapshotSaveFails(t *testing.T) {
 			}
 			checkRestored(t, fx, pc.value)
 			want := []string{
-				"exec endpoint-status", "exec df",
+				"exec tools", "exec endpoint-status", "exec df",
 				"hostedcluster pausedUntil=" + describe(&s.Out.PauseUntil),
 				"scale kube-apiserver=0", "scale openshift-apiserver=0", "scale openshift-oauth-apiserver=0",
 				"exec snapshot-save",
@@ -565,7 +565,7 @@ func TestBackupOnline(t *testing.T) {
 		t.Errorf("online backup wrote to the cluster: %v", w)
 	}
 	if p, u := fx.hs.writes(); len(p) != 0 || u != 0 {
-		t.Errorf("online backup changed the HostedCluster: %v, %d updates", p, u)
+		t.Errorf("online backup changed the HostedCluster: %v, %d annotation patches", p, u)
 	}
 	for _, e := range fx.j.get() {
 		if strings.HasPrefix(e, "scale ") || strings.HasPrefix(e, "hostedcluster ") {
@@ -666,13 +666,13 @@ func TestPreflightRefusals(t *testing.T) {
 				t.Errorf("clientset writes: %v", w)
 			}
 			if p, u := fx.hs.writes(); len(p) != 0 || u != 0 {
-				t.Errorf("HostedCluster patches %v, updates %d", p, u)
+				t.Errorf("HostedCluster patches %v, annotation patches %d", p, u)
 			}
 			if w := append(fx.store.methodCalls("Put"), fx.store.methodCalls("Upload")...); len(w) != 0 {
 				t.Errorf("bucket writes: %v", w)
 			}
 			for _, op := range fx.exec.ops() {
-				if op != "endpoint-status" && op != "df" {
+				if op != "tools" && op != "endpoint-status" && op != "df" {
 					t.Errorf("ran %s in the pod", op)
 				}
 			}

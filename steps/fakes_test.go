@@ -32,6 +32,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/hcpsnap/hcpsnap/checkpoint"
+	"github.com/hcpsnap/hcpsnap/internal/kube"
 	"github.com/hcpsnap/hcpsnap/s3"
 )
 
@@ -103,8 +104,8 @@ func (j *journal) get() []string {
 // HyperShift
 
 // fakeHyperShift holds one HostedCluster and its HostedControlPlane in
-// memory. Patches are JSON merge patches (RFC 7386), updates check the
-// resourceVersion, and every change of spec.pausedUntil is mirrored into the
+// memory. Patches are JSON merge patches (RFC 7386), checked against the
+// resourceVersion they carry, if any, and every change of spec.pausedUntil is mirrored into the
 // HostedControlPlane as the HyperShift operator would.
 type fakeHyperShift struct {
 	mu  sync.Mutex
@@ -113,9 +114,11 @@ type fakeHyperShift struct {
 	hcp *hyperv1.HostedControlPlane
 	rv  int
 
+	// patches are the merge patches of the spec, annotates those of the
+	// run annotation, in order.
 	patches   []string
-	updates   int
-	conflicts int // Conflict errors still to return from UpdateHostedCluster
+	annotates []string
+	conflicts int // Conflict errors still to return to patches with a resourceVersion
 	// onGet, when set, runs under the lock on every GetHostedCluster with
 	// the stored object, e.g. to let "another run" take the lock.
 	onGet func(hc *hyperv1.HostedCluster)
@@ -155,19 +158,44 @@ func (f *fakeHyperShift) PatchHostedCluster(_ context.Context, namespace, name s
 	if f.hc == nil || f.hc.Namespace != namespace || f.hc.Name != name {
 		return nil, apierrors.NewNotFound(hcGR, name)
 	}
-	f.patches = append(f.patches, string(patch))
-	cur, err := json.Marshal(f.hc)
-	if err != nil {
-		return nil, err
-	}
-	var doc, p any
-	if err := json.Unmarshal(cur, &doc); err != nil {
-		return nil, err
+	var p struct {
+		Metadata *struct {
+			ResourceVersion string          `json:"resourceVersion"`
+			Annotations     json.RawMessage `json:"annotations"`
+		} `json:"metadata"`
 	}
 	if err := json.Unmarshal(patch, &p); err != nil {
 		return nil, apierrors.NewBadRequest("invalid merge patch: " + err.Error())
 	}
-	merged, err := json.Marshal(mergePatch(doc, p))
+	annotate := p.Metadata != nil && p.Metadata.Annotations != nil
+	if p.Metadata != nil && p.Metadata.ResourceVersion != "" {
+		// The apiserver's precondition: a patch naming a resourceVersion
+		// applies only to that version.
+		if f.conflicts > 0 {
+			f.conflicts--
+			return nil, apierrors.NewConflict(hcGR, name, errors.New("injected conflict"))
+		}
+		if p.Metadata.ResourceVersion != f.hc.ResourceVersion {
+			return nil, apierrors.NewConflict(hcGR, name, fmt.Errorf("resourceVersion %s is stale, the object is at %s", p.Metadata.ResourceVersion, f.hc.ResourceVersion))
+		}
+	}
+	if annotate {
+		f.annotates = append(f.annotates, string(patch))
+	} else {
+		f.patches = append(f.patches, string(patch))
+	}
+	cur, err := json.Marshal(f.hc)
+	if err != nil {
+		return nil, err
+	}
+	var doc, pv any
+	if err := json.Unmarshal(cur, &doc); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(patch, &pv); err != nil {
+		return nil, apierrors.NewBadRequest("invalid merge patch: " + err.Error())
+	}
+	merged, err := json.Marshal(mergePatch(doc, pv))
 	if err != nil {
 		return nil, err
 	}
@@ -176,40 +204,15 @@ func (f *fakeHyperShift) PatchHostedCluster(_ context.Context, namespace, name s
 		return nil, err
 	}
 	f.store(next)
-	f.j.add("hostedcluster pausedUntil=%s", describe(next.Spec.PausedUntil))
+	if annotate {
+		f.j.add("hostedcluster annotate")
+	} else {
+		f.j.add("hostedcluster pausedUntil=%s", describe(next.Spec.PausedUntil))
+	}
 	if err := f.fault.after(idx); err != nil {
 		return nil, err
 	}
 	return next.DeepCopy(), nil
-}
-
-func (f *fakeHyperShift) UpdateHostedCluster(_ context.Context, hc *hyperv1.HostedCluster) (*hyperv1.HostedCluster, error) {
-	if f.beforeWrite != nil {
-		f.beforeWrite("update")
-	}
-	idx, err := f.fault.before("update hostedcluster")
-	if err != nil {
-		return nil, err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.hc == nil || f.hc.Namespace != hc.Namespace || f.hc.Name != hc.Name {
-		return nil, apierrors.NewNotFound(hcGR, hc.Name)
-	}
-	if f.conflicts > 0 {
-		f.conflicts--
-		return nil, apierrors.NewConflict(hcGR, hc.Name, errors.New("injected conflict"))
-	}
-	if hc.ResourceVersion != f.hc.ResourceVersion {
-		return nil, apierrors.NewConflict(hcGR, hc.Name, fmt.Errorf("resourceVersion %s is stale, the object is at %s", hc.ResourceVersion, f.hc.ResourceVersion))
-	}
-	f.updates++
-	f.store(hc.DeepCopy())
-	f.j.add("hostedcluster update")
-	if err := f.fault.after(idx); err != nil {
-		return nil, err
-	}
-	return f.hc.DeepCopy(), nil
 }
 
 func (f *fakeHyperShift) GetHostedControlPlane(_ context.Context, namespace, name string) (*hyperv1.HostedControlPlane, error) {
@@ -241,10 +244,11 @@ func (f *fakeHyperShift) current() *hyperv1.HostedCluster {
 	return f.hc.DeepCopy()
 }
 
-func (f *fakeHyperShift) writes() (patches []string, updates int) {
+// writes returns the spec patches and the number of annotation patches.
+func (f *fakeHyperShift) writes() (patches []string, annotates int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return slices.Clone(f.patches), f.updates
+	return slices.Clone(f.patches), len(f.annotates)
 }
 
 // mergePatch applies an RFC 7386 JSON merge patch: objects merge
@@ -317,6 +321,13 @@ type fakeExec struct {
 	revisionOf   func(data []byte) int64
 	// fault may fail a command before it runs or after it succeeded.
 	fault *faultPlan
+	// etcdVersion is the version of etcdctl and etcdutl in the container
+	// ("3.5.17" when empty); from 3.6 on, `etcdctl snapshot status` prints
+	// its help and exits 0, as the real one does.
+	etcdVersion string
+	// noEtcdutl takes etcdutl out of the image; lacks takes out programs.
+	noEtcdutl bool
+	lacks     []string
 }
 
 var _ Executor = (*fakeExec)(nil)
@@ -329,6 +340,8 @@ func execOp(cmd []string) string {
 		return ""
 	case cmd[0] == "df":
 		return "df"
+	case cmd[0] == "sh" && cmd[2] == toolsScript:
+		return "tools"
 	case cmd[0] == "sh" && cmd[2] == startSnapshotScript:
 		return "snapshot-save"
 	case cmd[0] == "sh" && cmd[2] == rangeScript:
@@ -398,6 +411,23 @@ func (f *fakeExec) exec(ctx context.Context, op, namespace, pod, container strin
 		f.files[p] = data
 		f.files[p+".rc"] = []byte("0\n")
 		f.mu.Unlock()
+	case "tools":
+		// sh -c SCRIPT sh ETCDCTL ETCDUTL PROGRAM...
+		var missing []string
+		for _, p := range append([]string{cmd[4]}, cmd[6:]...) {
+			if slices.Contains(f.lacks, p) {
+				missing = append(missing, p)
+			}
+		}
+		if len(missing) > 0 {
+			fmt.Fprintf(stdout, "missing %s\n", strings.Join(missing, " "))
+			return nil
+		}
+		utl := "yes"
+		if f.noEtcdutl || cmd[5] != DefaultEtcdutl {
+			utl = "no"
+		}
+		fmt.Fprintf(stdout, "etcdutl %s\netcdctl version: %s\n", utl, f.version())
 	case "snapshot-status":
 		data, ok := f.file(cmd[3])
 		if !ok {
@@ -407,7 +437,24 @@ func (f *fakeExec) exec(ctx context.Context, op, namespace, pod, container strin
 		if f.revisionOf != nil {
 			rev = f.revisionOf(data)
 		}
-		fmt.Fprintf(stdout, `{"hash":2749163127,"revision":%d,"totalKey":789,"totalSize":%d}`, rev, len(data))
+		newer := strings.HasPrefix(f.version(), "3.6.")
+		switch {
+		case cmd[0] == DefaultEtcdutl && f.noEtcdutl:
+			fmt.Fprintf(stderr, "sh: %s: not found\n", cmd[0])
+			return &kube.ExitError{Pod: pod, Command: cmd, Code: 127}
+		case cmd[0] == DefaultEtcdctl && newer:
+			fmt.Fprint(stdout, "NAME:\n  snapshot - Manages etcd node snapshots\n\nCOMMANDS:\n  save\tStores an etcd node backend snapshot to a given file\n")
+			return nil
+		}
+		if newer {
+			// etcdutl 3.6 counts live keys and adds the storage version.
+			fmt.Fprintf(stdout, `{"hash":2749163127,"revision":%d,"totalKey":321,"totalSize":%d,"version":"3.6.0"}`, rev, len(data))
+		} else {
+			if cmd[0] == DefaultEtcdctl {
+				fmt.Fprintln(stderr, "Deprecated: Use `etcdutl snapshot status` instead.")
+			}
+			fmt.Fprintf(stdout, `{"hash":2749163127,"revision":%d,"totalKey":789,"totalSize":%d}`, rev, len(data))
+		}
 	case "probe":
 		p := cmd[4]
 		_, done := f.file(p + ".rc")
@@ -463,6 +510,13 @@ func (f *fakeExec) exec(ctx context.Context, op, namespace, pod, container strin
 		return fmt.Errorf("fake exec: unexpected command %q", cmd)
 	}
 	return nil
+}
+
+func (f *fakeExec) version() string {
+	if f.etcdVersion == "" {
+		return "3.5.17"
+	}
+	return f.etcdVersion
 }
 
 func (f *fakeExec) file(p string) ([]byte, bool) {
@@ -1050,7 +1104,7 @@ func defaultOptions() Options {
 		Deployments:  slices.Clone(DefaultDeployments),
 		PauseTimeout: 30 * time.Minute,
 		WaitTimeout:  10 * time.Second,
-		Etcd: EtcdOptions{Etcdctl: DefaultEtcdctl, Endpoint: DefaultEndpoint, Cert: DefaultClientCert,
+		Etcd: EtcdOptions{Etcdctl: DefaultEtcdctl, Etcdutl: DefaultEtcdutl, Endpoint: DefaultEndpoint, Cert: DefaultClientCert,
 			Key: DefaultClientKey, SnapshotDir: DefaultSnapshotDir},
 	}
 }

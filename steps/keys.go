@@ -136,7 +136,7 @@ func BuildManifest(s *State) *manifest.Manifest {
 	}
 	if a.Status != nil {
 		m.Etcd = manifest.Etcd{Member: s.Opts.Member, Revision: a.Status.Revision, TotalKeys: a.Status.TotalKey,
-			TotalSize: a.Status.TotalSize, Hash: a.Status.Hash, SHA256: a.EtcdSHA256}
+			TotalSize: a.Status.TotalSize, Hash: a.Status.Hash, SHA256: a.EtcdSHA256, StorageVersion: a.Status.Version}
 	}
 	return m
 }

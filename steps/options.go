@@ -50,7 +50,10 @@ type Options struct {
 
 // EtcdOptions are the runbook's etcdctl settings; an empty CACert is detected.
 type EtcdOptions struct {
-	Etcdctl     string
+	Etcdctl string
+	// Etcdutl reads the status of the snapshot file: etcd 3.6 removed
+	// `etcdctl snapshot status`. Empty means DefaultEtcdutl.
+	Etcdutl     string
 	Endpoint    string
 	CACert      string
 	Cert        string
@@ -61,6 +64,7 @@ type EtcdOptions struct {
 // The runbook's defaults. The CA moved in OCP 4.12; the old path is the fallback.
 const (
 	DefaultEtcdctl     = "/usr/bin/etcdctl"
+	DefaultEtcdutl     = "/usr/bin/etcdutl"
 	DefaultEndpoint    = "localhost:2379"
 	CACertPath         = "/etc/etcd/tls/etcd-ca/ca.crt"
 	LegacyCACertPath   = "/etc/etcd/tls/client/etcd-client-ca.crt"
@@ -78,13 +82,24 @@ type Original struct {
 	Value   string `json:"value,omitempty"`
 }
 
-// SnapshotStatus is what `etcdctl snapshot status -w json` reports.
+// SnapshotStatus is what `etcdutl snapshot status -w json` reports (and
+// `etcdctl snapshot status` before etcd 3.6). TotalKey counts every key of
+// every bucket in 3.5, the live keys of the key bucket in 3.6; revision and
+// hash mean the same in both. Version, the storage version, is new in 3.6.
 type SnapshotStatus struct {
 	Hash      uint32 `json:"hash"`
 	Revision  int64  `json:"revision"`
 	TotalKey  int64  `json:"totalKey"`
 	TotalSize int64  `json:"totalSize"`
+	Version   string `json:"version,omitempty"`
 }
+
+// The programs that can read a snapshot file's status; preflight chooses one
+// and records it in Outputs.StatusTool.
+const (
+	StatusToolEtcdutl = "etcdutl"
+	StatusToolEtcdctl = "etcdctl"
+)
 
 // Outputs are the values steps record: originals before a change, results
 // after. They are the run file's "outputs", so a resumed run and an undo see
@@ -101,6 +116,10 @@ type Outputs struct {
 	Replicas    map[string]int32 `json:"replicas,omitempty"`
 
 	CACert string `json:"caCert,omitempty"`
+	// StatusTool is what reads the snapshot's status, StatusToolEtcdutl or
+	// StatusToolEtcdctl, chosen by preflight from what the container has.
+	// Only the name is recorded: the path comes from the options.
+	StatusTool string `json:"statusTool,omitempty"`
 	// EtcdDBSize is the member's database size at preflight: an estimate of
 	// the snapshot's size while etcdctl still writes it.
 	EtcdDBSize int64 `json:"etcdDBSize,omitempty"`

@@ -41,10 +41,13 @@ func planPreflight(ctx context.Context, s *State) (Plan, error) {
 	p := Plan{Actions: []string{
 		fmt.Sprintf("HostedCluster %s/%s has managed etcd (infraID %s, OpenShift %s)", s.Opts.Namespace, s.Opts.Cluster, s.Out.InfraID, version),
 		fmt.Sprintf("etcd member %s/%s (container %s) is Running and Ready; CA file %s", s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container, s.Out.CACert),
+		fmt.Sprintf("check in one exec that the container has %s and %s, and choose what reads the snapshot's status: %s when present, else etcdctl if older than 3.6 (3.6 removed `etcdctl snapshot status`)",
+			strings.Join(podPrograms, ", "), s.Opts.Etcd.Etcdctl, s.Opts.Etcd.etcdutlPath()),
 		fmt.Sprintf("check that %s has room for the snapshot and that bucket %s accepts writes under %q", s.Opts.Etcd.SnapshotDir, s.Opts.Bucket, s.Opts.Prefix),
 	}, Commands: []string{
 		fmt.Sprintf("oc get hostedcluster -n %s %s -o jsonpath='{.spec.etcd.managementType}'", s.Opts.Namespace, s.Opts.Cluster),
 		fmt.Sprintf("oc get pod -n %s %s", s.Out.HCPNamespace, s.Opts.Member),
+		s.ocExec("sh", "-c", "'command -v "+strings.Join(podPrograms, " ")+" && "+s.Opts.Etcd.Etcdctl+" version && ls -l "+s.Opts.Etcd.etcdutlPath()+"'"),
 		s.ocExec(etcdctl(s, "endpoint", "health")...),
 		s.ocExec("df", "-h", s.Opts.Etcd.SnapshotDir),
 		fmt.Sprintf("aws s3 ls s3://%s/%s", s.Opts.Bucket, s.Opts.Prefix),
@@ -149,13 +152,29 @@ func planResume(_ context.Context, s *State) (Plan, error) {
 
 func planUpload(_ context.Context, s *State) (Plan, error) {
 	key := objectKey(s.Opts.Prefix, s.Opts.Cluster, s.Out.Timestamp, snapshotObjectName)
+	// A dry run cannot exec, so preflight's choice is unknown there: show
+	// etcdutl, which every etcd image of OpenShift 4.12 and later has.
+	tool := s.Out.StatusTool
+	if tool == "" {
+		tool = StatusToolEtcdutl
+	}
+	planned := *s
+	planned.Out = &Outputs{StatusTool: tool}
+	status, err := statusCommand(&planned, snapshotPath(s))
+	if err != nil {
+		return Plan{}, err
+	}
+	by := fmt.Sprintf("`%s snapshot status`", tool)
+	if s.Out.StatusTool == "" {
+		by += " (`etcdctl snapshot status` when the container has no etcdutl and its etcdctl is older than 3.6; preflight chooses)"
+	}
 	return Plan{Actions: []string{
 		fmt.Sprintf("stream %s out of the pod into s3://%s/%s with a SigV4 multipart upload (per-part CRC32C checked by S3), reading each range as soon as etcdctl has written it", snapshotPath(s), s.Opts.Bucket, key),
 		"verify etcd's trailing SHA-256 while streaming; abort the upload on any error or when etcdctl fails; skip it if this snapshot is already there",
-		"record the snapshot's revision, key count, size and hash with `etcdctl snapshot status`",
+		"record the snapshot's revision, key count, size and hash with " + by,
 	}, Commands: []string{
 		s.ocExec("cat", snapshotPath(s)) + fmt.Sprintf(" | aws s3 cp - s3://%s/%s --checksum-algorithm CRC32C", s.Opts.Bucket, key),
-		s.ocExec(s.Opts.Etcd.Etcdctl, "snapshot", "status", snapshotPath(s), "-w", "table"),
+		s.ocExec(status...),
 	}}, nil
 }
 

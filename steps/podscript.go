@@ -135,6 +135,82 @@ stop_writer "$p"
 rm -f "$p" "$p.part" "$p.log" "$p.pid" "$p.rc" "$p.rc.tmp"
 `
 
+// podPrograms are the programs that the scripts above and the steps' own
+// execs run in the etcd container, besides etcdctl and etcdutl. Builtins of
+// sh (kill, echo, [) are listed when the scripts rely on them: `command -v`
+// finds a builtin as sh would. TestPodScriptsNeedOnlyPodPrograms runs every
+// script with nothing else on its PATH.
+var podPrograms = []string{"sh", "cat", "df", "grep", "head", "kill", "mv", "od", "rm", "sleep", "stat", "tail", "tr"}
+
+// toolsScript: sh -c SCRIPT sh ETCDCTL ETCDUTL PROGRAM...
+// checks in one exec that ETCDCTL and every PROGRAM exist and prints
+// "missing NAME..." if any does not. Otherwise it prints "etcdutl yes" or
+// "etcdutl no" and the first line of `etcdctl version`.
+const toolsScript = `ctl=$1 utl=$2; shift 2
+missing=
+for p in "$ctl" "$@"; do
+  case $p in
+  /*) [ -f "$p" ] && [ -x "$p" ] || missing="$missing $p";;
+  *) command -v "$p" >/dev/null 2>&1 || missing="$missing $p";;
+  esac
+done
+if [ -n "$missing" ]; then echo "missing$missing"; exit 0; fi
+if [ -f "$utl" ] && [ -x "$utl" ]; then echo "etcdutl yes"; else echo "etcdutl no"; fi
+"$ctl" version 2>&1 | head -n 1
+`
+
+// podTools is what toolsScript found in the container.
+type podTools struct {
+	Missing []string
+	Etcdutl bool
+	// EtcdctlMajor and EtcdctlMinor are etcdctl's version; both 0 when its
+	// output did not say.
+	EtcdctlMajor, EtcdctlMinor int
+	EtcdctlVersion             string
+}
+
+// parsePodTools reads toolsScript's output.
+func parsePodTools(out string) (podTools, error) {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	f := strings.Fields(lines[0])
+	switch {
+	case len(f) > 1 && f[0] == "missing":
+		return podTools{Missing: f[1:]}, nil
+	case len(f) != 2 || f[0] != "etcdutl":
+		return podTools{}, fmt.Errorf("unexpected output %q", firstLine(out))
+	}
+	t := podTools{Etcdutl: f[1] == "yes"}
+	if len(lines) > 1 {
+		// "etcdctl version: 3.6.5"
+		if v, ok := strings.CutPrefix(strings.TrimSpace(lines[1]), "etcdctl version:"); ok {
+			t.EtcdctlVersion = strings.TrimSpace(v)
+			parts := strings.SplitN(strings.TrimPrefix(t.EtcdctlVersion, "v"), ".", 3)
+			if len(parts) >= 2 {
+				major, err1 := strconv.Atoi(parts[0])
+				minor, err2 := strconv.Atoi(parts[1])
+				if err1 == nil && err2 == nil {
+					t.EtcdctlMajor, t.EtcdctlMinor = major, minor
+				}
+			}
+		}
+	}
+	return t, nil
+}
+
+// statusTool chooses what reads the snapshot's status: etcdutl when the
+// container has it (etcd's tool for files since 3.5, the only one in 3.6),
+// else etcdctl when it is a 3.x older than 3.6 and still has `snapshot
+// status`. ok is false when neither can.
+func (t podTools) statusTool() (tool string, ok bool) {
+	switch {
+	case t.Etcdutl:
+		return StatusToolEtcdutl, true
+	case t.EtcdctlMajor == 3 && t.EtcdctlMinor < 6:
+		return StatusToolEtcdctl, true
+	}
+	return "", false
+}
+
 // writerState is what probeSnapshotScript reports.
 type writerState struct {
 	Running bool

@@ -36,8 +36,11 @@ func (l localExec) Exec(ctx context.Context, _, _, _ string, cmd []string, stdin
 // fakeEtcdctl writes like `etcdctl snapshot save PATH`: PATH.part first,
 // grown chunk by chunk from $SRC, then renamed to PATH. $MODE makes it fail
 // before the first byte, fail halfway (removing the part file, as etcdctl's
-// deferred cleanup does), or hang halfway.
+// deferred cleanup does), or hang halfway. It runs on $HOSTPATH when set: the
+// tests that restrict the scripts' PATH to podPrograms do not restrict it.
 const fakeEtcdctl = `#!/bin/sh
+PATH=${HOSTPATH:-$PATH}
+if [ "$1" = version ]; then echo "etcdctl version: 3.6.5"; echo "API version: 3.6"; exit 0; fi
 for p; do :; done
 echo '{"level":"info","msg":"created temporary db file"}' >&2
 if [ "$MODE" = fail-early ]; then echo "Error: context deadline exceeded" >&2; exit 1; fi

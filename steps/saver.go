@@ -19,10 +19,13 @@ import (
 // `hcpsnap backup --resume` finish a crashed run from any machine.
 const RunAnnotation = "hcpsnap.io/backup-run"
 
-// LockClient is what the saver needs of HyperShift's API.
+// LockClient is what the saver needs of HyperShift's API: it reads the
+// HostedCluster and changes only its run annotation, with JSON merge patches.
+// It never writes back a decoded object, which would erase the fields that a
+// newer HyperShift API has and the vendored Go type lacks.
 type LockClient interface {
 	GetHostedCluster(ctx context.Context, namespace, name string) (*hyperv1.HostedCluster, error)
-	UpdateHostedCluster(ctx context.Context, hc *hyperv1.HostedCluster) (*hyperv1.HostedCluster, error)
+	PatchHostedCluster(ctx context.Context, namespace, name string, mergePatch []byte) (*hyperv1.HostedCluster, error)
 }
 
 // ClusterSaver persists a checkpoint to the run file and, once preflight
@@ -35,11 +38,13 @@ type ClusterSaver struct {
 
 var _ Saver = (*ClusterSaver)(nil)
 
-// Save writes the run file, then the annotation. Taking the annotation the
-// first time is an optimistic-concurrency update that fails when another
-// unfinished run holds it. A run file that cannot be written (a full state
-// folder) does not keep the annotation from being written: each records
-// what it can, and the error names what failed.
+// Save writes the run file, then the annotation. Every write of the
+// annotation is a merge patch that carries the resourceVersion the holder
+// check read: the apiserver refuses it with a Conflict when the
+// HostedCluster changed since, and the retry reads it again, so a run that
+// another one overtook is refused rather than overwritten. A run file that
+// cannot be written (a full state folder) does not keep the annotation from
+// being written: each records what it can, and the error names what failed.
 func (c *ClusterSaver) Save(ctx context.Context, run *checkpoint.Run) error {
 	fileErr := checkpoint.WriteFile(c.Dir, run)
 	if !c.held && run.StatusOf(StepPreflight) != checkpoint.Done {
@@ -49,6 +54,7 @@ func (c *ClusterSaver) Save(ctx context.Context, run *checkpoint.Run) error {
 	if err != nil {
 		return err
 	}
+	value := string(data)
 	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		hc, err := c.Client.GetHostedCluster(ctx, run.Cluster.Namespace, run.Cluster.Name)
 		if err != nil {
@@ -57,11 +63,11 @@ func (c *ClusterSaver) Save(ctx context.Context, run *checkpoint.Run) error {
 		if err := checkHolder(hc, run.RunID); err != nil {
 			return err
 		}
-		if hc.Annotations == nil {
-			hc.Annotations = map[string]string{}
+		patch, err := annotationPatch(hc.ResourceVersion, &value)
+		if err != nil {
+			return err
 		}
-		hc.Annotations[RunAnnotation] = string(data)
-		_, err = c.Client.UpdateHostedCluster(ctx, hc)
+		_, err = c.Client.PatchHostedCluster(ctx, run.Cluster.Namespace, run.Cluster.Name, patch)
 		return err
 	})
 	if err != nil {
@@ -83,10 +89,28 @@ func (c *ClusterSaver) Release(ctx context.Context, run *checkpoint.Run) error {
 		if err != nil || held == nil || held.RunID != run.RunID {
 			return nil // not ours, or gone: nothing to release
 		}
-		delete(hc.Annotations, RunAnnotation)
-		_, err = c.Client.UpdateHostedCluster(ctx, hc)
+		patch, err := annotationPatch(hc.ResourceVersion, nil)
+		if err != nil {
+			return err
+		}
+		_, err = c.Client.PatchHostedCluster(ctx, run.Cluster.Namespace, run.Cluster.Name, patch)
 		return err
 	})
+}
+
+// annotationPatch is the JSON merge patch that sets the run annotation to
+// *value, or removes it when value is nil, on the condition that the
+// HostedCluster is still at resourceVersion: a merge patch that names
+// metadata.resourceVersion is refused with a Conflict when the object has
+// another one (the precondition `kubectl annotate --resource-version` uses).
+func annotationPatch(resourceVersion string, value *string) ([]byte, error) {
+	if resourceVersion == "" {
+		return nil, errors.New("the HostedCluster has no resourceVersion to take the lock against")
+	}
+	return json.Marshal(map[string]any{"metadata": map[string]any{
+		"resourceVersion": resourceVersion,
+		"annotations":     map[string]*string{RunAnnotation: value},
+	}})
 }
 
 // Holder returns the run recorded on the HostedCluster, or nil.

@@ -29,8 +29,8 @@ func annotationOf(t *testing.T, v any) string {
 }
 
 // TestClusterSaverSave proves the lock is taken only once preflight has
-// passed, with an optimistic-concurrency update, and is refused while
-// another unfinished run holds it.
+// passed, with a merge patch of the annotation conditioned on the
+// resourceVersion read, and is refused while another unfinished run holds it.
 func TestClusterSaverSave(t *testing.T) {
 	other := newRun("other-host")
 	finished := newRun("other-host")
@@ -91,16 +91,26 @@ func TestClusterSaverSave(t *testing.T) {
 			if latest, err := checkpoint.Latest(dir, run.Cluster); err != nil || latest == nil || latest.RunID != run.RunID {
 				t.Errorf("run file: %+v, %v", latest, err)
 			}
-			_, updates := fx.hs.writes()
+			patches, annotates := fx.hs.writes()
 			got := fx.hs.current().Annotations[RunAnnotation]
+			if len(patches) != 0 {
+				t.Errorf("spec patches %q, want none", patches)
+			}
 			if !tt.wantTaken {
-				if updates != 0 || got != before {
-					t.Errorf("%d updates; annotation %q, want it untouched", updates, got)
+				if annotates != 0 || got != before {
+					t.Errorf("%d annotation patches; annotation %q, want it untouched", annotates, got)
 				}
 				return
 			}
-			if updates != 1 {
-				t.Errorf("%d updates, want 1", updates)
+			if annotates != 1 {
+				t.Errorf("%d annotation patches, want 1", annotates)
+			}
+			// One patch: the annotation, conditioned on the version read
+			// last (the initial 1 plus one per injected conflict's re-read
+			// is not a change, so still 1).
+			wantPatch := `{"metadata":{"annotations":{"` + RunAnnotation + `":` + strconvQuote(t, got) + `},"resourceVersion":"1"}}`
+			if fx.hs.annotates[0] != wantPatch {
+				t.Errorf("patch\n %s\nwant\n %s", fx.hs.annotates[0], wantPatch)
 			}
 			held, err := checkpoint.Decode([]byte(got))
 			if err != nil {
@@ -151,13 +161,17 @@ func TestClusterSaverRelease(t *testing.T) {
 			}
 			ann := fx.hs.current().Annotations
 			_, present := ann[RunAnnotation]
-			_, updates := fx.hs.writes()
+			_, annotates := fx.hs.writes()
 			if tt.wantGone {
-				if present || updates != 1 {
-					t.Errorf("annotation present=%v after %d updates, want removed", present, updates)
+				if present || annotates != 1 {
+					t.Errorf("annotation present=%v after %d annotation patches, want removed", present, annotates)
 				}
-			} else if ann[RunAnnotation] != tt.annotation || updates != 0 {
-				t.Errorf("annotation %q after %d updates, want %q untouched", ann[RunAnnotation], updates, tt.annotation)
+				want := `{"metadata":{"annotations":{"` + RunAnnotation + `":null},"resourceVersion":"1"}}`
+				if annotates == 1 && fx.hs.annotates[0] != want {
+					t.Errorf("patch %s, want %s", fx.hs.annotates[0], want)
+				}
+			} else if ann[RunAnnotation] != tt.annotation || annotates != 0 {
+				t.Errorf("annotation %q after %d annotation patches, want %q untouched", ann[RunAnnotation], annotates, tt.annotation)
 			}
 			if ann["keep"] != "me" {
 				t.Error("Release removed another annotation")
@@ -178,7 +192,7 @@ func TestClusterSaverWithBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	j := fx.j.get()
-	first := slices.Index(j, "hostedcluster update")
+	first := slices.Index(j, "hostedcluster annotate")
 	pause := slices.IndexFunc(j, func(e string) bool { return strings.HasPrefix(e, "hostedcluster pausedUntil=") })
 	if first < 1 || j[first-1] != "exec df" || pause < first {
 		t.Errorf("the lock must be taken after preflight and before the pause: %q", j)
@@ -229,13 +243,13 @@ func TestClusterSaverLostRace(t *testing.T) {
 	if !strings.Contains(err.Error(), "is held by hcpsnap run") {
 		t.Errorf("error %q does not say who holds the cluster", err)
 	}
-	if p, u := fx.hs.writes(); len(p) != 0 || u != 0 {
-		t.Errorf("HostedCluster patches %v, updates %d", p, u)
+	if p, a := fx.hs.writes(); len(p) != 0 || a != 0 {
+		t.Errorf("HostedCluster patches %v, annotation patches %d", p, a)
 	}
 	if w := writeActions(fx.kube); len(w) != 0 {
 		t.Errorf("clientset writes: %v", w)
 	}
-	if ops := fx.exec.ops(); !slices.Equal(ops, []string{"endpoint-status", "df"}) {
+	if ops := fx.exec.ops(); !slices.Equal(ops, []string{"tools", "endpoint-status", "df"}) {
 		t.Errorf("pod commands %v", ops)
 	}
 }
@@ -261,4 +275,14 @@ func TestClusterSaverFullStateFolder(t *testing.T) {
 	if herr != nil || held == nil || held.Serial != 3 {
 		t.Errorf("annotation %+v, %v; want the run recorded there", held, herr)
 	}
+}
+
+// strconvQuote renders v as a JSON string, as encoding/json does.
+func strconvQuote(t *testing.T, v string) string {
+	t.Helper()
+	data, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
 }

@@ -51,6 +51,7 @@ const (
 	FlagSSE          = "sse"
 	FlagSSEKMSKeyID  = "sse-kms-key-id"
 	FlagEtcdctl      = "etcdctl"
+	FlagEtcdutl      = "etcdutl"
 	FlagEtcdEndpoint = "etcd-endpoint"
 	FlagEtcdCACert   = "etcd-cacert"
 	FlagEtcdCert     = "etcd-cert"
@@ -206,6 +207,8 @@ func (o *BackupOptions) flags() []cli.Flag {
 			Usage: "KMS key for --sse aws:kms."},
 		&cli.StringFlag{Name: FlagEtcdctl, Value: steps.DefaultEtcdctl, Sources: cli.EnvVars(env(FlagEtcdctl)), Destination: &o.Etcd.Etcdctl,
 			Usage: "Path of etcdctl inside the etcd container."},
+		&cli.StringFlag{Name: FlagEtcdutl, Value: steps.DefaultEtcdutl, Sources: cli.EnvVars(env(FlagEtcdutl)), Destination: &o.Etcd.Etcdutl,
+			Usage: "Path of etcdutl inside the etcd container. It reads the snapshot's status (etcd 3.6's etcdctl cannot); without it, preflight falls back to etcdctl if it is older than 3.6, and refuses otherwise."},
 		&cli.StringFlag{Name: FlagEtcdEndpoint, Value: steps.DefaultEndpoint, Sources: cli.EnvVars(env(FlagEtcdEndpoint)), Destination: &o.Etcd.Endpoint,
 			Usage: "etcd endpoint as seen from inside the pod."},
 		&cli.StringFlag{Name: FlagEtcdCACert, Sources: cli.EnvVars(env(FlagEtcdCACert)), Destination: &o.Etcd.CACert,
@@ -300,8 +303,10 @@ func (o *BackupOptions) Validate() error {
 	if o.Global.Output == OutputMarkdown && !o.DryRun {
 		return exitcode.Usagef("--output markdown is the format of a dry run's runbook: add --%s, or use text or json", FlagDryRun)
 	}
-	if !strings.HasPrefix(o.Etcd.SnapshotDir, "/") || !strings.HasPrefix(o.Etcd.Etcdctl, "/") {
-		return exitcode.Usagef("--%s and --%s must be absolute paths inside the pod", FlagSnapshotDir, FlagEtcdctl)
+	for _, p := range []struct{ flag, val string }{{FlagSnapshotDir, o.Etcd.SnapshotDir}, {FlagEtcdctl, o.Etcd.Etcdctl}, {FlagEtcdutl, o.Etcd.Etcdutl}} {
+		if !strings.HasPrefix(p.val, "/") {
+			return exitcode.Usagef("--%s %q is not an absolute path: name the path inside the pod (%s, %s and %s must be absolute)", p.flag, p.val, FlagSnapshotDir, FlagEtcdctl, FlagEtcdutl)
+		}
 	}
 	return nil
 }

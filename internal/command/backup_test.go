@@ -36,7 +36,9 @@ func TestBackupUsageErrors(t *testing.T) {
 		{"ca bundle and insecure", append(base, "--s3-ca-bundle", "/x.pem", "--s3-insecure-skip-verify"), "contradict"},
 		{"prefix with leading slash", append(base, "--prefix", "/abs"), `--prefix "/abs" is not a clean key prefix`},
 		{"same prefix for keys", append(base, "--prefix", "p", "--key-prefix", "p"), "keep the key bundle apart"},
-		{"relative snapshot dir", append(base, "--snapshot-dir", "data"), "must be absolute paths"},
+		{"relative snapshot dir", append(base, "--snapshot-dir", "data"), `--snapshot-dir "data" is not an absolute path`},
+		{"relative etcdctl", append(base, "--etcdctl", "etcdctl"), `--etcdctl "etcdctl" is not an absolute path`},
+		{"relative etcdutl", append(base, "--etcdutl", "bin/etcdutl"), `--etcdutl "bin/etcdutl" is not an absolute path`},
 		{"no deployments offline", append(base, "--deployments", ""), "--deployments is empty"},
 		{"online and holding the API down", append(base, "--online", "--hold-api-until-saved"), "exclude each other"},
 		{"positional argument", append(base, "extra"), "takes no arguments"},
@@ -73,7 +75,7 @@ func TestBackupHelpListsSteps(t *testing.T) {
 			t.Errorf("backup --help does not list step %s", name)
 		}
 	}
-	for _, env := range []string{"HCPSNAP_CLUSTER", "HCPSNAP_BUCKET", "HCPSNAP_KEY_PREFIX", "HCPSNAP_SKIP_STEPS"} {
+	for _, env := range []string{"HCPSNAP_CLUSTER", "HCPSNAP_BUCKET", "HCPSNAP_KEY_PREFIX", "HCPSNAP_SKIP_STEPS", "HCPSNAP_ETCDUTL"} {
 		if !strings.Contains(stdout, env) {
 			t.Errorf("backup --help does not mention %s", env)
 		}

@@ -22,8 +22,9 @@ var (
 )
 
 // HyperShift reads and patches HyperShift objects through the dynamic client
-// and converts them to the typed API of github.com/openshift/hypershift/api,
-// which keeps hcpsnap free of a generated clientset.
+// and converts what it reads to the typed API of
+// github.com/openshift/hypershift/api, which keeps hcpsnap free of a
+// generated clientset. The typed objects are for reading only.
 type HyperShift struct {
 	Dynamic dynamic.Interface
 }
@@ -38,7 +39,11 @@ func (h *HyperShift) GetHostedCluster(ctx context.Context, namespace, name strin
 	return hc, fromUnstructured(u, hc, hostedClusterKind)
 }
 
-// PatchHostedCluster applies a JSON merge patch to the HostedCluster.
+// PatchHostedCluster applies a JSON merge patch to the HostedCluster. It is
+// the only way hcpsnap changes a HostedCluster: a patch names the fields it
+// sets and leaves every other one as the server has it, including fields
+// that the vendored API does not know. There is deliberately no Update of a
+// decoded object, which would erase them.
 func (h *HyperShift) PatchHostedCluster(ctx context.Context, namespace, name string, patch []byte) (*hyperv1.HostedCluster, error) {
 	u, err := h.Dynamic.Resource(HostedClusterGVR).Namespace(namespace).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "hcpsnap"})
 	if err != nil {
@@ -46,23 +51,6 @@ func (h *HyperShift) PatchHostedCluster(ctx context.Context, namespace, name str
 	}
 	hc := &hyperv1.HostedCluster{}
 	return hc, fromUnstructured(u, hc, hostedClusterKind)
-}
-
-// UpdateHostedCluster writes the whole object with optimistic concurrency:
-// it fails with a Conflict when the object changed since it was read.
-func (h *HyperShift) UpdateHostedCluster(ctx context.Context, hc *hyperv1.HostedCluster) (*hyperv1.HostedCluster, error) {
-	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(hc)
-	if err != nil {
-		return nil, err
-	}
-	u := &unstructured.Unstructured{Object: obj}
-	u.SetGroupVersionKind(hostedClusterKind)
-	out, err := h.Dynamic.Resource(HostedClusterGVR).Namespace(hc.Namespace).Update(ctx, u, metav1.UpdateOptions{FieldManager: "hcpsnap"})
-	if err != nil {
-		return nil, err
-	}
-	res := &hyperv1.HostedCluster{}
-	return res, fromUnstructured(out, res, hostedClusterKind)
 }
 
 // GetHostedControlPlane returns the HostedControlPlane namespace/name.
