@@ -509,8 +509,8 @@ func cleanupPodFile(ctx context.Context, s *State) error {
 	// Stop etcdctl if it still writes, then remove the file, etcdctl's
 	// <path>.part and the writer's own files.
 	if err := s.exec(ctx, []string{"sh", "-c", cleanupScript, "sh", p}, nil, &stderr); err != nil {
-		return fmt.Errorf("remove %s from pod %s/%s: %w (%s); remove it by hand with: oc exec -n %s %s -c %s -- sh -c 'rm -f %s %s.*'",
-			p, s.Out.HCPNamespace, s.Opts.Member, err, firstLine(stderr.String()), s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container, p, p)
+		return fmt.Errorf("remove %s from pod %s/%s: %w (%s); remove it by hand with: %s",
+			p, s.Out.HCPNamespace, s.Opts.Member, err, firstLine(stderr.String()), RemoveSnapshotCommand(s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container, p))
 	}
 	return nil
 }

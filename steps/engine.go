@@ -239,11 +239,12 @@ func (e *Engine) fail(ctx context.Context, s *State, failure error, failed strin
 		undoErrs = append(undoErrs, fmt.Errorf("record the undo: %w", err))
 	}
 	all := errors.Join(append([]error{failure}, undoErrs...)...)
-	restored := fmt.Errorf("%w; every change was undone: fix the cause, then run 'hcpsnap backup --cluster %s --namespace %s --resume' to retry run %s, or start a new backup",
-		all, s.Run.Cluster.Name, s.Run.Cluster.Namespace, s.Run.RunID)
+	restored := fmt.Errorf("%w; every change was undone: fix the cause, then run '%s' to retry run %s, or start a new backup",
+		all, BackupCommand(s.Run.Cluster, "resume"), s.Run.RunID)
 	switch {
 	case len(undoErrs) > 0:
-		return exitcode.New(exitcode.ManualAction, fmt.Errorf("%w; the cluster may be left changed: fix the cause and run 'hcpsnap backup --resume' to finish run %s", all, s.Run.RunID))
+		return exitcode.New(exitcode.ManualAction, fmt.Errorf("%w; the cluster may be left changed: fix the cause and run '%s' to finish run %s, or undo its changes by hand and release the cluster with '%s'",
+			all, BackupCommand(s.Run.Cluster, "resume"), s.Run.RunID, BackupCommand(s.Run.Cluster, "abandon")))
 	case exitcode.Of(failure) == exitcode.Usage || exitcode.Of(failure) == exitcode.Precondition:
 		if !changed {
 			return failure

@@ -96,8 +96,8 @@ func Holder(hc *hyperv1.HostedCluster) (*checkpoint.Run, error) {
 	}
 	run, err := checkpoint.Decode([]byte(v))
 	if err != nil {
-		return nil, fmt.Errorf("annotation %s on HostedCluster %s/%s: %w; remove it with 'oc annotate hostedcluster -n %s %s %s-' once no hcpsnap run is active",
-			RunAnnotation, hc.Namespace, hc.Name, err, hc.Namespace, hc.Name, RunAnnotation)
+		return nil, fmt.Errorf("annotation %s on HostedCluster %s/%s: %w; once no hcpsnap run is active, release it with '%s'",
+			RunAnnotation, hc.Namespace, hc.Name, err, BackupCommand(checkpoint.Cluster{Namespace: hc.Namespace, Name: hc.Name}, "abandon"))
 	}
 	return run, nil
 }
@@ -111,8 +111,9 @@ func checkHolder(hc *hyperv1.HostedCluster, runID string) error {
 	if held == nil || held.RunID == runID || held.Finished {
 		return nil
 	}
-	return exitcode.Preconditionf("HostedCluster %s/%s is held by hcpsnap run %s (host %s, started %s, updated %s): wait for it to finish, or if it died, finish it with 'hcpsnap backup --cluster %s --namespace %s --resume'",
-		hc.Namespace, hc.Name, checkpoint.OneLine(held.RunID), checkpoint.OneLine(held.Host), held.StartedAt.Format(time.RFC3339), held.UpdatedAt.Format(time.RFC3339), hc.Name, hc.Namespace)
+	return exitcode.Preconditionf("HostedCluster %s/%s is held by hcpsnap run %s (host %s, started %s, updated %s): wait for it to finish, or if it died, finish it with '%s' (or release it with '%s')",
+		hc.Namespace, hc.Name, checkpoint.OneLine(held.RunID), checkpoint.OneLine(held.Host), held.StartedAt.Format(time.RFC3339), held.UpdatedAt.Format(time.RFC3339),
+		BackupCommand(checkpoint.Cluster{Namespace: hc.Namespace, Name: hc.Name}, "resume"), BackupCommand(checkpoint.Cluster{Namespace: hc.Namespace, Name: hc.Name}, "abandon"))
 }
 
 // CheckNotHeld is the early, read-only form of the lock check, for
