@@ -455,9 +455,7 @@ func scaleTo(ctx context.Context, s *State, name string, replicas int32) error {
 // snapshot-save and cleanup-pod-file
 
 func snapshotSave(ctx context.Context, s *State) error {
-	if s.Out.SnapshotPath == "" {
-		s.Out.SnapshotPath = path.Join(s.Opts.Etcd.SnapshotDir, "hcpsnap-"+s.Run.RunID+".db")
-	}
+	s.Out.SnapshotPath = SnapshotPath(s.Opts.Etcd.SnapshotDir, s.Run.RunID)
 	// Every attempt is a new snapshot: an object uploaded from an earlier
 	// one must not pass for it.
 	s.Out.SnapshotID = fmt.Sprintf("%s-%d", s.Run.RunID, s.now().UnixNano())

@@ -103,7 +103,7 @@ func planScaleDown(ctx context.Context, s *State) (Plan, error) {
 }
 
 func planSnapshotSave(_ context.Context, s *State) (Plan, error) {
-	p := s.Opts.Etcd.SnapshotDir + "/hcpsnap-" + s.Run.RunID + ".db"
+	p := SnapshotPath(s.Opts.Etcd.SnapshotDir, s.Run.RunID)
 	s.Out.SnapshotPath = p
 	wait := fmt.Sprintf("wait until its first byte is in %s.part: etcd has then fixed the snapshot's revision, and etcdctl writes the rest while the API comes back", p)
 	if s.Opts.HoldAPIUntilSaved {

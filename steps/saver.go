@@ -119,3 +119,22 @@ func checkHolder(hc *hyperv1.HostedCluster, runID string) error {
 // CheckNotHeld is the early, read-only form of the lock check, for
 // preflight: it refuses before anything is changed.
 func CheckNotHeld(hc *hyperv1.HostedCluster, runID string) error { return checkHolder(hc, runID) }
+
+// ReleaseHeld removes the run annotation of hc, as `hcpsnap backup
+// --abandon` does once a person has confirmed it. It is a merge patch of
+// metadata.annotations alone, with hc's resourceVersion as precondition: a
+// lock taken or updated since hc was read fails with a Conflict instead of
+// being released unseen.
+func ReleaseHeld(ctx context.Context, client interface {
+	PatchHostedCluster(ctx context.Context, namespace, name string, mergePatch []byte) (*hyperv1.HostedCluster, error)
+}, hc *hyperv1.HostedCluster) error {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"resourceVersion": hc.ResourceVersion,
+		"annotations":     map[string]any{RunAnnotation: nil},
+	}})
+	if err != nil {
+		return err
+	}
+	_, err = client.PatchHostedCluster(ctx, hc.Namespace, hc.Name, patch)
+	return err
+}
