@@ -275,8 +275,8 @@ func (o *BackupOptions) Validate() error {
 
 // Complete builds the clients. A dry run gets clients that can only read.
 func (o *BackupOptions) Complete(ctx context.Context) error {
-	if o.Abandon && !o.DryRun && !o.Yes && !o.isTerminal() {
-		return exitcode.Usagef("--%s asks before it releases the lock, and stdin is not a terminal: add --%s to release it without asking, or --%s to only print what the run left", FlagAbandon, FlagYes, FlagDryRun)
+	if err := o.checkConfirmable(); err != nil {
+		return err
 	}
 	if o.KeyOut != "" {
 		abs, err := filepath.Abs(o.KeyOut)
@@ -308,6 +308,15 @@ func (o *BackupOptions) Complete(ctx context.Context) error {
 	}
 	if o.Bucket != "" && !o.Resume && !o.Abandon {
 		return o.openStore(ctx)
+	}
+	return nil
+}
+
+// checkConfirmable refuses an --abandon that would wait for an answer no
+// one can give: stdin is not a terminal and --yes is not set.
+func (o *BackupOptions) checkConfirmable() error {
+	if o.Abandon && !o.DryRun && !o.Yes && !o.isTerminal() {
+		return exitcode.Usagef("--%s asks before it releases the lock, and stdin is not a terminal: add --%s to release it without asking, or --%s to only print what the run left", FlagAbandon, FlagYes, FlagDryRun)
 	}
 	return nil
 }

@@ -16,8 +16,9 @@ func safe(c rune) bool {
 
 // Quote returns s as one word of a POSIX shell: unchanged when every
 // character is safe, else in single quotes (a single quote inside closes
-// the quoted part, is escaped and opens it again). A value read from a cluster or a file, pasted into a terminal, is
-// then one argument, never a second command.
+// the quoted part, is escaped and opens it again). A value read from a
+// cluster or a file, pasted into a terminal, is then one argument, never a
+// second command.
 func Quote(s string) string {
 	if s != "" && strings.IndexFunc(s, func(c rune) bool { return !safe(c) }) < 0 {
 		return s
