@@ -294,3 +294,47 @@ func TestFindRun(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestResumeNeedsOnlyTheCluster: --resume is valid with --cluster alone; it
+// fails later, for want of a cluster, not for want of --bucket.
+func TestResumeNeedsOnlyTheCluster(t *testing.T) {
+	_, stderr, code := run(t, map[string]string{"KUBECONFIG": filepath.Join(t.TempDir(), "none"), "HCPSNAP_BUCKET": ""}, "backup", "--cluster", "example", "--resume")
+	if code == exitcode.Usage || strings.Contains(stderr, "--bucket is required") {
+		t.Fatalf("exit %d, stderr %q: --resume must not ask for --bucket", code, stderr)
+	}
+}
+
+// TestResumeRefusesAContradictingFlag runs `backup --resume --bucket X`
+// against a HostedCluster whose run recorded another bucket.
+func TestResumeRefusesAContradictingFlag(t *testing.T) {
+	r := midRun(t, nil, nil)
+	data, _ := json.Marshal(r)
+	annotation := string(data)
+	for _, tt := range []struct {
+		name, bucket string
+		want         string
+	}{
+		{"another bucket", "other-bucket", `--bucket "other-bucket" contradicts run ` + r.RunID + `, which recorded "hcpsnap-backups"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newAbandonWorld(t, &annotation)
+			o, _, _ := abandonOptions(w, t.TempDir(), "", false, func(o *BackupOptions) {
+				o.Abandon, o.Resume = false, true
+				o.Options = recordedOptions()
+				o.S3 = S3Options{Bucket: tt.bucket, PartSizeMiB: 16, Concurrency: 4}
+				o.UndoTimeout = time.Minute
+				o.isSet = func(f string) bool { return f == FlagBucket }
+			})
+			if err := o.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			err := runAbandon(t, o)
+			if exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v (exit %d), want a usage error containing %q", err, exitcode.Of(err), tt.want)
+			}
+			if len(w.patches) != 0 {
+				t.Fatalf("the HostedCluster was patched: %q", w.patches)
+			}
+		})
+	}
+}
