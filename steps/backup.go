@@ -76,7 +76,7 @@ func Backup() []Step {
 		{Name: StepUpload, Run: upload, Plan: planUpload,
 			Summary: "Stream the snapshot out of the pod as etcdctl writes it into an S3 multipart upload, verifying etcd's SHA-256; record its status."},
 		{Name: StepSaveKeys, Run: saveKeys, Plan: planSaveKeys,
-			Summary: "Save the etcd encryption key and the Secrets a restore needs, encrypted, apart from the snapshot."},
+			Summary: "Save the etcd encryption key and the Secrets a restore needs apart from the snapshot: under --key-prefix in the bucket (server-side encrypted with --sse or the bucket's default), or in the --key-out file (not encrypted)."},
 		{Name: StepCleanupPodFile, Reverts: StepSnapshotSave, Run: cleanupPodFile, Plan: planCleanupPodFile,
 			Summary: "Stop etcdctl if it still writes and remove the snapshot files from the pod."},
 		{Name: StepWriteManifest, Run: writeManifest, Plan: planWriteManifest,

@@ -212,7 +212,7 @@ func (o *BackupOptions) flags() []cli.Flag {
 		&cli.StringFlag{Name: FlagStateDir, Sources: cli.EnvVars("HCPSNAP_STATE_DIR"), Destination: &o.StateDir,
 			Usage: "Folder of run files (default $XDG_STATE_HOME/hcpsnap/runs or ~/.local/state/hcpsnap/runs)."},
 		&cli.StringFlag{Name: FlagKeyOut, Sources: cli.EnvVars(env(FlagKeyOut)), Destination: &o.KeyOut,
-			Usage: "Write the key bundle to this local file (mode 0600) instead of the bucket."},
+			Usage: "Write the key bundle to this local file (mode 0600) instead of the bucket. The file is not encrypted: it holds the AES key in clear, so keep it as you keep that key."},
 		&cli.StringFlag{Name: FlagSSE, Sources: cli.EnvVars(env(FlagSSE)), Destination: &o.SSE,
 			Usage: "Server-side encryption of the key bundle: AES256 or aws:kms (default: the bucket's default encryption)."},
 		&cli.StringFlag{Name: FlagSSEKMSKeyID, Sources: cli.EnvVars(env(FlagSSEKMSKeyID)), Destination: &o.SSEKMSKeyID,

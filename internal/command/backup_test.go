@@ -86,3 +86,32 @@ func TestBackupHelpListsSteps(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpSaysEncryptedOnlyWhereItIs: the key bundle is encrypted by S3 in
+// the bucket (with --sse or the bucket's default), never in a --key-out
+// file; the help must not promise more.
+func TestHelpSaysEncryptedOnlyWhereItIs(t *testing.T) {
+	for _, cmd := range []string{"backup", "restore", "backups"} {
+		stdout, _, code := run(t, nil, cmd, "--help")
+		if code != exitcode.OK {
+			t.Fatalf("%s --help: exit %d", cmd, code)
+		}
+		text := strings.Join(strings.Fields(stdout), " ")
+		for i := 0; ; {
+			j := strings.Index(text[i:], "encrypted")
+			if j < 0 {
+				break
+			}
+			at := i + j
+			around := text[max(0, at-60):min(len(text), at+60)]
+			if !strings.Contains(around, "not encrypted") && !strings.Contains(around, "--sse") && !strings.Contains(around, "server-side") {
+				t.Errorf("%s --help says encrypted where nothing encrypts: %q", cmd, around)
+			}
+			i = at + len("encrypted")
+		}
+	}
+	stdout, _, _ := run(t, nil, "backup", "--help")
+	if !strings.Contains(strings.Join(strings.Fields(stdout), " "), "The file is not encrypted") {
+		t.Error("backup --help does not say that the --key-out file is not encrypted")
+	}
+}
