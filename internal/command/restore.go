@@ -289,9 +289,13 @@ func (o *RestoreOptions) backup(ctx context.Context, store *s3.Store) (*restore.
 		}
 		return b, nil
 	}
-	backups, err := restore.List(ctx, store, o.Prefix, o.Cluster)
+	backups, skipped, err := restore.List(ctx, store, o.Prefix, o.Cluster)
 	if err != nil {
 		return nil, exitcode.New(exitcode.Precondition, s3.Explain(err, o.S3.Bucket))
+	}
+	warnUnreadable(ctx, o.S3.Bucket, skipped)
+	if len(backups) == 0 && len(skipped) > 0 {
+		return nil, exitcode.Preconditionf("no readable backup of cluster %s under s3://%s/%s/: %d manifest(s) could not be read (see the warnings); restore one with --%s", o.Cluster, o.S3.Bucket, o.Prefix, len(skipped), FlagFrom)
 	}
 	if len(backups) == 0 {
 		return nil, exitcode.Preconditionf("no backup of cluster %s under s3://%s/%s/: check --%s, --%s and --%s", o.Cluster, o.S3.Bucket, o.Prefix, FlagCluster, FlagBucket, FlagPrefix)
