@@ -35,20 +35,36 @@ func (e *testEnv) recordedRun(t *testing.T, edit func(opts, out map[string]any))
 	}
 	opts := map[string]any{
 		"Cluster": e.cluster, "Namespace": e.namespace, "Bucket": e.bucket, "Prefix": "ux", "KeyPrefix": "ux-keys",
-		"Member": "etcd-0", "Container": "etcd", "Deployments": []string{"openshift-oauth-apiserver"},
+		"Member": "etcd-0", "Container": "etcd", "Deployments": steps.DefaultDeployments,
 		"PauseTimeout": int64(30 * time.Minute), "WaitTimeout": int64(5 * time.Minute),
 		"Etcd": map[string]any{"Etcdctl": steps.DefaultEtcdctl, "Endpoint": steps.DefaultEndpoint, "Cert": steps.DefaultClientCert,
 			"Key": steps.DefaultClientKey, "SnapshotDir": steps.DefaultSnapshotDir},
 	}
 	out := map[string]any{"hcpNamespace": e.hcpNamespace, "timestamp": "20260101T000000Z",
 		"pausedUntil": map[string]any{"present": false}, "pauseDeadline": time.Now().Add(10 * time.Minute).UTC().Format(time.RFC3339),
-		"replicas": map[string]int32{"openshift-oauth-apiserver": 3}}
+		"replicas": map[string]int32{"kube-apiserver": 3, "openshift-apiserver": 3, "openshift-oauth-apiserver": 3}}
 	if edit != nil {
 		edit(opts, out)
 	}
 	r.Options, _ = json.Marshal(opts)
 	r.Outputs, _ = json.Marshal(out)
 	return r
+}
+
+// hold writes run as the HostedCluster's run annotation, as a run on
+// another machine would have, and removes it when the test ends.
+func (e *testEnv) hold(t *testing.T, run *checkpoint.Run) {
+	t.Helper()
+	ctx := context.Background()
+	data, _ := json.Marshal(run)
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{steps.RunAnnotation: string(data)}}})
+	if _, err := e.hyper.PatchHostedCluster(ctx, e.namespace, e.cluster, patch); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		undo, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{steps.RunAnnotation: nil}}})
+		_, _ = e.hyper.PatchHostedCluster(ctx, e.namespace, e.cluster, undo)
+	})
 }
 
 // writeRunFile writes r as this machine's run file in a new state folder.
@@ -70,6 +86,7 @@ func TestResumeAndAbandonRefusals(t *testing.T) {
 		name     string
 		args     []string
 		stateDir string
+		annotate *checkpoint.Run // held on the HostedCluster during the case
 		want     string
 	}{
 		{name: "skipping preflight", args: []string{"backup", "--skip-steps", "preflight"}, want: "preflight always runs"},
@@ -89,9 +106,15 @@ func TestResumeAndAbandonRefusals(t *testing.T) {
 				o["Etcd"].(map[string]any)["Etcdctl"] = "/bin/sh -c id"
 			})),
 			want: "must be a clean absolute path"},
+		{name: "resume of a run whose etcdctl only the annotation names", args: []string{"backup", "--resume"},
+			annotate: env.recordedRun(t, func(o, _ map[string]any) { o["Etcd"].(map[string]any)["Etcdctl"] = "/opt/etcd/etcdctl" }),
+			want:     `records --etcdctl "/opt/etcd/etcdctl" where this machine has "` + steps.DefaultEtcdctl + `"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.annotate != nil {
+				env.hold(t, tt.annotate)
+			}
 			before := env.snapshotAll(t)
 			stateDir := tt.stateDir
 			if stateDir == "" {
@@ -123,15 +146,7 @@ func TestAbandonReleasesTheLock(t *testing.T) {
 	env := loadEnv(t)
 	ctx := context.Background()
 	run := env.recordedRun(t, nil)
-	data, _ := json.Marshal(run)
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{steps.RunAnnotation: string(data)}}})
-	if _, err := env.hyper.PatchHostedCluster(ctx, env.namespace, env.cluster, patch); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		undo, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{steps.RunAnnotation: nil}}})
-		_, _ = env.hyper.PatchHostedCluster(ctx, env.namespace, env.cluster, undo)
-	}()
+	env.hold(t, run)
 	specBefore := func() string {
 		hc, err := env.hyper.GetHostedCluster(ctx, env.namespace, env.cluster)
 		if err != nil {

@@ -437,11 +437,11 @@ func (o *BackupOptions) loadRun(ctx context.Context, held *checkpoint.Run, clust
 	if err != nil {
 		return nil, err
 	}
-	keyOut := ""
-	if o.isSet != nil && o.isSet(FlagKeyOut) {
-		keyOut = o.KeyOut
+	here := o.Options
+	if o.isSet == nil || !o.isSet(FlagKeyOut) {
+		here.KeyOut = ""
 	}
-	rec, err := checkRecorded(run, local, cluster, keyOut)
+	rec, err := checkRecorded(run, local, cluster, here)
 	if err != nil {
 		return nil, err
 	}

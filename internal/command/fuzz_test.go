@@ -17,8 +17,8 @@ import (
 // usage error on one line; and a run it accepts is safe to act on: its
 // options pass the flags' validation, the snapshot file in the pod is the
 // one derived from the snapshot folder and the run ID, the control plane
-// namespace is the cluster's, and no local key file comes from the
-// annotation.
+// namespace is the cluster's, what runs in the pod and what is scaled are
+// this machine's choice, and no local key file comes from the annotation.
 func FuzzRecordedRun(f *testing.F) {
 	// testdata/fuzz/FuzzRecordedRun holds whole annotations: a run that
 	// died with the API down, and edited copies of it (snapshot path,
@@ -39,7 +39,7 @@ func FuzzRecordedRun(f *testing.F) {
 		if err != nil {
 			return // FuzzDecode covers the decoding's own refusals
 		}
-		rec, err := checkRecorded(run, nil, testCluster, "")
+		rec, err := checkRecorded(run, nil, testCluster, recordedOptions())
 		if err != nil {
 			if exitcode.Of(err) != exitcode.Usage {
 				t.Fatalf("refusal with exit %d, want %d: %v", exitcode.Of(err), exitcode.Usage, err)
@@ -51,6 +51,10 @@ func FuzzRecordedRun(f *testing.F) {
 		}
 		if err := validateOptions(rec.opts); err != nil {
 			t.Fatalf("accepted options that flags would refuse: %v", err)
+		}
+		if here := recordedOptions(); rec.opts.Etcd != here.Etcd || rec.opts.Member != here.Member || rec.opts.Container != here.Container ||
+			strings.Join(rec.opts.Deployments, ",") != strings.Join(here.Deployments, ",") {
+			t.Fatalf("the annotation chose what runs in the pod: %+v", rec.opts)
 		}
 		if rec.opts.KeyOut != "" {
 			t.Fatalf("the annotation chose the local key file %q", rec.opts.KeyOut)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hcpsnap/hcpsnap/checkpoint"
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
+	"github.com/hcpsnap/hcpsnap/internal/shell"
 	"github.com/hcpsnap/hcpsnap/steps"
 )
 
@@ -159,10 +160,14 @@ type recordedRun struct {
 
 // checkRecorded checks a run read back from the HostedCluster annotation or
 // a run file before any of it is used. trusted is this machine's run file of
-// the same run, or nil: with keyOut (the --key-out flag, absolute, or ""),
-// the only sources of a local key destination; the annotation never
-// chooses a file on this machine. Errors are usage errors on one line.
-func checkRecorded(run, trusted *checkpoint.Run, cluster checkpoint.Cluster, keyOut string) (*recordedRun, error) {
+// the same run, or nil. here are this machine's options (flags and
+// defaults; KeyOut only when --key-out is set): without a trusted run file,
+// they alone choose a local key file, and the options that choose what runs
+// in the pod and what is scaled must agree with them, so that an edited
+// annotation cannot pick a program, a folder or a Deployment. Errors are
+// usage errors on one line.
+func checkRecorded(run, trusted *checkpoint.Run, cluster checkpoint.Cluster, here steps.Options) (*recordedRun, error) {
+	keyOut := here.KeyOut
 	refuse := func(err error) error {
 		return exitcode.Usagef("--%s: %s; release the cluster with '%s' if the run cannot be finished", FlagResume, oneLineError(err), steps.BackupCommand(cluster, "abandon"))
 	}
@@ -196,6 +201,11 @@ func checkRecorded(run, trusted *checkpoint.Run, cluster checkpoint.Cluster, key
 	if err := validateOptions(opts); err != nil {
 		return nil, refuse(fmt.Errorf("run %s records an option hcpsnap refuses: %v", id, err))
 	}
+	if trusted == nil {
+		if err := checkPodOptions(opts, here, id); err != nil {
+			return nil, err
+		}
+	}
 	if opts.Cluster != cluster.Name || opts.Namespace != cluster.Namespace {
 		return nil, refuse(fmt.Errorf("run %s records options of cluster %s/%s", id, strconv.Quote(opts.Namespace), strconv.Quote(opts.Cluster)))
 	}
@@ -207,6 +217,24 @@ func checkRecorded(run, trusted *checkpoint.Run, cluster checkpoint.Cluster, key
 		return nil, refuse(fmt.Errorf("run %s: %w", id, err))
 	}
 	return &recordedRun{run: run, opts: opts, out: out}, nil
+}
+
+// podFlags are the recorded options that choose what runs in the etcd pod
+// and what is scaled down: a run known only from the HostedCluster
+// annotation must name the same as this machine's flags.
+var podFlags = map[string]bool{FlagMember: true, FlagContainer: true, FlagDeployments: true, FlagEtcdctl: true,
+	FlagEtcdEndpoint: true, FlagEtcdCACert: true, FlagEtcdCert: true, FlagEtcdKey: true, FlagSnapshotDir: true}
+
+func checkPodOptions(recorded, here steps.Options, runID string) error {
+	h := recordedFlags(here)
+	for i, r := range recordedFlags(recorded) {
+		if !podFlags[r.flag] || r.value == h[i].value {
+			continue
+		}
+		return exitcode.Usagef("run %s records --%s %s where this machine has %s, and hcpsnap does not take what runs in the pod from the HostedCluster alone: if the run was started so, pass --%s %s to confirm it",
+			runID, r.flag, strconv.Quote(r.value), strconv.Quote(h[i].value), r.flag, shell.Quote(r.value))
+	}
+	return nil
 }
 
 // oneLineError renders err for a one-line message, quoting it when it

@@ -80,7 +80,8 @@ func TestCheckRecorded(t *testing.T) {
 		run     func(t *testing.T) *checkpoint.Run
 		trusted bool // this machine's run file of the same run exists
 		keyOut  string
-		want    string // "" accepts
+		here    func(*steps.Options) // this machine's flags, when not the defaults
+		want    string               // "" accepts
 		check   func(t *testing.T, r *recordedRun)
 	}{
 		{name: "as written", run: func(t *testing.T) *checkpoint.Run { return midRun(t, nil, nil) },
@@ -167,6 +168,28 @@ func TestCheckRecorded(t *testing.T) {
 					t.Errorf("key file %q, want the run file's %q", r.opts.KeyOut, keyFile)
 				}
 			}},
+		{name: "etcdctl of the annotation alone", want: `records --etcdctl "/usr/local/bin/etcdctl" where this machine has "/usr/bin/etcdctl"`,
+			run: func(t *testing.T) *checkpoint.Run {
+				return midRun(t, func(o *steps.Options) { o.Etcd.Etcdctl = "/usr/local/bin/etcdctl" }, nil)
+			}},
+		{name: "etcdctl of the annotation confirmed by the flag", here: func(o *steps.Options) { o.Etcd.Etcdctl = "/usr/local/bin/etcdctl" },
+			run: func(t *testing.T) *checkpoint.Run {
+				return midRun(t, func(o *steps.Options) { o.Etcd.Etcdctl = "/usr/local/bin/etcdctl" }, nil)
+			}},
+		{name: "etcdctl of this machine's run file", trusted: true,
+			run: func(t *testing.T) *checkpoint.Run {
+				return midRun(t, func(o *steps.Options) { o.Etcd.Etcdctl = "/usr/local/bin/etcdctl" }, nil)
+			}},
+		{name: "Deployments of the annotation alone", want: "records --deployments",
+			run: func(t *testing.T) *checkpoint.Run {
+				return midRun(t, func(o *steps.Options) { o.Deployments = []string{"kube-apiserver", "ingress-operator"} },
+					func(o *steps.Outputs, _ string) { o.Replicas = map[string]int32{"ingress-operator": 2} })
+			}},
+		{name: "snapshot folder of the annotation alone", want: "records --snapshot-dir",
+			run: func(t *testing.T) *checkpoint.Run {
+				return midRun(t, func(o *steps.Options) { o.Etcd.SnapshotDir = "/var/lib" },
+					func(o *steps.Outputs, id string) { o.SnapshotPath = steps.SnapshotPath("/var/lib", id) })
+			}},
 		{name: "key file asked of a run that saves to the bucket", keyOut: keyFile, want: "which saves its key bundle to the bucket",
 			run: func(t *testing.T) *checkpoint.Run { return midRun(t, nil, nil) }},
 	}
@@ -177,7 +200,12 @@ func TestCheckRecorded(t *testing.T) {
 			if tt.trusted {
 				trusted = run
 			}
-			got, err := checkRecorded(annotated(t, run), trusted, testCluster, tt.keyOut)
+			here := recordedOptions()
+			if tt.here != nil {
+				tt.here(&here)
+			}
+			here.KeyOut = tt.keyOut
+			got, err := checkRecorded(annotated(t, run), trusted, testCluster, here)
 			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
