@@ -181,7 +181,11 @@ func describeRun(run *checkpoint.Run, cluster checkpoint.Cluster, now time.Time)
 	hcpNS := cluster.Namespace + "-" + cluster.Name
 	notes := map[string]string{}
 	changed := func(step, note string, cmds ...string) {
-		notes[step] = note + " - not restored"
+		suffix := " - not restored"
+		if step != steps.StepPause && step != steps.StepScaleDown {
+			suffix = " - not removed"
+		}
+		notes[step] = note + suffix
 		rep.NotRestored = append(rep.NotRestored, step+": "+note)
 		rep.Commands = append(rep.Commands, cmds...)
 	}
@@ -264,6 +268,9 @@ func describeRun(run *checkpoint.Run, cluster checkpoint.Cluster, now time.Time)
 		s := abandonStep{Step: checkpoint.OneLine(st.Name), Status: checkpoint.OneLine(string(st.Status)), Note: notes[st.Name]}
 		if st.Error != "" && s.Note == "" {
 			s.Note = checkpoint.OneLine(short(st.Error))
+		}
+		if st.Status == checkpoint.Undone && s.Note == "" {
+			s.Note = "reverted after a failure"
 		}
 		rep.Steps = append(rep.Steps, s)
 		if st.Status != checkpoint.Done && st.Status != checkpoint.Skipped {

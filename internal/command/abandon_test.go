@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	charmlog "github.com/charmbracelet/log"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -184,6 +185,78 @@ func TestAbandon(t *testing.T) {
 			}
 			if strings.Count(out.String(), "waiting") > 0 && !strings.Contains(out.String(), `\nwaiting`) {
 				t.Error("a line break from the run annotation reached the output")
+			}
+		})
+	}
+}
+
+// TestDescribeRun covers what --abandon says of each kind of leftover.
+func TestDescribeRun(t *testing.T) {
+	tests := []struct {
+		name    string
+		run     func(t *testing.T) *checkpoint.Run
+		want    []string // in notes, NotRestored or Commands
+		notWant []string
+	}{
+		{name: "undone after a failure: nothing left",
+			run: func(t *testing.T) *checkpoint.Run {
+				r := midRun(t, nil, nil)
+				for _, n := range []string{steps.StepPause, steps.StepScaleDown, steps.StepSnapshotSave, steps.StepScaleUp, steps.StepResume, steps.StepCleanupPodFile} {
+					r.Step(n).Status = checkpoint.Undone
+				}
+				return r
+			},
+			want: []string{"reverted after a failure"}, notWant: []string{"oc ", "not restored", "not removed"}},
+		{name: "an upload cut off",
+			run: func(t *testing.T) *checkpoint.Run {
+				r := midRun(t, nil, func(o *steps.Outputs, _ string) {
+					o.ObjectKey, o.UploadID = "backups/example/20260603T140509Z/snapshot.db", "upload-1"
+				})
+				for _, n := range []string{steps.StepScaleUp, steps.StepResume} {
+					r.Step(n).Status = checkpoint.Done
+				}
+				r.Step(steps.StepUpload).Status = checkpoint.Running
+				return r
+			},
+			want: []string{"an unfinished multipart upload of s3://hcpsnap-backups/backups/example/20260603T140509Z/snapshot.db may remain - not removed",
+				"aws s3api abort-multipart-upload --bucket hcpsnap-backups --key backups/example/20260603T140509Z/snapshot.db --upload-id upload-1",
+				"restored by scale-up-apiservers"}},
+		{name: "a key bundle without a manifest",
+			run: func(t *testing.T) *checkpoint.Run {
+				r := midRun(t, nil, func(o *steps.Outputs, _ string) {
+					o.ObjectKey, o.KeyBundleKey = "backups/example/20260603T140509Z/snapshot.db", "hcpsnap-keys/example/20260603T140509Z/key-bundle.json"
+				})
+				for _, n := range []string{steps.StepScaleUp, steps.StepResume, steps.StepUpload, steps.StepSaveKeys, steps.StepCleanupPodFile} {
+					r.Step(n).Status = checkpoint.Done
+				}
+				return r
+			},
+			want: []string{"the key bundle (AES keys) is at s3://hcpsnap-backups/hcpsnap-keys/example/20260603T140509Z/key-bundle.json, but no backup uses it",
+				"aws s3 rm s3://hcpsnap-backups/hcpsnap-keys/example/20260603T140509Z/key-bundle.json", "no manifest describes it"}},
+		{name: "a forged Deployment name is quoted, not run",
+			run: func(t *testing.T) *checkpoint.Run {
+				return midRun(t, nil, func(o *steps.Outputs, _ string) { o.Replicas = map[string]int32{"x; rm -rf /": 3} })
+			},
+			want: []string{`oc scale deployment -n clusters-example 'x; rm -rf /' --replicas=3`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rep := describeRun(annotated(t, tt.run(t)), testCluster, time.Now())
+			var all []string
+			for _, s := range rep.Steps {
+				all = append(all, s.Note)
+			}
+			all = append(append(all, rep.NotRestored...), rep.Commands...)
+			text := strings.Join(all, "\n")
+			for _, w := range tt.want {
+				if !strings.Contains(text, w) {
+					t.Errorf("report lacks %q:\n%s", w, text)
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(text, w) {
+					t.Errorf("report holds %q:\n%s", w, text)
+				}
 			}
 		})
 	}
