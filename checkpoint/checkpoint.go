@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -57,18 +58,21 @@ type StepRecord struct {
 // steps (for backup, steps.Outputs), kept as raw JSON here so that this
 // package stays independent of it.
 type Run struct {
-	SchemaVersion int             `json:"schemaVersion"`
-	RunID         string          `json:"runID"`
-	Serial        int64           `json:"serial"`
-	Command       string          `json:"command"`
-	Cluster       Cluster         `json:"cluster"`
-	Host          string          `json:"host,omitempty"`
-	StartedAt     time.Time       `json:"startedAt"`
-	UpdatedAt     time.Time       `json:"updatedAt"`
-	Finished      bool            `json:"finished"`
-	Steps         []StepRecord    `json:"steps"`
-	Options       json.RawMessage `json:"options,omitempty"`
-	Outputs       json.RawMessage `json:"outputs,omitempty"`
+	SchemaVersion int       `json:"schemaVersion"`
+	RunID         string    `json:"runID"`
+	Serial        int64     `json:"serial"`
+	Command       string    `json:"command"`
+	Cluster       Cluster   `json:"cluster"`
+	Host          string    `json:"host,omitempty"`
+	StartedAt     time.Time `json:"startedAt"`
+	UpdatedAt     time.Time `json:"updatedAt"`
+	Finished      bool      `json:"finished"`
+	// Abandoned: a person released the run's lock with --abandon, leaving
+	// what it had not undone to be fixed by hand; it is never resumed.
+	Abandoned bool            `json:"abandoned,omitempty"`
+	Steps     []StepRecord    `json:"steps"`
+	Options   json.RawMessage `json:"options,omitempty"`
+	Outputs   json.RawMessage `json:"outputs,omitempty"`
 }
 
 // New returns a run of command on cluster with every step pending.
@@ -87,6 +91,18 @@ func New(command string, cluster Cluster, host string, stepNames []string, now t
 	}
 	return r
 }
+
+// runIDPattern is the only shape of a run ID: it names files on this machine
+// and in the etcd pod, so one read back from a file or an annotation is
+// checked against it before any use.
+var runIDPattern = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$`)
+
+// ValidRunID reports whether id has the shape newRunID gives.
+func ValidRunID(id string) bool { return runIDPattern.MatchString(id) }
+
+// Active reports whether the run may still be resumed: neither finished
+// nor abandoned.
+func (r *Run) Active() bool { return !r.Finished && !r.Abandoned }
 
 // newRunID returns a sortable, unique run ID: UTC time plus 4 random bytes.
 func newRunID(now time.Time) string {
@@ -160,5 +176,29 @@ func Decode(data []byte) (*Run, error) {
 	if r.SchemaVersion < 1 || r.RunID == "" {
 		return nil, errors.New("not an hcpsnap run file: schemaVersion or runID missing")
 	}
+	if !ValidRunID(r.RunID) {
+		return nil, fmt.Errorf("run ID %s is not of the form 20060102T150405Z-0a1b2c3d: the run was edited or not written by hcpsnap", strconv.Quote(r.RunID))
+	}
 	return &r, nil
+}
+
+// CheckSteps refuses a run whose step records are not exactly names, in
+// order, each with a known status: a run read back from a file or an
+// annotation must describe the workflow this build runs.
+func (r *Run) CheckSteps(names []string) error {
+	id := OneLine(r.RunID)
+	if len(r.Steps) != len(names) {
+		return fmt.Errorf("run %s records %d steps, this hcpsnap has %d: finish it with the hcpsnap that started it", id, len(r.Steps), len(names))
+	}
+	for i, st := range r.Steps {
+		if st.Name != names[i] {
+			return fmt.Errorf("run %s records step %s where this hcpsnap has %s: finish it with the hcpsnap that started it", id, strconv.Quote(st.Name), names[i])
+		}
+		switch st.Status {
+		case Pending, Running, Done, Failed, Skipped, Undone:
+		default:
+			return fmt.Errorf("run %s: step %s has the unknown status %s", id, names[i], strconv.Quote(string(st.Status)))
+		}
+	}
+	return nil
 }

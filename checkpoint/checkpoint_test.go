@@ -54,6 +54,9 @@ func TestDecodeRefuses(t *testing.T) {
 		{"empty object", "{}", "not an hcpsnap run file"},
 		{"newer schema", `{"schemaVersion":99,"runID":"r"}`, "newer than this hcpsnap reads"},
 		{"no run ID", `{"schemaVersion":1}`, "not an hcpsnap run file"},
+		{"run ID of another shape", `{"schemaVersion":1,"runID":"r"}`, "is not of the form"},
+		{"run ID that climbs out of a folder", `{"schemaVersion":1,"runID":"../../etc/x"}`, "is not of the form"},
+		{"run ID with a line break", `{"schemaVersion":1,"runID":"20250101T000000Z-0a1b2c3d\nx"}`, `"20250101T000000Z-0a1b2c3d\nx"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -115,5 +118,49 @@ func TestLatestSkipsFinishedAndOtherClusters(t *testing.T) {
 	none, err := Latest(filepath.Join(dir, "missing"), cluster)
 	if err != nil || none != nil {
 		t.Fatalf("Latest of a missing folder = %v, %v; want nil, nil", none, err)
+	}
+}
+
+func TestCheckSteps(t *testing.T) {
+	names := []string{"preflight", "snapshot-save"}
+	tests := []struct {
+		name   string
+		mutate func(r *Run)
+		want   string
+	}{
+		{"as written", func(*Run) {}, ""},
+		{"a step missing", func(r *Run) { r.Steps = r.Steps[:1] }, "records 1 steps, this hcpsnap has 2"},
+		{"steps swapped", func(r *Run) { r.Steps[0], r.Steps[1] = r.Steps[1], r.Steps[0] }, `records step "snapshot-save" where this hcpsnap has preflight`},
+		{"unknown status", func(r *Run) { r.Steps[1].Status = "done\nforged" }, `unknown status "done\nforged"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := New("backup", cluster, "h", names, time.Now())
+			tt.mutate(r)
+			err := r.CheckSteps(names)
+			if tt.want == "" && err != nil {
+				t.Fatalf("unexpected error %v", err)
+			}
+			if tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n")) {
+				t.Fatalf("error %v, want one line containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestLatestSkipsAbandoned(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	older := New("backup", cluster, "h", nil, t0)
+	abandoned := New("backup", cluster, "h", nil, t0.Add(time.Hour))
+	abandoned.Abandoned = true
+	for _, r := range []*Run{older, abandoned} {
+		if err := WriteFile(dir, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := Latest(dir, cluster)
+	if err != nil || got == nil || got.RunID != older.RunID {
+		t.Fatalf("Latest = %v, %v; want run %s", got, err, older.RunID)
 	}
 }

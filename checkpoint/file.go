@@ -62,7 +62,7 @@ func ReadFile(path string) (*Run, error) {
 	return r, nil
 }
 
-// Latest returns the newest unfinished run file of a cluster in dir, or
+// Latest returns the newest active (unfinished, not abandoned) run file of a cluster in dir, or
 // (nil, nil) when there is none.
 func Latest(dir string, c Cluster) (*Run, error) {
 	entries, err := os.ReadDir(dir)
@@ -85,7 +85,7 @@ func Latest(dir string, c Cluster) (*Run, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !r.Finished {
+		if r.Active() {
 			return r, nil
 		}
 	}

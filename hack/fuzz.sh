@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.."
 # package at a time, so each is listed; add new ones here.
 targets=(
 	"./checkpoint FuzzDecode"
+	"./internal/command FuzzRecordedRun"
 	"./manifest FuzzDecode"
 	"./restore FuzzPatch"
 	"./s3 FuzzParseURL"

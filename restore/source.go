@@ -61,28 +61,42 @@ func Load(ctx context.Context, store Store, key string) (*Backup, error) {
 	return &Backup{ManifestKey: key, Manifest: m}, nil
 }
 
-// List returns the backups of cluster under prefix, newest first.
-func List(ctx context.Context, store Store, prefix, cluster string) ([]*Backup, error) {
+// Unreadable is a manifest that List found but could not use.
+type Unreadable struct {
+	Key string
+	Err error
+}
+
+// List returns the backups of cluster under prefix, newest first, and the
+// manifests it skipped: one damaged, foreign or unreadable manifest must not
+// hide every other backup. Only a failure to list, or the end of ctx, is an
+// error.
+func List(ctx context.Context, store Store, prefix, cluster string) ([]*Backup, []Unreadable, error) {
 	dir := strings.TrimPrefix(pathpkg.Join(prefix, cluster), "/") + "/"
 	objs, err := store.List(ctx, dir)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var backups []*Backup
+	var skipped []Unreadable
 	for _, o := range objs {
 		if pathpkg.Base(o.Key) != "manifest.json" {
 			continue
 		}
 		b, err := Load(ctx, store, o.Key)
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
 		if err != nil {
-			return nil, err
+			skipped = append(skipped, Unreadable{Key: o.Key, Err: err})
+			continue
 		}
 		backups = append(backups, b)
 	}
 	sort.Slice(backups, func(i, j int) bool {
 		return backups[i].Manifest.Times.Finished.After(backups[j].Manifest.Times.Finished)
 	})
-	return backups, nil
+	return backups, skipped, nil
 }
 
 // CheckSnapshot refuses a backup whose snapshot object is missing or does

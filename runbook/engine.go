@@ -12,6 +12,7 @@ import (
 
 	"github.com/hcpsnap/hcpsnap/checkpoint"
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
+	"github.com/hcpsnap/hcpsnap/internal/shell"
 )
 
 // State is what the engine needs of the state a workflow carries: the run's
@@ -214,7 +215,7 @@ steps:
 	if failure == nil {
 		run.Finished = true
 		if err := s.Save(context.WithoutCancel(ctx)); err != nil {
-			return exitcode.New(exitcode.ManualAction, fmt.Errorf("every step is done, but the run could not be recorded as finished: %w; run 'hcpsnap backup --cluster %s --namespace %s --resume' to record it and release the lock", err, run.Cluster.Name, run.Cluster.Namespace))
+			return exitcode.New(exitcode.ManualAction, fmt.Errorf("every step is done, but the run could not be recorded as finished: %w; run '%s' to record it and release the lock", err, Command(run.Command, run.Cluster, "resume")))
 		}
 		return nil
 	}
@@ -418,7 +419,7 @@ func (e *Engine[S]) fail(ctx context.Context, s S, failure error, failed string)
 	recordErr := s.Save(rctx)
 	cancel()
 	all := errors.Join(append([]error{failure}, undoErrs...)...)
-	resume := fmt.Sprintf("hcpsnap backup --cluster %s --namespace %s --resume", run.Cluster.Name, run.Cluster.Namespace)
+	resume := Command(run.Command, run.Cluster, "resume")
 	restored := fmt.Errorf("%w; every change was undone: fix the cause, then run '%s' to retry run %s, or start a new backup",
 		all, resume, run.RunID)
 	switch {
@@ -426,7 +427,8 @@ func (e *Engine[S]) fail(ctx context.Context, s S, failure error, failed string)
 		if recordErr != nil {
 			all = errors.Join(all, fmt.Errorf("record the undo: %w", recordErr))
 		}
-		return exitcode.New(exitcode.ManualAction, fmt.Errorf("%w; the cluster may be left changed: fix the cause and run '%s' to finish run %s", all, resume, run.RunID))
+		return exitcode.New(exitcode.ManualAction, fmt.Errorf("%w; the cluster may be left changed: fix the cause and run '%s' to finish run %s, or undo its changes by hand and release the cluster with '%s'",
+			all, resume, run.RunID, Command(run.Command, run.Cluster, "abandon")))
 	case recordErr != nil && changed:
 		return exitcode.New(exitcode.ManualAction, fmt.Errorf("%w; every change was undone, but the run could not be recorded (%w), so its lock stays: fix the cause and run '%s' to finish run %s",
 			all, recordErr, resume, run.RunID))
@@ -442,6 +444,13 @@ func (e *Engine[S]) fail(ctx context.Context, s S, failure error, failed string)
 	default:
 		return exitcode.New(exitcode.Restored, restored)
 	}
+}
+
+// Command is the hcpsnap command line that acts on a run of cmd on cluster c
+// with one more flag (--resume, --abandon), quoted for a shell, as error
+// messages suggest it.
+func Command(cmd string, c checkpoint.Cluster, flag string) string {
+	return shell.Join("hcpsnap", cmd, "--cluster", c.Name, "--namespace", c.Namespace, "--"+flag)
 }
 
 func (e *Engine[S]) undoTimeout() time.Duration {

@@ -80,7 +80,7 @@ func Backup() []Step {
 			Needs: []string{StepSnapshotSave}, Uses: []string{StepSnapshotSave},
 			Summary: "Stream the snapshot out of the pod as etcdctl writes it into an S3 multipart upload, verifying etcd's SHA-256; record its status."},
 		{Name: StepSaveKeys, Run: saveKeys, Plan: planSaveKeys,
-			Summary: "Save the etcd encryption key and the Secrets a restore needs, encrypted, apart from the snapshot."},
+			Summary: "Save the etcd encryption key and the Secrets a restore needs apart from the snapshot: under --key-prefix in the bucket (server-side encrypted with --sse or the bucket's default), or in the --key-out file (not encrypted)."},
 		{Name: StepCleanupPodFile, Reverts: StepSnapshotSave, Run: cleanupPodFile, Plan: planCleanupPodFile,
 			Uses:    []string{StepSnapshotSave},
 			Summary: "Stop etcdctl if it still writes and remove the snapshot files from the pod."},
@@ -541,7 +541,7 @@ func snapshotSave(ctx context.Context, s *State) error {
 
 // snapshotPath derives the snapshot file of the run in the member's pod.
 func snapshotPath(s *State) string {
-	return path.Join(s.Opts.Etcd.SnapshotDir, "hcpsnap-"+s.Run.RunID+".db")
+	return SnapshotPath(s.Opts.Etcd.SnapshotDir, s.Run.RunID)
 }
 
 // snapshotTimeout bounds snapshot-save: the wait for etcd to fix the
@@ -608,8 +608,8 @@ func cleanupPodFile(ctx context.Context, s *State) error {
 	// Stop etcdctl if it still writes, then remove the file, etcdctl's
 	// <path>.part and the writer's own files.
 	if err := s.exec(ctx, []string{"sh", "-c", cleanupScript, "sh", p}, nil, &stderr); err != nil {
-		return fmt.Errorf("remove %s from pod %s/%s: %w (%s); remove it by hand with: oc exec -n %s %s -c %s -- sh -c 'rm -f %s %s.*'",
-			p, s.Out.HCPNamespace, s.Opts.Member, err, firstLine(stderr.String()), s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container, p, p)
+		return fmt.Errorf("remove %s from pod %s/%s: %w (%s); remove it by hand with: %s",
+			p, s.Out.HCPNamespace, s.Opts.Member, err, firstLine(stderr.String()), RemoveSnapshotCommand(s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container, p))
 	}
 	return nil
 }

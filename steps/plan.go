@@ -2,12 +2,17 @@ package steps
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/hcpsnap/hcpsnap/checkpoint"
+	"github.com/hcpsnap/hcpsnap/internal/shell"
+	"github.com/hcpsnap/hcpsnap/runbook"
 )
 
 // The plans below describe each step for the --dry-run runbook. They read
@@ -45,15 +50,15 @@ func planPreflight(ctx context.Context, s *State) (Plan, error) {
 			strings.Join(podPrograms, ", "), s.Opts.Etcd.Etcdctl, s.Opts.Etcd.etcdutlPath()),
 		fmt.Sprintf("check that %s has room for the snapshot and that bucket %s accepts writes under %q", s.Opts.Etcd.SnapshotDir, s.Opts.Bucket, s.Opts.Prefix),
 	}, Commands: []string{
-		fmt.Sprintf("oc get hostedcluster -n %s %s -o jsonpath='{.spec.etcd.managementType}'", s.Opts.Namespace, s.Opts.Cluster),
-		fmt.Sprintf("oc get pod -n %s %s", s.Out.HCPNamespace, s.Opts.Member),
-		s.ocExec("sh", "-c", "'command -v "+strings.Join(podPrograms, " ")+" && "+s.Opts.Etcd.Etcdctl+" version && ls -l "+s.Opts.Etcd.etcdutlPath()+"'"),
+		shell.Join("oc", "get", "hostedcluster", "-n", s.Opts.Namespace, s.Opts.Cluster, "-o", "jsonpath={.spec.etcd.managementType}"),
+		shell.Join("oc", "get", "pod", "-n", s.Out.HCPNamespace, s.Opts.Member),
+		s.ocExec("sh", "-c", "command -v "+strings.Join(podPrograms, " ")+" && "+shell.Join(s.Opts.Etcd.Etcdctl, "version")+" && "+shell.Join("ls", "-l", s.Opts.Etcd.etcdutlPath())),
 		s.ocExec(etcdctl(s, "endpoint", "health")...),
 		s.ocExec("df", "-h", s.Opts.Etcd.SnapshotDir),
-		fmt.Sprintf("aws s3 ls s3://%s/%s", s.Opts.Bucket, s.Opts.Prefix),
+		shell.Join("aws", "s3", "ls", "s3://"+s.Opts.Bucket+"/"+s.Opts.Prefix),
 	}}
 	if !s.Opts.Online {
-		p.Commands = append(p.Commands, fmt.Sprintf("oc get deployment -n %s %s", s.Out.HCPNamespace, strings.Join(s.Opts.Deployments, " ")))
+		p.Commands = append(p.Commands, shell.Join(append([]string{"oc", "get", "deployment", "-n", s.Out.HCPNamespace}, s.Opts.Deployments...)...))
 	}
 	return p, nil
 }
@@ -75,9 +80,11 @@ func planPause(ctx context.Context, s *State) (Plan, error) {
 		fmt.Sprintf("set it to the RFC3339 time %s, so that reconciliation resumes by itself if hcpsnap is lost", deadline),
 		fmt.Sprintf("wait until HostedControlPlane %s/%s shows the same value", s.Out.HCPNamespace, s.Opts.Cluster),
 	}, Commands: []string{
-		fmt.Sprintf(`oc patch hostedcluster -n %s %s --type=merge -p '{"spec":{"pausedUntil":"'"$(date -u -d '+%d seconds' +%%Y-%%m-%%dT%%H:%%M:%%SZ)"'"}}'`,
-			s.Opts.Namespace, s.Opts.Cluster, int(s.Opts.PauseTimeout.Seconds())),
-		fmt.Sprintf("oc get hostedcontrolplane -n %s %s -o jsonpath='{.spec.pausedUntil}'", s.Out.HCPNamespace, s.Opts.Cluster),
+		// The deadline is computed by the shell when the command runs, so
+		// the patch is shell syntax on purpose; only the names are quoted.
+		shell.Join("oc", "patch", "hostedcluster", "-n", s.Opts.Namespace, s.Opts.Cluster, "--type=merge", "-p") +
+			fmt.Sprintf(` '{"spec":{"pausedUntil":"'"$(date -u -d '+%d seconds' +%%Y-%%m-%%dT%%H:%%M:%%SZ)"'"}}'`, int(s.Opts.PauseTimeout.Seconds())),
+		shell.Join("oc", "get", "hostedcontrolplane", "-n", s.Out.HCPNamespace, s.Opts.Cluster, "-o", "jsonpath={.spec.pausedUntil}"),
 	}}, nil
 }
 
@@ -94,8 +101,8 @@ func planScaleDown(ctx context.Context, s *State) (Plan, error) {
 	}
 	actions = append(actions, "wait until their pods are gone: the hosted cluster's API is down from here")
 	return Plan{Actions: actions, Commands: []string{
-		fmt.Sprintf("oc scale deployment -n %s %s --replicas=0", s.Out.HCPNamespace, strings.Join(s.Opts.Deployments, " ")),
-		fmt.Sprintf("oc wait pod -n %s --for=delete -l 'app in (%s)' --timeout=%s", s.Out.HCPNamespace, strings.Join(s.Opts.Deployments, ","), s.waitTimeout()),
+		shell.Join(append(append([]string{"oc", "scale", "deployment", "-n", s.Out.HCPNamespace}, s.Opts.Deployments...), "--replicas=0")...),
+		shell.Join("oc", "wait", "pod", "-n", s.Out.HCPNamespace, "--for=delete", "-l", "app in ("+strings.Join(s.Opts.Deployments, ",")+")", "--timeout="+s.waitTimeout()),
 	}}, nil
 }
 
@@ -109,7 +116,7 @@ func planSnapshotSave(_ context.Context, s *State) (Plan, error) {
 		fmt.Sprintf("start `etcdctl snapshot save %s` of member %s in the background inside the pod (output in %s.log, status in %s.rc)", p, s.Opts.Member, p, p),
 		wait,
 	}, Commands: []string{
-		s.ocExec("sh", "-c", fmt.Sprintf("'nohup env ETCDCTL_API=3 %s >%s.log 2>&1 </dev/null &'", strings.Join(etcdctl(s, "snapshot", "save", p), " "), p)),
+		s.ocExec("sh", "-c", fmt.Sprintf("nohup env ETCDCTL_API=3 %s >%s 2>&1 </dev/null &", shell.Join(etcdctl(s, "snapshot", "save", p)...), shell.Quote(p+".log"))),
 		s.ocExec("stat", "-c", "%s", p+".part"),
 	}}, nil
 }
@@ -129,10 +136,10 @@ func planScaleUp(_ context.Context, s *State) (Plan, error) {
 	sort.Ints(counts)
 	var cmds []string
 	for _, n := range counts {
-		cmds = append(cmds, fmt.Sprintf("oc scale deployment -n %s %s --replicas=%d", s.Out.HCPNamespace, strings.Join(byCount[int32(n)], " "), n))
+		cmds = append(cmds, shell.Join(append(append([]string{"oc", "scale", "deployment", "-n", s.Out.HCPNamespace}, byCount[int32(n)]...), fmt.Sprintf("--replicas=%d", n))...))
 	}
 	for _, name := range s.Opts.Deployments {
-		cmds = append(cmds, fmt.Sprintf("oc rollout status deployment -n %s %s --timeout=%s", s.Out.HCPNamespace, name, s.waitTimeout()))
+		cmds = append(cmds, shell.Join("oc", "rollout", "status", "deployment", "-n", s.Out.HCPNamespace, name, "--timeout="+s.waitTimeout()))
 	}
 	actions = append(actions, "the API is back: the downtime ends here, before the upload")
 	return Plan{Actions: actions, Commands: cmds}, nil
@@ -142,11 +149,11 @@ func planResume(_ context.Context, s *State) (Plan, error) {
 	o := s.Out.PausedUntil
 	if o == nil || !o.Present {
 		return Plan{Actions: []string{"remove spec.pausedUntil (it was absent)"}, Commands: []string{
-			fmt.Sprintf(`oc patch hostedcluster -n %s %s --type=merge -p '{"spec":{"pausedUntil":null}}'`, s.Opts.Namespace, s.Opts.Cluster),
+			PausedUntilCommand(s.Opts.Namespace, s.Opts.Cluster, nil),
 		}}, nil
 	}
 	return Plan{Actions: []string{fmt.Sprintf("set spec.pausedUntil back to %q", o.Value)}, Commands: []string{
-		fmt.Sprintf(`oc patch hostedcluster -n %s %s --type=merge -p '{"spec":{"pausedUntil":%q}}'`, s.Opts.Namespace, s.Opts.Cluster, o.Value),
+		PausedUntilCommand(s.Opts.Namespace, s.Opts.Cluster, &o.Value),
 	}}, nil
 }
 
@@ -173,7 +180,7 @@ func planUpload(_ context.Context, s *State) (Plan, error) {
 		"verify etcd's trailing SHA-256 while streaming; abort the upload on any error or when etcdctl fails; skip it if this snapshot is already there",
 		"record the snapshot's revision, key count, size and hash with " + by,
 	}, Commands: []string{
-		s.ocExec("cat", snapshotPath(s)) + fmt.Sprintf(" | aws s3 cp - s3://%s/%s --checksum-algorithm CRC32C", s.Opts.Bucket, key),
+		s.ocExec("cat", snapshotPath(s)) + " | " + shell.Join("aws", "s3", "cp", "-", "s3://"+s.Opts.Bucket+"/"+key, "--checksum-algorithm", "CRC32C"),
 		s.ocExec(status...),
 	}}, nil
 }
@@ -196,7 +203,7 @@ func planSaveKeys(ctx context.Context, s *State) (Plan, error) {
 			return Plan{}, err
 		}
 		actions = append(actions, fmt.Sprintf("save Secret %s/%s (%s)", r.Namespace, r.Name, r.Role))
-		cmds = append(cmds, fmt.Sprintf("oc get secret -n %s %s -o json", r.Namespace, r.Name))
+		cmds = append(cmds, shell.Join("oc", "get", "secret", "-n", r.Namespace, r.Name, "-o", "json"))
 	}
 	actions = append(actions, "to "+keyBundleDestination(s)+"; values are never printed")
 	return Plan{Actions: actions, Commands: cmds}, nil
@@ -204,7 +211,7 @@ func planSaveKeys(ctx context.Context, s *State) (Plan, error) {
 
 func planCleanupPodFile(_ context.Context, s *State) (Plan, error) {
 	return Plan{Actions: []string{fmt.Sprintf("stop etcdctl if it still writes, and remove %s and its .part, .log, .pid, .rc files from pod %s (also after a failure)", snapshotPath(s), s.Opts.Member)},
-		Commands: []string{s.ocExec("sh", "-c", fmt.Sprintf("'rm -f %s %s.*'", snapshotPath(s), snapshotPath(s)))}}, nil
+		Commands: []string{RemoveSnapshotCommand(s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container, snapshotPath(s))}}, nil
 }
 
 func planWriteManifest(_ context.Context, s *State) (Plan, error) {
@@ -214,7 +221,35 @@ func planWriteManifest(_ context.Context, s *State) (Plan, error) {
 
 // ocExec renders an `oc exec` into the member's container.
 func (s *State) ocExec(cmd ...string) string {
-	return fmt.Sprintf("oc exec -n %s %s -c %s -- %s", s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container, strings.Join(cmd, " "))
+	return ocExec(s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container, cmd...)
+}
+
+func ocExec(namespace, pod, container string, cmd ...string) string {
+	return shell.Join(append([]string{"oc", "exec", "-n", namespace, pod, "-c", container, "--"}, cmd...)...)
+}
+
+// RemoveSnapshotCommand is the command that removes the snapshot files of
+// path from the member's pod by hand, as cleanup-pod-file does.
+func RemoveSnapshotCommand(namespace, pod, container, path string) string {
+	return ocExec(namespace, pod, container, "sh", "-c", "rm -f "+shell.Quote(path)+" "+shell.Quote(path)+".*")
+}
+
+// PausedUntilCommand is the command that sets spec.pausedUntil of a
+// HostedCluster to *v, or removes it when v is nil.
+func PausedUntilCommand(namespace, name string, v *string) string {
+	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"pausedUntil": v}})
+	return shell.Join("oc", "patch", "hostedcluster", "-n", namespace, name, "--type=merge", "-p", string(patch))
+}
+
+// BackupCommand is `hcpsnap backup` of the cluster with one more flag
+// (--resume, --abandon), as error messages suggest it.
+func BackupCommand(c checkpoint.Cluster, flag string) string {
+	return runbook.Command("backup", c, flag)
+}
+
+// ScaleCommand is the command that scales a Deployment to n replicas.
+func ScaleCommand(namespace, name string, n int32) string {
+	return shell.Join("oc", "scale", "deployment", "-n", namespace, name, fmt.Sprintf("--replicas=%d", n))
 }
 
 func (s *State) waitTimeout() string {

@@ -121,8 +121,8 @@ func Holder(hc *hyperv1.HostedCluster) (*checkpoint.Run, error) {
 	}
 	run, err := checkpoint.Decode([]byte(v))
 	if err != nil {
-		return nil, fmt.Errorf("annotation %s on HostedCluster %s/%s: %w; remove it with 'oc annotate hostedcluster -n %s %s %s-' once no hcpsnap run is active",
-			RunAnnotation, hc.Namespace, hc.Name, err, hc.Namespace, hc.Name, RunAnnotation)
+		return nil, fmt.Errorf("annotation %s on HostedCluster %s/%s: %w; once no hcpsnap run is active, release it with '%s'",
+			RunAnnotation, hc.Namespace, hc.Name, err, BackupCommand(checkpoint.Cluster{Namespace: hc.Namespace, Name: hc.Name}, "abandon"))
 	}
 	return run, nil
 }
@@ -136,10 +136,30 @@ func checkHolder(hc *hyperv1.HostedCluster, runID string) error {
 	if held == nil || held.RunID == runID || held.Finished {
 		return nil
 	}
-	return exitcode.Preconditionf("HostedCluster %s/%s is held by hcpsnap run %s (host %s, started %s, updated %s): wait for it to finish, or if it died, finish it with 'hcpsnap backup --cluster %s --namespace %s --resume'",
-		hc.Namespace, hc.Name, checkpoint.OneLine(held.RunID), checkpoint.OneLine(held.Host), held.StartedAt.Format(time.RFC3339), held.UpdatedAt.Format(time.RFC3339), hc.Name, hc.Namespace)
+	return exitcode.Preconditionf("HostedCluster %s/%s is held by hcpsnap run %s (host %s, started %s, updated %s): wait for it to finish, or if it died, finish it with '%s' (or release it with '%s')",
+		hc.Namespace, hc.Name, checkpoint.OneLine(held.RunID), checkpoint.OneLine(held.Host), held.StartedAt.Format(time.RFC3339), held.UpdatedAt.Format(time.RFC3339),
+		BackupCommand(checkpoint.Cluster{Namespace: hc.Namespace, Name: hc.Name}, "resume"), BackupCommand(checkpoint.Cluster{Namespace: hc.Namespace, Name: hc.Name}, "abandon"))
 }
 
 // CheckNotHeld is the early, read-only form of the lock check, for
 // preflight: it refuses before anything is changed.
 func CheckNotHeld(hc *hyperv1.HostedCluster, runID string) error { return checkHolder(hc, runID) }
+
+// ReleaseHeld removes the run annotation of hc, as `hcpsnap backup
+// --abandon` does once a person has confirmed it. It is a merge patch of
+// metadata.annotations alone, with hc's resourceVersion as precondition: a
+// lock taken or updated since hc was read fails with a Conflict instead of
+// being released unseen.
+func ReleaseHeld(ctx context.Context, client interface {
+	PatchHostedCluster(ctx context.Context, namespace, name string, mergePatch []byte) (*hyperv1.HostedCluster, error)
+}, hc *hyperv1.HostedCluster) error {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"resourceVersion": hc.ResourceVersion,
+		"annotations":     map[string]any{RunAnnotation: nil},
+	}})
+	if err != nil {
+		return err
+	}
+	_, err = client.PatchHostedCluster(ctx, hc.Namespace, hc.Name, patch)
+	return err
+}

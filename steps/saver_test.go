@@ -55,7 +55,7 @@ func TestClusterSaverSave(t *testing.T) {
 		{name: "another unfinished run holds it", preflight: checkpoint.Done, annotation: "other",
 			wantCode: exitcode.Precondition, wantErr: "is held by hcpsnap run " + other.RunID},
 		{name: "unreadable annotation", preflight: checkpoint.Done, annotation: "{", wantCode: exitcode.Precondition,
-			wantErr: "oc annotate hostedcluster"},
+			wantErr: "--abandon"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

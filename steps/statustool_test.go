@@ -189,7 +189,7 @@ func TestPlanShowsStatusTool(t *testing.T) {
 	}
 	fx := newFixture(t, nil)
 	s := fx.state(defaultOptions())
-		p, err := planUpload(context.Background(), s)
+	p, err := planUpload(context.Background(), s)
 	if err != nil {
 		t.Fatal(err)
 	}

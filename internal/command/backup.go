@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -14,7 +15,6 @@ import (
 	"github.com/charmbracelet/log"
 	"github.com/urfave/cli/v3"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -46,6 +46,8 @@ const (
 	FlagSkipSteps    = "skip-steps"
 	FlagDryRun       = "dry-run"
 	FlagResume       = "resume"
+	FlagAbandon      = "abandon"
+	FlagYes          = "yes"
 	FlagStateDir     = "state-dir"
 	FlagKeyOut       = "key-out"
 	FlagSSE          = "sse"
@@ -100,10 +102,8 @@ func (o *S3Options) flags(withBucket bool) []cli.Flag {
 }
 
 func (o *S3Options) validate() error {
-	if o.Bucket != "" {
-		if errs := validation.IsDNS1123Subdomain(o.Bucket); len(errs) > 0 || len(o.Bucket) < 3 || len(o.Bucket) > 63 {
-			return exitcode.Usagef("--bucket %q is not a valid S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)", o.Bucket)
-		}
+	if err := validateBucket(o.Bucket); err != nil {
+		return err
 	}
 	if o.PartSizeMiB < 5 || o.PartSizeMiB > 5*1024 {
 		return exitcode.Usagef("--%s %d is out of range: S3 parts are 5 to 5120 MiB", FlagPartSize, o.PartSizeMiB)
@@ -151,12 +151,21 @@ type BackupOptions struct {
 	S3          S3Options
 	DryRun      bool
 	Resume      bool
+	Abandon     bool
+	Yes         bool
 	StateDir    string
 	UndoTimeout time.Duration
 
 	Global *GlobalOptions
+	In     io.Reader
 	Out    io.Writer
 	ErrOut io.Writer
+
+	// isSet reports whether the user set a flag (on the command line or in
+	// its environment variable); nil means none was set.
+	isSet func(flag string) bool
+	// terminal reports whether In is a terminal; nil means isTerminal.
+	terminal func(io.Reader) bool
 
 	// Filled by Complete.
 	restConfig *rest.Config
@@ -196,11 +205,15 @@ func (o *BackupOptions) flags() []cli.Flag {
 		&cli.BoolFlag{Name: FlagDryRun, Sources: cli.EnvVars(env(FlagDryRun)), Destination: &o.DryRun,
 			Usage: "Read the cluster, change nothing anywhere, and print the runbook with real values and equivalent commands (-o markdown for a review document)."},
 		&cli.BoolFlag{Name: FlagResume, Sources: cli.EnvVars(env(FlagResume)), Destination: &o.Resume,
-			Usage: "Continue the unfinished run of this cluster from its first unfinished step, taking its state from the HostedCluster (any machine) or the local run file."},
+			Usage: "Continue the unfinished run of this cluster from its first unfinished step, taking its state from the HostedCluster (any machine) or the local run file. Only --cluster and --namespace are needed: the run goes on with the options it recorded, and a flag that contradicts one of them is refused."},
+		&cli.BoolFlag{Name: FlagAbandon, Destination: &o.Abandon,
+			Usage: "Release the cluster from an unfinished run without finishing it: print what the run changed and what it left undone, then remove its lock (after asking, unless --yes). With --dry-run, only print. The run's changes are not undone: fix them by hand with the commands printed."},
+		&cli.BoolFlag{Name: FlagYes, Destination: &o.Yes,
+			Usage: "Release the lock with --abandon without asking; needed when stdin is not a terminal."},
 		&cli.StringFlag{Name: FlagStateDir, Sources: cli.EnvVars("HCPSNAP_STATE_DIR"), Destination: &o.StateDir,
 			Usage: "Folder of run files (default $XDG_STATE_HOME/hcpsnap/runs or ~/.local/state/hcpsnap/runs)."},
 		&cli.StringFlag{Name: FlagKeyOut, Sources: cli.EnvVars(env(FlagKeyOut)), Destination: &o.KeyOut,
-			Usage: "Write the key bundle to this local file (mode 0600) instead of the bucket."},
+			Usage: "Write the key bundle to this local file (mode 0600) instead of the bucket. The file is not encrypted: it holds the AES key in clear, so keep it as you keep that key."},
 		&cli.StringFlag{Name: FlagSSE, Sources: cli.EnvVars(env(FlagSSE)), Destination: &o.SSE,
 			Usage: "Server-side encryption of the key bundle: AES256 or aws:kms (default: the bucket's default encryption)."},
 		&cli.StringFlag{Name: FlagSSEKMSKeyID, Sources: cli.EnvVars(env(FlagSSEKMSKeyID)), Destination: &o.SSEKMSKeyID,
@@ -228,91 +241,53 @@ func stepNames() []string {
 	return e.Names()
 }
 
-// Validate checks the options without any I/O.
+// Validate checks the options without any I/O. With --resume or --abandon
+// only --cluster and --namespace are needed; the run's recorded options are
+// checked by the same rules once it is read (validateOptions).
 func (o *BackupOptions) Validate() error {
 	if o.Cluster == "" {
 		return exitcode.Usagef("--%s is required: name the HostedCluster to back up (or set %s)", FlagCluster, env(FlagCluster))
 	}
-	for _, v := range []struct{ flag, val string }{{FlagCluster, o.Cluster}, {FlagNamespace, o.Namespace}, {FlagMember, o.Member}, {FlagContainer, o.Container}} {
-		if errs := validation.IsDNS1123Label(v.val); len(errs) > 0 {
-			return exitcode.Usagef("--%s %q is not a valid Kubernetes name: %s", v.flag, v.val, errs[0])
-		}
+	switch {
+	case o.DryRun && o.Resume:
+		return exitcode.Usagef("--%s and --%s cannot be combined: a dry run changes nothing, so there is nothing to resume", FlagDryRun, FlagResume)
+	case o.Resume && o.Abandon:
+		return exitcode.Usagef("--%s and --%s exclude each other: --%s finishes the run, --%s releases it unfinished", FlagResume, FlagAbandon, FlagResume, FlagAbandon)
+	case o.Yes && !o.Abandon:
+		return exitcode.Usagef("--%s only confirms --%s", FlagYes, FlagAbandon)
+	case o.Global.Output == OutputMarkdown && (!o.DryRun || o.Abandon):
+		return exitcode.Usagef("--output markdown is the format of a dry run's runbook: add --%s, or use text or json", FlagDryRun)
 	}
 	o.Options.Bucket = o.S3.Bucket
-	if o.Bucket == "" && !o.DryRun {
+	o.Deployments = trimmed(o.Deployments)
+	o.SkipSteps = trimmed(o.SkipSteps)
+	if o.Bucket == "" && !o.DryRun && !o.Resume && !o.Abandon {
 		return exitcode.Usagef("--%s is required: name the S3 bucket for the backup (or set %s)", FlagBucket, env(FlagBucket))
 	}
 	if err := o.S3.validate(); err != nil {
 		return err
 	}
-	var deploys []string
-	for _, d := range o.Deployments {
-		if d = strings.TrimSpace(d); d != "" {
-			deploys = append(deploys, d)
-		}
-	}
-	o.Deployments = deploys
-	for _, d := range o.Deployments {
-		if errs := validation.IsDNS1123Subdomain(d); len(errs) > 0 {
-			return exitcode.Usagef("--%s: %q is not a valid Deployment name", FlagDeployments, d)
-		}
-	}
-	if o.Online && o.HoldAPIUntilSaved {
-		return exitcode.Usagef("--%s and --%s exclude each other: an online backup takes the API down at no time", FlagOnline, FlagHoldAPI)
-	}
-	if len(o.Deployments) == 0 && !o.Online {
-		return exitcode.Usagef("--%s is empty: name the API Deployments to scale down, or use --%s", FlagDeployments, FlagOnline)
-	}
-	for _, p := range []struct{ flag, val string }{{FlagPrefix, o.Prefix}, {FlagKeyPrefix, o.KeyPrefix}} {
-		if strings.HasPrefix(p.val, "/") || strings.Contains(p.val, "//") || strings.Contains(p.val, "..") {
-			return exitcode.Usagef("--%s %q is not a clean key prefix: no leading slash, no empty or '..' segments", p.flag, p.val)
-		}
-	}
-	if o.Prefix == o.KeyPrefix {
-		return exitcode.Usagef("--%s and --%s are both %q: keep the key bundle apart from the snapshots", FlagPrefix, FlagKeyPrefix, o.Prefix)
-	}
-	if o.PauseTimeout < time.Minute || o.PauseTimeout > 24*time.Hour {
-		return exitcode.Usagef("--%s %s is out of range: use 1m to 24h, longer than the snapshot takes", FlagPauseTimeout, o.PauseTimeout)
-	}
-	if o.WaitTimeout <= 0 || o.UndoTimeout <= 0 {
-		return exitcode.Usagef("--%s and --%s must be positive durations", FlagWaitTimeout, FlagUndoTimeout)
-	}
-	engine := steps.Engine{Steps: steps.Backup()}
-	if err := engine.ValidateNames(o.SkipSteps); err != nil {
+	if err := validateOptions(o.Options); err != nil {
 		return err
 	}
-	for _, n := range o.SkipSteps {
-		if n == steps.StepScaleUp || n == steps.StepResume {
-			return exitcode.Usagef("--%s %s would leave the control plane down: it is a counterpart that always runs; use --%s to avoid downtime", FlagSkipSteps, n, FlagOnline)
-		}
-	}
-	switch o.SSE {
-	case "", "AES256", "aws:kms":
-	default:
-		return exitcode.Usagef("--%s %q is not supported: use AES256 or aws:kms", FlagSSE, o.SSE)
-	}
-	if o.SSEKMSKeyID != "" && o.SSE != "aws:kms" {
-		return exitcode.Usagef("--%s needs --%s aws:kms", FlagSSEKMSKeyID, FlagSSE)
-	}
-	if o.KeyOut != "" && o.SSE != "" {
-		return exitcode.Usagef("--%s and --%s contradict each other: a local key file is not encrypted by S3", FlagKeyOut, FlagSSE)
-	}
-	if o.DryRun && o.Resume {
-		return exitcode.Usagef("--%s and --%s cannot be combined: a dry run changes nothing, so there is nothing to resume", FlagDryRun, FlagResume)
-	}
-	if o.Global.Output == OutputMarkdown && !o.DryRun {
-		return exitcode.Usagef("--output markdown is the format of a dry run's runbook: add --%s, or use text or json", FlagDryRun)
-	}
-	for _, p := range []struct{ flag, val string }{{FlagSnapshotDir, o.Etcd.SnapshotDir}, {FlagEtcdctl, o.Etcd.Etcdctl}, {FlagEtcdutl, o.Etcd.Etcdutl}} {
-		if !strings.HasPrefix(p.val, "/") {
-			return exitcode.Usagef("--%s %q is not an absolute path: name the path inside the pod (%s, %s and %s must be absolute)", p.flag, p.val, FlagSnapshotDir, FlagEtcdctl, FlagEtcdutl)
-		}
+	if o.UndoTimeout <= 0 {
+		return exitcode.Usagef("--%s %s must be a positive duration", FlagUndoTimeout, o.UndoTimeout)
 	}
 	return nil
 }
 
 // Complete builds the clients. A dry run gets clients that can only read.
 func (o *BackupOptions) Complete(ctx context.Context) error {
+	if err := o.checkConfirmable(); err != nil {
+		return err
+	}
+	if o.KeyOut != "" {
+		abs, err := filepath.Abs(o.KeyOut)
+		if err != nil {
+			return exitcode.Usagef("--%s %q: %v", FlagKeyOut, o.KeyOut, err)
+		}
+		o.KeyOut = abs
+	}
 	cfg, err := kube.RESTConfig(o.Global.Kubeconfig, o.Global.Context)
 	if err != nil {
 		return exitcode.New(exitcode.Precondition, err)
@@ -334,17 +309,32 @@ func (o *BackupOptions) Complete(ctx context.Context) error {
 			return exitcode.New(exitcode.Precondition, err)
 		}
 	}
-	if o.Bucket != "" {
-		store, err := o.S3.open(ctx)
-		if err != nil {
-			return err
-		}
-		// Only the backup holds part buffers; restore and backups do not.
-		limitMemory(o.S3.PartSizeMiB<<20, o.S3.Concurrency)
-		o.store = store
-		if o.DryRun {
-			o.store = dryrun.Store{Next: store}
-		}
+	if o.Bucket != "" && !o.Resume && !o.Abandon {
+		return o.openStore(ctx)
+	}
+	return nil
+}
+
+// checkConfirmable refuses an --abandon that would wait for an answer no
+// one can give: stdin is not a terminal and --yes is not set.
+func (o *BackupOptions) checkConfirmable() error {
+	if o.Abandon && !o.DryRun && !o.Yes && !o.isTerminal() {
+		return exitcode.Usagef("--%s asks before it releases the lock, and stdin is not a terminal: add --%s to release it without asking, or --%s to only print what the run left", FlagAbandon, FlagYes, FlagDryRun)
+	}
+	return nil
+}
+
+// openStore opens the bucket of o.S3 (for --resume, the run's).
+func (o *BackupOptions) openStore(ctx context.Context) error {
+	store, err := o.S3.open(ctx)
+	if err != nil {
+		return err
+	}
+	// Only the backup holds part buffers; restore and backups do not.
+	limitMemory(o.S3.PartSizeMiB<<20, o.S3.Concurrency)
+	o.store = store
+	if o.DryRun {
+		o.store = dryrun.Store{Next: store}
 	}
 	return nil
 }
@@ -352,19 +342,10 @@ func (o *BackupOptions) Complete(ctx context.Context) error {
 // Run performs the backup, or prints its runbook for a dry run.
 func (o *BackupOptions) Run(ctx context.Context) error {
 	engine := &steps.Engine{Steps: steps.Backup(), UndoTimeout: o.UndoTimeout}
-	state := &steps.State{
-		Opts: o.Options,
-		Clients: steps.Clients{
-			Kube:       o.kube,
-			HyperShift: o.hyper,
-			Exec:       &kube.Executor{Config: o.restConfig, Client: o.kube},
-			Store:      o.store,
-		},
-		Out: &steps.Outputs{},
-	}
 	cluster := checkpoint.Cluster{Namespace: o.Namespace, Name: o.Cluster}
 	host, _ := os.Hostname()
-	if o.DryRun {
+	if o.DryRun && !o.Abandon {
+		state := o.newState(&steps.Outputs{})
 		state.Run = checkpoint.New("backup", cluster, host, engine.Names(), time.Now())
 		return o.printRunbook(ctx, engine, state)
 	}
@@ -377,27 +358,37 @@ func (o *BackupOptions) Run(ctx context.Context) error {
 		return exitcode.New(exitcode.Precondition, fmt.Errorf("read HostedCluster %s: %w", cluster, err))
 	}
 	cluster.UID = string(hc.UID)
+	if o.Abandon {
+		return o.abandon(ctx, hc, cluster)
+	}
 	held, err := steps.Holder(hc)
 	if err != nil {
 		return exitcode.New(exitcode.Precondition, err)
 	}
+	var state *steps.State
 	if o.Resume {
-		run, err := o.loadRun(held, cluster)
+		rec, err := o.loadRun(ctx, held, cluster)
 		if err != nil {
 			return err
 		}
-		state.Run = run
-		if state.Out, err = steps.LoadOutputs(run); err != nil {
-			return exitcode.New(exitcode.Usage, err)
+		o.Options = rec.opts
+		o.S3.Bucket = rec.opts.Bucket
+		if err := o.openStore(ctx); err != nil {
+			return err
 		}
-		if err := json.Unmarshal(run.Options, &state.Opts); err != nil {
-			return exitcode.Usagef("run %s: options: %v", run.RunID, err)
+		state = o.newState(rec.out)
+		state.Run = rec.run
+		// The checkpoint written from here on records what this machine
+		// resolved (a local key file only from here, never from the
+		// annotation).
+		if state.Run.Options, err = json.Marshal(rec.opts); err != nil {
+			return err
 		}
-		log.FromContext(ctx).Info("resuming run", "run", run.RunID, "from", firstUnfinished(run), "host", run.Host)
 	} else {
 		if held != nil && !held.Finished {
 			return steps.CheckNotHeld(hc, "")
 		}
+		state = o.newState(&steps.Outputs{})
 		state.Run = checkpoint.New("backup", cluster, host, engine.Names(), time.Now())
 		if state.Run.Options, err = json.Marshal(o.Options); err != nil {
 			return err
@@ -426,24 +417,43 @@ func (o *BackupOptions) Run(ctx context.Context) error {
 	return out.summary(state)
 }
 
-// loadRun finds the run to resume: the cluster's annotation (written by any
-// machine) or, failing that, this machine's newest unfinished run file.
-func (o *BackupOptions) loadRun(held *checkpoint.Run, cluster checkpoint.Cluster) (*checkpoint.Run, error) {
-	local, err := checkpoint.Latest(o.StateDir, cluster)
+// newState is the state every step receives, with the options and clients
+// of o.
+func (o *BackupOptions) newState(out *steps.Outputs) *steps.State {
+	return &steps.State{
+		Opts: o.Options,
+		Clients: steps.Clients{
+			Kube:       o.kube,
+			HyperShift: o.hyper,
+			Exec:       &kube.Executor{Config: o.restConfig, Client: o.kube},
+			Store:      o.store,
+		},
+		Out: out,
+	}
+}
+
+// loadRun finds the run to resume (the cluster's annotation, written by any
+// machine, or this machine's newest unfinished run file), checks it as the
+// untrusted input it is, and refuses flags that contradict it.
+func (o *BackupOptions) loadRun(ctx context.Context, held *checkpoint.Run, cluster checkpoint.Cluster) (*recordedRun, error) {
+	run, local, source, err := findRun(o.StateDir, held, cluster)
 	if err != nil {
-		return nil, exitcode.New(exitcode.Usage, fmt.Errorf("--resume: %w", err))
+		return nil, err
 	}
-	run := held
-	if run == nil || run.Finished || (local != nil && local.RunID == run.RunID && local.Serial > run.Serial) {
-		run = local
+	here := o.Options
+	if o.isSet == nil || !o.isSet(FlagKeyOut) {
+		here.KeyOut = ""
 	}
-	if run == nil {
-		return nil, exitcode.Preconditionf("--resume: no unfinished backup run of %s on the HostedCluster or in %s: start a new backup without --resume", cluster, o.StateDir)
+	rec, err := checkRecorded(run, local, cluster, here)
+	if err != nil {
+		return nil, err
 	}
-	if err := run.Validate("backup", cluster); err != nil {
-		return nil, exitcode.New(exitcode.Usage, fmt.Errorf("--resume: %w", err))
+	if err := checkFlagsAgree(o.Options, rec.opts, o.isSet, run.RunID); err != nil {
+		return nil, err
 	}
-	return run, nil
+	log.FromContext(ctx).Info("resuming run", "run", run.RunID, "from", firstUnfinished(run), "host", checkpoint.OneLine(run.Host),
+		"source", source, "bucket", rec.opts.Bucket, "prefix", rec.opts.Prefix, "online", rec.opts.Online)
+	return rec, nil
 }
 
 func firstUnfinished(run *checkpoint.Run) string {
@@ -485,8 +495,9 @@ func (o *BackupOptions) printRunbook(ctx context.Context, engine *steps.Engine, 
 	}
 }
 
-func newBackupCommand(stdout, stderr io.Writer) *cli.Command {
-	o := &BackupOptions{Out: stdout, ErrOut: stderr}
+func newBackupCommand(stdin io.Reader, stdout, stderr io.Writer) *cli.Command {
+	o := &BackupOptions{In: stdin, Out: stdout, ErrOut: stderr}
+	run := action(o, &o.Global)
 	return &cli.Command{
 		Name:  "backup",
 		Usage: "back up a HostedCluster's etcd to S3",
@@ -497,9 +508,14 @@ Every change is recorded (run file and HostedCluster annotation) before it is
 made, and undone after a failure, SIGINT or SIGTERM. scale-up-apiservers and
 resume-reconciliation run as soon as the snapshot file exists, so the API
 downtime does not include the upload. A run that was killed is finished with
---resume, from any machine.`,
-		Flags:  o.flags(),
-		Action: action(o, &o.Global),
+--resume, from any machine: it goes on with the options it recorded. A run
+that cannot be finished (exit 5 after a manual fix) releases the cluster with
+--abandon, which prints what the run changed and left undone first.`,
+		Flags: o.flags(),
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			o.isSet = cmd.IsSet
+			return run(ctx, cmd)
+		},
 	}
 }
 

@@ -36,9 +36,16 @@ func TestBackupUsageErrors(t *testing.T) {
 		{"ca bundle and insecure", append(base, "--s3-ca-bundle", "/x.pem", "--s3-insecure-skip-verify"), "contradict"},
 		{"prefix with leading slash", append(base, "--prefix", "/abs"), `--prefix "/abs" is not a clean key prefix`},
 		{"same prefix for keys", append(base, "--prefix", "p", "--key-prefix", "p"), "keep the key bundle apart"},
-		{"relative snapshot dir", append(base, "--snapshot-dir", "data"), `--snapshot-dir "data" is not an absolute path`},
-		{"relative etcdctl", append(base, "--etcdctl", "etcdctl"), `--etcdctl "etcdctl" is not an absolute path`},
-		{"relative etcdutl", append(base, "--etcdutl", "bin/etcdutl"), `--etcdutl "bin/etcdutl" is not an absolute path`},
+		{"relative snapshot dir", append(base, "--snapshot-dir", "data"), `--snapshot-dir "data" must be a clean absolute path`},
+		{"relative etcdctl", append(base, "--etcdctl", "etcdctl"), `--etcdctl "etcdctl" must be a clean absolute path`},
+		{"relative etcdutl", append(base, "--etcdutl", "bin/etcdutl"), `--etcdutl "bin/etcdutl" must be a clean absolute path`},
+		{"snapshot dir that climbs", append(base, "--snapshot-dir", "/var/lib/../../etc"), "must be a clean absolute path"},
+		{"skipping preflight", append(base, "--skip-steps", "preflight"), "preflight always runs"},
+		{"skipping the clean-up", append(base, "--skip-steps", "cleanup-pod-file"), "would leave the snapshot file in the etcd pod"},
+		{"abandon and resume", append(base, "--abandon", "--resume"), "exclude each other"},
+		{"yes without abandon", append(base, "--yes"), "--yes only confirms --abandon"},
+		{"abandon without a terminal", []string{"backup", "--cluster", "example", "--abandon"}, "stdin is not a terminal: add --yes"},
+		{"resume with a bad flag value", []string{"backup", "--cluster", "example", "--resume", "--member", "Etcd_0"}, `--member "Etcd_0"`},
 		{"no deployments offline", append(base, "--deployments", ""), "--deployments is empty"},
 		{"online and holding the API down", append(base, "--online", "--hold-api-until-saved"), "exclude each other"},
 		{"positional argument", append(base, "extra"), "takes no arguments"},
@@ -79,5 +86,34 @@ func TestBackupHelpListsSteps(t *testing.T) {
 		if !strings.Contains(stdout, env) {
 			t.Errorf("backup --help does not mention %s", env)
 		}
+	}
+}
+
+// TestHelpSaysEncryptedOnlyWhereItIs: the key bundle is encrypted by S3 in
+// the bucket (with --sse or the bucket's default), never in a --key-out
+// file; the help must not promise more.
+func TestHelpSaysEncryptedOnlyWhereItIs(t *testing.T) {
+	for _, cmd := range []string{"backup", "restore", "backups"} {
+		stdout, _, code := run(t, nil, cmd, "--help")
+		if code != exitcode.OK {
+			t.Fatalf("%s --help: exit %d", cmd, code)
+		}
+		text := strings.Join(strings.Fields(stdout), " ")
+		for i := 0; ; {
+			j := strings.Index(text[i:], "encrypted")
+			if j < 0 {
+				break
+			}
+			at := i + j
+			around := text[max(0, at-60):min(len(text), at+60)]
+			if !strings.Contains(around, "not encrypted") && !strings.Contains(around, "--sse") && !strings.Contains(around, "server-side") {
+				t.Errorf("%s --help says encrypted where nothing encrypts: %q", cmd, around)
+			}
+			i = at + len("encrypted")
+		}
+	}
+	stdout, _, _ := run(t, nil, "backup", "--help")
+	if !strings.Contains(strings.Join(strings.Fields(stdout), " "), "The file is not encrypted") {
+		t.Error("backup --help does not say that the --key-out file is not encrypted")
 	}
 }

@@ -8,9 +8,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/charmbracelet/log"
 	"github.com/urfave/cli/v3"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/hcpsnap/hcpsnap/checkpoint"
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
 	"github.com/hcpsnap/hcpsnap/restore"
 	"github.com/hcpsnap/hcpsnap/s3"
@@ -56,10 +58,11 @@ func (o *BackupsOptions) Complete(ctx context.Context) error {
 
 // Run lists the backups, newest first.
 func (o *BackupsOptions) Run(ctx context.Context) error {
-	backups, err := restore.List(ctx, o.store, o.Prefix, o.Cluster)
+	backups, skipped, err := restore.List(ctx, o.store, o.Prefix, o.Cluster)
 	if err != nil {
 		return exitcode.New(exitcode.Precondition, s3.Explain(err, o.S3.Bucket))
 	}
+	warnUnreadable(ctx, o.S3.Bucket, skipped)
 	if o.Global.Output == OutputJSON {
 		enc := json.NewEncoder(o.Out)
 		for _, b := range backups {
@@ -91,6 +94,14 @@ func (o *BackupsOptions) Run(ctx context.Context) error {
 			m.Etcd.TotalKeys, float64(m.Snapshot.Size)/(1<<20), m.DowntimeSeconds, bundle, o.S3.Bucket, b.ManifestKey)
 	}
 	return w.Flush()
+}
+
+// warnUnreadable names each manifest a listing skipped: the backup it
+// describes is not offered, and a person should know why.
+func warnUnreadable(ctx context.Context, bucket string, skipped []restore.Unreadable) {
+	for _, u := range skipped {
+		log.FromContext(ctx).Warn("skipped an unreadable backup manifest", "manifest", "s3://"+bucket+"/"+checkpoint.OneLine(u.Key), "err", oneLineError(u.Err))
+	}
 }
 
 func newBackupsCommand(stdout io.Writer) *cli.Command {

@@ -72,6 +72,8 @@ type RestoreOptions struct {
 
 	manifestKey string
 	store       *s3.Store
+	// terminal reports whether In is a terminal; nil means isTerminal.
+	terminal func(io.Reader) bool
 }
 
 func (o *RestoreOptions) flags() []cli.Flag {
@@ -151,8 +153,12 @@ func (o *RestoreOptions) Validate() error {
 	return nil
 }
 
-// Complete opens the bucket.
+// Complete refuses a render to be read from a terminal, then opens the
+// bucket.
 func (o *RestoreOptions) Complete(ctx context.Context) error {
+	if err := o.checkInput(); err != nil {
+		return err
+	}
 	store, err := o.S3.open(ctx)
 	if err != nil {
 		return err
@@ -245,6 +251,19 @@ func (o *RestoreOptions) renderName() string {
 	return o.Filename
 }
 
+// checkInput refuses to wait for a render typed on a terminal: a person
+// who ran restore without a pipe or --filename would see nothing happen.
+func (o *RestoreOptions) checkInput() error {
+	terminal := isTerminal
+	if o.terminal != nil {
+		terminal = o.terminal
+	}
+	if o.Filename == "-" && terminal(o.In) {
+		return exitcode.Usagef("no render on stdin, which is a terminal: pipe the output of 'hypershift create cluster ... --render' into hcpsnap restore, or pass --%s FILE", FlagFilename)
+	}
+	return nil
+}
+
 func (o *RestoreOptions) readRender() ([]byte, error) {
 	var data []byte
 	var err error
@@ -270,9 +289,13 @@ func (o *RestoreOptions) backup(ctx context.Context, store *s3.Store) (*restore.
 		}
 		return b, nil
 	}
-	backups, err := restore.List(ctx, store, o.Prefix, o.Cluster)
+	backups, skipped, err := restore.List(ctx, store, o.Prefix, o.Cluster)
 	if err != nil {
 		return nil, exitcode.New(exitcode.Precondition, s3.Explain(err, o.S3.Bucket))
+	}
+	warnUnreadable(ctx, o.S3.Bucket, skipped)
+	if len(backups) == 0 && len(skipped) > 0 {
+		return nil, exitcode.Preconditionf("no readable backup of cluster %s under s3://%s/%s/: %d manifest(s) could not be read (see the warnings); restore one with --%s", o.Cluster, o.S3.Bucket, o.Prefix, len(skipped), FlagFrom)
 	}
 	if len(backups) == 0 {
 		return nil, exitcode.Preconditionf("no backup of cluster %s under s3://%s/%s/: check --%s, --%s and --%s", o.Cluster, o.S3.Bucket, o.Prefix, FlagCluster, FlagBucket, FlagPrefix)

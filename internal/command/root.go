@@ -115,7 +115,7 @@ func New(stdin io.Reader, stdout, stderr io.Writer) *cli.Command {
 			return context.WithValue(ctx, globalsKey{}, g), nil
 		},
 		Commands: []*cli.Command{
-			newBackupCommand(stdout, stderr),
+			newBackupCommand(stdin, stdout, stderr),
 			newBackupsCommand(stdout),
 			newRestoreCommand(stdin, stdout),
 			newVersionCommand(stdout),

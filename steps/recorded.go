@@ -1,0 +1,137 @@
+package steps
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// SnapshotPath is the snapshot file of a run inside the etcd pod. It is
+// derived from the snapshot folder and the run ID every time, never read
+// back from a run file or an annotation: the clean-up removes it.
+func SnapshotPath(dir, runID string) string {
+	return path.Join(dir, "hcpsnap-"+runID+".db")
+}
+
+// maxRecordedReplicas bounds a replica count read back from a run: scale-up
+// sets the API Deployments to it, so an edited annotation must not be able
+// to ask for thousands of API servers.
+const maxRecordedReplicas = 100
+
+var (
+	hexSHA256    = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	snapshotIDRe = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}-[0-9]{1,20}$`)
+)
+
+// CheckOutputs checks outputs read back from a run file or a HostedCluster
+// annotation before a resumed run uses them. Anyone allowed to patch
+// HostedClusters can write the annotation, so every value that names
+// something (a namespace, a file in the pod, an object key) must be the one
+// the options and the run ID derive, and every other value must be of its
+// kind. opts must already be validated; runID must be a valid run ID.
+func CheckOutputs(o *Outputs, opts Options, runID string) error {
+	bad := func(field, v string) error {
+		return fmt.Errorf("recorded %s %s is not what this run derives: the run was edited", field, strconv.Quote(v))
+	}
+	if o.HCPNamespace != "" && o.HCPNamespace != opts.Namespace+"-"+opts.Cluster {
+		return bad("hcpNamespace", o.HCPNamespace)
+	}
+	if o.Timestamp != "" {
+		if t, err := time.Parse(timestampFormat, o.Timestamp); err != nil || t.Format(timestampFormat) != o.Timestamp {
+			return bad("timestamp", o.Timestamp)
+		}
+	}
+	switch o.StatusTool {
+	case "", StatusToolEtcdutl, StatusToolEtcdctl:
+	default:
+		return bad("statusTool", o.StatusTool)
+	}
+	a := o.Attempt
+	if a == nil {
+		a = &Attempt{}
+	}
+	if a.Path != "" && a.Path != SnapshotPath(opts.Etcd.SnapshotDir, runID) {
+		return bad("attempt path", a.Path)
+	}
+	if o.Attempt != nil && (!snapshotIDRe.MatchString(a.ID) || !strings.HasPrefix(a.ID, runID+"-")) {
+		return bad("attempt id", a.ID)
+	}
+	if o.CACert != "" && o.CACert != opts.Etcd.CACert && o.CACert != CACertPath && o.CACert != LegacyCACertPath {
+		return bad("caCert", o.CACert)
+	}
+	for name, n := range o.Replicas {
+		if !contains(opts.Deployments, name) {
+			return bad("replicas of Deployment", name)
+		}
+		if n < 1 || n > maxRecordedReplicas {
+			return fmt.Errorf("recorded replicas %d of Deployment %s are out of range (1 to %d): the run was edited", n, name, maxRecordedReplicas)
+		}
+	}
+	if o.PausedUntil != nil && o.PausedUntil.Present {
+		if err := checkPausedUntil(&o.PausedUntil.Value); err != nil {
+			return bad("original pausedUntil", o.PausedUntil.Value)
+		}
+	}
+	if o.PausedUntil != nil && !o.PausedUntil.Present && o.PausedUntil.Value != "" {
+		return bad("original pausedUntil", o.PausedUntil.Value)
+	}
+	if o.PauseUntil != "" {
+		if _, err := time.Parse(time.RFC3339, o.PauseUntil); err != nil {
+			return bad("pause deadline", o.PauseUntil)
+		}
+	}
+	for _, k := range []struct{ field, got, prefix, name string }{
+		{"objectKey", a.ObjectKey, opts.Prefix, snapshotObjectName},
+		{"manifestKey", o.ManifestKey, opts.Prefix, manifestObjectName},
+		{"keyBundleKey", o.KeyBundleKey, opts.KeyPrefix, keyBundleObjectName},
+	} {
+		if k.got != "" && (o.Timestamp == "" || k.got != objectKey(k.prefix, opts.Cluster, o.Timestamp, k.name)) {
+			return bad(k.field, k.got)
+		}
+	}
+	if f := o.KeyBundleFile; f != "" && (!strings.HasPrefix(f, "/") || path.Clean(f) != f || !printable(f)) {
+		return bad("keyBundleFile", f)
+	}
+	if len(a.UploadID) > 1024 || strings.IndexFunc(a.UploadID, func(c rune) bool { return c <= ' ' || c > '~' }) >= 0 {
+		return bad("uploadID", a.UploadID)
+	}
+	for _, h := range []struct{ field, v string }{{"sha256", a.SHA256}, {"etcdSHA256", a.EtcdSHA256}} {
+		if h.v != "" && !hexSHA256.MatchString(h.v) {
+			return bad(h.field, h.v)
+		}
+	}
+	for _, s := range o.SecretsSaved {
+		ns, name, ok := strings.Cut(s, "/")
+		if !ok || len(validation.IsDNS1123Label(ns)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 {
+			return bad("saved Secret", s)
+		}
+	}
+	for _, v := range []struct{ field, v string }{{"infraID", o.InfraID}, {"openshiftVersion", o.OpenShiftVersion}} {
+		if len(v.v) > 253 || !printable(v.v) {
+			return bad(v.field, v.v)
+		}
+	}
+	if o.EtcdDBSize < 0 || a.Bytes < 0 || (a.Status != nil && (a.Status.Revision < 0 || a.Status.TotalKey < 0 || a.Status.TotalSize < 0)) {
+		return fmt.Errorf("recorded sizes are negative: the run was edited")
+	}
+	return nil
+}
+
+func printable(s string) bool {
+	return strings.IndexFunc(s, func(c rune) bool { return !unicode.IsPrint(c) }) < 0
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
