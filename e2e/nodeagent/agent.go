@@ -399,7 +399,8 @@ func (a *agent) startPod(ctx context.Context, pod *corev1.Pod) (*podRuntime, err
 	hostsFile := filepath.Join(dir, "hosts")
 	hosts := renderHosts(hostsSpec{
 		PodIP: ip, Localhost: localhostFor(ip), Hostname: hostnameFor(pod),
-		Subdomain: pod.Spec.Subdomain, Namespace: pod.Namespace, Peers: peers, Aliases: pod.Spec.HostAliases,
+		Subdomain: pod.Spec.Subdomain, Namespace: pod.Namespace, Peers: peers,
+		NodeIP: a.hostIP, NodeName: a.cfg.NodeName, Aliases: pod.Spec.HostAliases,
 	})
 	if err := os.WriteFile(hostsFile, []byte(hosts), 0o644); err != nil {
 		return nil, err

@@ -49,6 +49,11 @@ type hostsSpec struct {
 	// Peers maps the host names of the other pods of the subdomain to their IPs (from PodIPsAnnotation): the agent
 	// has no DNS server, so their names are written here instead.
 	Peers map[string]string
+	// NodeIP and NodeName name the address every connection between pods comes from (they share the node's
+	// network, and the kernel picks the node's address as the source): with a subdomain, the hosts file names it
+	// <node>.<subdomain>.<namespace>.svc, so that a reverse lookup of a peer's address, which cluster DNS answers
+	// with the peer's name and etcd's peer certificate check makes, finds a name in the subdomain.
+	NodeIP, NodeName string
 	// Aliases are the pod's hostAliases, written last as the kubelet writes them.
 	Aliases []corev1.HostAlias
 }
@@ -63,7 +68,8 @@ func (h hostsSpec) serviceNames(host string) []string {
 }
 
 // renderHosts returns the /etc/hosts of a pod: localhost resolves to the pod's localhost address and the pod's host
-// name (and its names in its subdomain) to the pod IP; the peers of its subdomain follow, then its hostAliases.
+// name (and its names in its subdomain) to the pod IP; the peers of its subdomain and the node follow, then its
+// hostAliases.
 // localhost deliberately has no IPv6 address, which would reach whatever listens on the host's ::1.
 func renderHosts(h hostsSpec) string {
 	var b strings.Builder
@@ -82,6 +88,9 @@ func renderHosts(h hostsSpec) string {
 			continue
 		}
 		fmt.Fprintf(&b, "%s\t%s\n", h.Peers[peer], strings.Join(names, " "))
+	}
+	if names := h.serviceNames(h.NodeName); h.NodeIP != "" && h.NodeName != "" && len(names) > 0 {
+		fmt.Fprintf(&b, "%s\t%s\n", h.NodeIP, strings.Join(names, " "))
 	}
 	for _, a := range h.Aliases {
 		if a.IP == "" || len(a.Hostnames) == 0 {

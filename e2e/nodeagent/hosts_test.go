@@ -27,15 +27,16 @@ func TestRenderHosts(t *testing.T) {
 	}, {
 		name: "subdomain names for the pod and its peers, not for itself twice",
 		spec: hostsSpec{PodIP: "127.0.0.12", Localhost: "127.128.0.12", Hostname: "etcd-1", Subdomain: "etcd-discovery", Namespace: "ns",
-			Peers: map[string]string{"etcd-2": "127.0.0.13", "etcd-0": "127.0.0.11", "etcd-1": "127.0.0.12"}},
+			Peers: map[string]string{"etcd-2": "127.0.0.13", "etcd-0": "127.0.0.11", "etcd-1": "127.0.0.12"}, NodeIP: "127.0.0.1", NodeName: "n"},
 		want: head + "127.128.0.12\tlocalhost\n" +
 			"127.0.0.12\tetcd-1 etcd-1.etcd-discovery.ns.svc etcd-1.etcd-discovery.ns.svc.cluster.local\n" +
 			"::1\tip6-localhost ip6-loopback\n" +
 			"127.0.0.11\tetcd-0.etcd-discovery.ns.svc etcd-0.etcd-discovery.ns.svc.cluster.local\n" +
-			"127.0.0.13\tetcd-2.etcd-discovery.ns.svc etcd-2.etcd-discovery.ns.svc.cluster.local\n",
+			"127.0.0.13\tetcd-2.etcd-discovery.ns.svc etcd-2.etcd-discovery.ns.svc.cluster.local\n" +
+			"127.0.0.1\tn.etcd-discovery.ns.svc n.etcd-discovery.ns.svc.cluster.local\n",
 	}, {
 		name: "peers without a subdomain have no names",
-		spec: hostsSpec{PodIP: "127.0.0.12", Hostname: "etcd-1", Peers: map[string]string{"etcd-0": "127.0.0.11"}},
+		spec: hostsSpec{PodIP: "127.0.0.12", Hostname: "etcd-1", Peers: map[string]string{"etcd-0": "127.0.0.11"}, NodeIP: "127.0.0.1", NodeName: "n"},
 		want: head + "127.0.0.12\tlocalhost etcd-1\n::1\tip6-localhost ip6-loopback\n",
 	}}
 	for _, tt := range tests {
