@@ -108,8 +108,17 @@ check-versions: ## Fail when a go.mod disagrees with deps/versions.mk.
 # The local environment.
 
 .PHONY: env-up
-env-up: deps $(OUT)/localenv ## Start the local environment and write .localenv/env.
+env-up: deps $(OUT)/localenv ## Start the local environment (HOSTED_ETCD_VERSION, ETCD_DATA_MB, ETCD_VOLUME_MB) and write .localenv/env.
 	$(OUT)/localenv up
+
+# stop_running_env stops an environment left running (by `make demo` or
+# `make env-up`), saying so: the tests need a fresh one of their own.
+define stop_running_env
+if $(OUT)/localenv running 2>/dev/null; then \
+  echo "$@: stopping the local environment left running (by 'make demo' or 'make env-up'): the tests start their own"; \
+  $(OUT)/localenv down; \
+fi
+endef
 
 .PHONY: env-down
 env-down: $(OUT)/localenv ## Stop the local environment; fail if anything is left behind.
@@ -119,7 +128,7 @@ env-down: $(OUT)/localenv ## Stop the local environment; fail if anything is lef
 # Tests.
 
 .PHONY: test
-test: unit fuzz e2e ## Unit tests, a short fuzz run, then e2e tests on a fresh local environment.
+test: unit fuzz e2e e2e-etcd35 ## Unit tests, a short fuzz run, e2e on the default etcd (3.6), the round trip on etcd 3.5.
 
 .PHONY: unit
 unit: ## Unit tests (no environment needed).
@@ -140,19 +149,29 @@ fuzz: ## Every fuzz target for FUZZTIME each (default 10s).
 E2E_PACKAGES := ./e2e/ ./e2e/fixture/ ./s3/
 
 .PHONY: e2e
-e2e: deps $(OUT)/hcpsnap $(OUT)/localenv ## e2e tests: env up/down twice, then the suite on a fresh environment.
-	@if $(OUT)/localenv running 2>/dev/null; then echo "an environment is running: run 'make env-down' first"; exit 1; fi
+e2e: deps $(OUT)/hcpsnap $(OUT)/localenv ## e2e tests: env up/down twice, then the suite on a fresh environment (etcd HOSTED_ETCD_VERSION).
+	@$(stop_running_env)
 	ETCD_DATA_MB=1 ./e2e/env-cycle.sh $(OUT)/localenv 2
 	$(OUT)/localenv up
 	status=0; HCPSNAP_BIN=$(OUT)/hcpsnap $(GO) test -tags e2e -count=1 -timeout 40m $(E2E_PACKAGES) || status=$$?; \
+	$(OUT)/localenv down || status=$$((status ? status : 1)); exit $$status
+
+# The backup and restore round trip, run again on the 3.5 line.
+ROUND_TRIP_TESTS := ^(TestExecReachesOwnEtcdMember|TestBackup|TestRestoreRoundTrip)$$
+
+.PHONY: e2e-etcd35
+e2e-etcd35: deps $(OUT)/hcpsnap $(OUT)/localenv ## The backup/restore round trip on a fresh environment whose hosted etcd is the 3.5 line.
+	@$(stop_running_env)
+	HOSTED_ETCD_VERSION=$(ETCD_35_VERSION) $(OUT)/localenv up
+	status=0; HOSTED_ETCD_VERSION=$(ETCD_35_VERSION) HCPSNAP_BIN=$(OUT)/hcpsnap $(GO) test -tags e2e -count=1 -timeout 20m -run '$(ROUND_TRIP_TESTS)' ./e2e/ || status=$$?; \
 	$(OUT)/localenv down || status=$$((status ? status : 1)); exit $$status
 
 # ---------------------------------------------------------------------------
 # Demo.
 
 .PHONY: demo
-demo: deps build $(OUT)/localenv ## Build everything, start the environment, run hcpsnap on it.
-	@test -f $(LOCALENV)/env || $(OUT)/localenv up
+demo: deps build $(OUT)/localenv ## Build everything, start the environment (or reuse a running one), run hcpsnap on it.
+	@$(OUT)/localenv running 2>/dev/null || $(OUT)/localenv up
 	./e2e/demo.sh $(OUT)/hcpsnap $(LOCALENV)/env
 
 .PHONY: fmt
@@ -165,7 +184,7 @@ clean: ## Remove built binaries (keeps the dependency cache).
 
 .PHONY: help
 help: ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
 # ---------------------------------------------------------------------------
 # Benchmarks (not part of `make test`).

@@ -80,11 +80,7 @@ func ConfigFromEnv() (Config, error) {
 		HostedEtcdVersion: os.Getenv("HOSTED_ETCD_VERSION"),
 		MgmtEtcdVersion:   os.Getenv("MGMT_ETCD_VERSION"),
 	}
-	for name, v := range map[string]string{"HOSTED_ETCD_VERSION": cfg.HostedEtcdVersion, "MGMT_ETCD_VERSION": cfg.MgmtEtcdVersion} {
-		if !etcdVersionPattern.MatchString(v) {
-			return Config{}, fmt.Errorf("%s=%q is not an etcd version: set it to a version built by 'make deps' (see deps/versions.mk), such as v3.6.5", name, v)
-		}
-	}
+
 	for _, d := range APIDeployments {
 		cfg.Replicas[d] = 3
 	}
@@ -147,6 +143,17 @@ func (c Config) bin(name string) string { return filepath.Join(c.BinDir, name) }
 
 // etcdVersionPattern is what an etcd version looks like in deps/versions.mk.
 var etcdVersionPattern = regexp.MustCompile(`^v3\.[0-9]+\.[0-9]+$`)
+
+// checkVersions refuses etcd versions that are not versions: only `up` needs
+// them, so `down` and `running` work without.
+func (c Config) checkVersions() error {
+	for _, v := range []struct{ name, value string }{{"HOSTED_ETCD_VERSION", c.HostedEtcdVersion}, {"MGMT_ETCD_VERSION", c.MgmtEtcdVersion}} {
+		if !etcdVersionPattern.MatchString(v.value) {
+			return fmt.Errorf("%s=%q is not an etcd version: set it to one built by 'make deps' (deps/versions.mk), such as v3.6.5, or start through 'make env-up'", v.name, v.value)
+		}
+	}
+	return nil
+}
 
 // EtcdBinDir is the folder of etcd, etcdctl and etcdutl of one etcd version.
 func (c Config) EtcdBinDir(version string) string { return c.bin("etcd-" + version) }

@@ -39,6 +39,9 @@ func Up(ctx context.Context, cfg Config, logger *log.Logger) (err error) {
 	if cfg.alive("kube-apiserver") {
 		return fmt.Errorf("the environment in %s is already running: run 'make env-down' first", cfg.Dir)
 	}
+	if err := cfg.checkVersions(); err != nil {
+		return err
+	}
 	needed := []string{cfg.bin("kube-apiserver"), cfg.bin("kube-controller-manager"), cfg.bin("minio"),
 		filepath.Join(cfg.EtcdBinDir(cfg.MgmtEtcdVersion), "etcd")}
 	for _, b := range []string{"etcd", "etcdctl", "etcdutl"} {
