@@ -115,8 +115,12 @@ func Up(ctx context.Context, cfg Config, logger *log.Logger) (err error) {
 		return err
 	}
 	fx := cfg.FixtureConfig(logger)
+	volumeMB := cfg.VolumeMB
+	if volumeMB == 0 {
+		volumeMB = fixture.DefaultVolumeMB(cfg.DataMB)
+	}
 	logger.Info("laying out the hosted control plane", "cluster", cfg.Namespace+"/"+cfg.Cluster,
-		"etcd", cfg.HostedEtcdVersion, "dataMB", cfg.DataMB, "volumeMB", cfg.VolumeMB)
+		"etcd", cfg.HostedEtcdVersion, "dataMB", cfg.DataMB, "volumeMB", volumeMB)
 	if err := fixture.Apply(ctx, fx); err != nil {
 		return fmt.Errorf("hosted control plane: %w (logs in %s)", err, cfg.path("logs"))
 	}
