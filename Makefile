@@ -17,10 +17,17 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -X github.com/hcpsnap/hcpsnap/internal/version.Version=$(VERSION) \
              -X github.com/hcpsnap/hcpsnap/internal/version.Commit=$(COMMIT)
+# The hosted etcd's version: $(HOSTED_ETCD_VERSION_DEFAULT) unless given
+# (`make env-up HOSTED_ETCD_VERSION=$(ETCD_35_VERSION)`). Each pinned etcd
+# line is built into a folder of its own, .cache/bin/etcd-<version>/.
+HOSTED_ETCD_VERSION ?= $(HOSTED_ETCD_VERSION_DEFAULT)
+ETCD_VERSIONS := $(ETCD_36_VERSION) $(ETCD_35_VERSION)
 # The environment's daemons find their binaries and state through these.
 export LOCALENV_DIR     := $(LOCALENV)
 export LOCALENV_BIN_DIR := $(BIN)
 export LOCALENV_CRD_DIR := $(CRDS)
+export HOSTED_ETCD_VERSION
+export MGMT_ETCD_VERSION
 
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.cache/*' -not -path './deps/*') go.mod go.sum
 
@@ -37,24 +44,45 @@ $(OUT)/localenv: $(GO_SOURCES)
 # Dependencies of the local environment, built once from the module proxy.
 
 .PHONY: deps
-deps: check-versions $(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/minio $(CRDS)/.stamp ## Build etcd, kube, MinIO; extract the CRDs.
+deps: check-versions $(foreach v,$(ETCD_VERSIONS),$(BIN)/etcd-$(v)/etcd) $(BIN)/kube-apiserver $(BIN)/minio $(CRDS)/.stamp ## Build both etcd lines, kube, MinIO; extract the CRDs.
 
-$(BIN)/etcd: deps/versions.mk deps/etcd/go.mod deps/etcd/go.sum
-	@mkdir -p $(BIN)
-	cd deps/etcd && $(GO) build -trimpath -o $(BIN)/ go.etcd.io/etcd/etcdctl/v3 go.etcd.io/etcd/etcdutl/v3 go.etcd.io/etcd/server/v3
-	mv $(BIN)/server $(BIN)/etcd
+# etcd_rule VERSION MODULE: etcd, etcdctl and etcdutl of one etcd line, built
+# from the tools module deps/MODULE into .cache/bin/etcd-VERSION/. The server
+# binary is named after its package folder; it is renamed last, so that a
+# build cut short leaves no etcd that looks complete.
+define etcd_rule
+$(BIN)/etcd-$(1)/etcd: deps/$(2)/go.mod deps/$(2)/go.sum
+	@mkdir -p $$(@D)
+	cd deps/$(2) && $$(GO) build -trimpath -o $$(@D)/ go.etcd.io/etcd/etcdctl/v3 go.etcd.io/etcd/etcdutl/v3 go.etcd.io/etcd/server/v3
+	mv $$(@D)/server $$@
+endef
+$(eval $(call etcd_rule,$(ETCD_36_VERSION),etcd36))
+$(eval $(call etcd_rule,$(ETCD_35_VERSION),etcd))
 
-$(BIN)/kube-apiserver: deps/versions.mk deps/kube/go.mod deps/kube/go.sum
+# kube's version is in deps/kube/go.mod (check-versions holds it to
+# versions.mk), so editing another line of versions.mk rebuilds nothing.
+$(BIN)/kube-apiserver: deps/kube/go.mod deps/kube/go.sum
 	@mkdir -p $(BIN)
 	cd deps/kube && $(GO) build -trimpath -o $(BIN)/ k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
 	touch $@
 
-$(BIN)/minio: deps/versions.mk
+$(BIN)/minio: $(BIN)/.minio-version
 	@mkdir -p $(BIN)
 	GOBIN=$(BIN) $(GO) install -trimpath github.com/minio/minio@$(MINIO_VERSION)
 	touch $@
 
-$(CRDS)/.stamp: go.mod deps/versions.mk
+# .minio-version records the MinIO version built; it is rewritten (and MinIO
+# rebuilt) only when MINIO_VERSION changes. A MinIO built before this record
+# existed was built at the same pin: the record is dated as that binary.
+$(BIN)/.minio-version: FORCE
+	@mkdir -p $(@D)
+	@if [ ! -f $@ ] && [ -f $(BIN)/minio ]; then echo '$(MINIO_VERSION)' > $@ && touch -r $(BIN)/minio $@; \
+	elif [ "$$(cat $@ 2>/dev/null)" != '$(MINIO_VERSION)' ]; then echo '$(MINIO_VERSION)' > $@; fi
+
+.PHONY: FORCE
+FORCE:
+
+$(CRDS)/.stamp: go.mod
 	@mkdir -p $(CRDS)
 	$(GO) mod download github.com/openshift/hypershift/api
 	src=$$($(GO) list -m -f '{{.Dir}}' github.com/openshift/hypershift/api)/hypershift/v1beta1/zz_generated.featuregated-crd-manifests; \
@@ -64,12 +92,15 @@ $(CRDS)/.stamp: go.mod deps/versions.mk
 	touch $@
 
 .PHONY: deps-mod
-deps-mod: ## Regenerate deps/etcd and deps/kube after changing deps/versions.mk.
+deps-mod: ## Regenerate deps/etcd, deps/etcd36 and deps/kube after changing deps/versions.mk.
 	./deps/gen-tools-mod.sh all
 
 .PHONY: check-versions
 check-versions: ## Fail when a go.mod disagrees with deps/versions.mk.
-	@grep -qE "go.etcd.io/etcd/server/v3 $(ETCD_VERSION)( |$$)" deps/etcd/go.mod || { echo "deps/etcd/go.mod is not at ETCD_VERSION=$(ETCD_VERSION): run 'make deps-mod'"; exit 1; }
+	@grep -qE "go.etcd.io/etcd/server/v3 $(ETCD_35_VERSION)( |$$)" deps/etcd/go.mod || { echo "deps/etcd/go.mod is not at ETCD_35_VERSION=$(ETCD_35_VERSION): run 'make deps-mod'"; exit 1; }
+	@grep -qE "go.etcd.io/etcd/server/v3 $(ETCD_36_VERSION)( |$$)" deps/etcd36/go.mod || { echo "deps/etcd36/go.mod is not at ETCD_36_VERSION=$(ETCD_36_VERSION): run 'make deps-mod'"; exit 1; }
+	@case " $(ETCD_VERSIONS) " in *" $(HOSTED_ETCD_VERSION) "*) ;; *) echo "HOSTED_ETCD_VERSION=$(HOSTED_ETCD_VERSION) is not built here: use one of $(ETCD_VERSIONS)"; exit 2;; esac
+	@case " $(ETCD_VERSIONS) " in *" $(MGMT_ETCD_VERSION) "*) ;; *) echo "MGMT_ETCD_VERSION=$(MGMT_ETCD_VERSION) is not built here: use one of $(ETCD_VERSIONS)"; exit 2;; esac
 	@grep -qE "k8s.io/kubernetes $(KUBE_VERSION)( |$$)" deps/kube/go.mod || { echo "deps/kube/go.mod is not at KUBE_VERSION=$(KUBE_VERSION): run 'make deps-mod'"; exit 1; }
 	@grep -qE "github.com/openshift/hypershift/api $(HYPERSHIFT_API_VERSION)( |$$)" go.mod || { echo "go.mod does not require hypershift/api $(HYPERSHIFT_API_VERSION): run 'go get github.com/openshift/hypershift/api@$(HYPERSHIFT_API_VERSION)'"; exit 1; }
 
@@ -77,8 +108,17 @@ check-versions: ## Fail when a go.mod disagrees with deps/versions.mk.
 # The local environment.
 
 .PHONY: env-up
-env-up: deps $(OUT)/localenv ## Start the local environment and write .localenv/env.
+env-up: deps $(OUT)/localenv ## Start the local environment (HOSTED_ETCD_VERSION, ETCD_DATA_MB, ETCD_VOLUME_MB) and write .localenv/env.
 	$(OUT)/localenv up
+
+# stop_running_env stops an environment left running (by `make demo` or
+# `make env-up`), saying so: the tests need a fresh one of their own.
+define stop_running_env
+if $(OUT)/localenv running 2>/dev/null; then \
+  echo "$@: stopping the local environment left running (by 'make demo' or 'make env-up'): the tests start their own"; \
+  $(OUT)/localenv down; \
+fi
+endef
 
 .PHONY: env-down
 env-down: $(OUT)/localenv ## Stop the local environment; fail if anything is left behind.
@@ -88,7 +128,7 @@ env-down: $(OUT)/localenv ## Stop the local environment; fail if anything is lef
 # Tests.
 
 .PHONY: test
-test: unit fuzz e2e ## Unit tests, a short fuzz run, then e2e tests on a fresh local environment.
+test: unit fuzz e2e e2e-etcd35 ## Unit tests, a short fuzz run, e2e on the default etcd (3.6), the round trip on etcd 3.5.
 
 .PHONY: unit
 unit: ## Unit tests (no environment needed).
@@ -109,19 +149,29 @@ fuzz: ## Every fuzz target for FUZZTIME each (default 10s).
 E2E_PACKAGES := ./e2e/ ./e2e/fixture/ ./s3/
 
 .PHONY: e2e
-e2e: deps $(OUT)/hcpsnap $(OUT)/localenv ## e2e tests: env up/down twice, then the suite on a fresh environment.
-	@if $(OUT)/localenv running 2>/dev/null; then echo "an environment is running: run 'make env-down' first"; exit 1; fi
+e2e: deps $(OUT)/hcpsnap $(OUT)/localenv ## e2e tests: env up/down twice, then the suite on a fresh environment (etcd HOSTED_ETCD_VERSION).
+	@$(stop_running_env)
 	ETCD_DATA_MB=1 ./e2e/env-cycle.sh $(OUT)/localenv 2
 	$(OUT)/localenv up
 	status=0; HCPSNAP_BIN=$(OUT)/hcpsnap $(GO) test -tags e2e -count=1 -timeout 40m $(E2E_PACKAGES) || status=$$?; \
+	$(OUT)/localenv down || status=$$((status ? status : 1)); exit $$status
+
+# The backup and restore round trip, run again on the 3.5 line.
+ROUND_TRIP_TESTS := ^(TestExecReachesOwnEtcdMember|TestBackup|TestRestoreRoundTrip)$$
+
+.PHONY: e2e-etcd35
+e2e-etcd35: deps $(OUT)/hcpsnap $(OUT)/localenv ## The backup/restore round trip on a fresh environment whose hosted etcd is the 3.5 line.
+	@$(stop_running_env)
+	HOSTED_ETCD_VERSION=$(ETCD_35_VERSION) $(OUT)/localenv up
+	status=0; HOSTED_ETCD_VERSION=$(ETCD_35_VERSION) HCPSNAP_BIN=$(OUT)/hcpsnap $(GO) test -tags e2e -count=1 -timeout 20m -run '$(ROUND_TRIP_TESTS)' ./e2e/ || status=$$?; \
 	$(OUT)/localenv down || status=$$((status ? status : 1)); exit $$status
 
 # ---------------------------------------------------------------------------
 # Demo.
 
 .PHONY: demo
-demo: deps build $(OUT)/localenv ## Build everything, start the environment, run hcpsnap on it.
-	@test -f $(LOCALENV)/env || $(OUT)/localenv up
+demo: deps build $(OUT)/localenv ## Build everything, start the environment (or reuse a running one), run hcpsnap on it.
+	@$(OUT)/localenv running 2>/dev/null || $(OUT)/localenv up
 	./e2e/demo.sh $(OUT)/hcpsnap $(LOCALENV)/env
 
 .PHONY: fmt
@@ -134,7 +184,7 @@ clean: ## Remove built binaries (keeps the dependency cache).
 
 .PHONY: help
 help: ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
 # ---------------------------------------------------------------------------
 # Benchmarks (not part of `make test`).

@@ -43,4 +43,4 @@ manifest=$("$hcpsnap" -o json backups --cluster "$HCPSNAP_CLUSTER" | head -n 1 |
 echo "result: written with mode $(stat -c %a "$tmp/cluster.yaml"), restoreSnapshotURL set ($(grep -c "X-Amz-Signature" "$tmp/cluster.yaml") presigned URL, not shown); the file is removed at the end"
 "$hcpsnap" backups --cluster "$HCPSNAP_CLUSTER"
 
-say "done: the environment keeps running; 'make env-down' stops it"
+say "done: the environment keeps running; 'make env-down' stops it ('make test' stops it too, then starts its own)"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts and stops the local environment N times in a row and fails when
-# anything is left behind: `localenv down` checks for processes, mounts and
-# network namespaces itself, and this script checks again independently.
+# anything is left behind: `localenv down` checks for processes, mounts, loop
+# devices and network namespaces itself, and this script checks again
+# independently.
 set -euo pipefail
 localenv=$1
 n=${2:-2}
@@ -17,6 +18,10 @@ for i in $(seq 1 "$n"); do
   fi
   if grep -F "$LOCALENV_DIR" /proc/self/mountinfo; then
     echo "env-cycle: mounts left behind after down" >&2
+    exit 1
+  fi
+  if grep -sF "$LOCALENV_DIR" /sys/block/loop*/loop/backing_file; then
+    echo "env-cycle: loop devices left behind after down" >&2
     exit 1
   fi
 done

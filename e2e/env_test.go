@@ -5,7 +5,9 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -87,6 +89,90 @@ func TestExecReachesOwnEtcdMember(t *testing.T) {
 	// A failing command's exit status comes back through the apiserver.
 	if _, _, err := env.exec(ctx, "etcd-0", "sh", "-c", "exit 3"); err == nil || !strings.Contains(err.Error(), "status 3") {
 		t.Fatalf("exit 3 came back as %v", err)
+	}
+}
+
+// TestEtcdIsHyperShiftShaped checks the hosted etcd against HyperShift's
+// layout where hcpsnap depends on it: the StatefulSet's members, the data
+// volume (a claim bound to a volume, mounted at /var/lib as a file system of
+// the volume's size, so that a snapshot that does not fit has no room), the
+// serving certificate (no IP address) and the Secrets.
+func TestEtcdIsHyperShiftShaped(t *testing.T) {
+	env := loadEnv(t)
+	ctx := context.Background()
+	sts, err := env.kube.AppsV1().StatefulSets(env.hcpNamespace).Get(ctx, "etcd", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sts.Spec.ServiceName != "etcd-discovery" || *sts.Spec.Replicas != 3 || sts.Status.ReadyReplicas != 3 {
+		t.Fatalf("statefulset etcd: service %s, %d replicas, %d ready", sts.Spec.ServiceName, *sts.Spec.Replicas, sts.Status.ReadyReplicas)
+	}
+	pod, err := env.kube.CoreV1().Pods(env.hcpNamespace).Get(ctx, "etcd-0", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var containers []string
+	for _, c := range pod.Spec.Containers {
+		containers = append(containers, c.Name)
+	}
+	if strings.Join(containers, ",") != "etcd,etcd-metrics,healthz" || len(pod.OwnerReferences) != 1 || pod.OwnerReferences[0].Kind != "StatefulSet" {
+		t.Fatalf("etcd-0: containers %v, owners %v", containers, pod.OwnerReferences)
+	}
+	pvc, err := env.kube.CoreV1().PersistentVolumeClaims(env.hcpNamespace).Get(ctx, "data-etcd-0", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pv, err := env.kube.CoreV1().PersistentVolumes().Get(ctx, pvc.Spec.VolumeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("claim data-etcd-0 (%s): %v", pvc.Status.Phase, err)
+	}
+	capacity := pv.Spec.Capacity["storage"]
+
+	out, stderr, err := env.exec(ctx, "etcd-0", "df", "-B1", "--output=size,avail", "/var/lib")
+	if err != nil {
+		t.Fatalf("df in etcd-0: %v %s", err, stderr)
+	}
+	var size, avail int64
+	if fields := strings.Fields(out); len(fields) != 4 {
+		t.Fatalf("df: %q", out)
+	} else {
+		_, err1 := fmt.Sscan(fields[2], &size)
+		_, err2 := fmt.Sscan(fields[3], &avail)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("df: %q", out)
+		}
+	}
+	if size > capacity.Value() || size < capacity.Value()*9/10 {
+		t.Fatalf("/var/lib holds %d bytes, the volume %s", size, capacity.String())
+	}
+	// A full volume is not tried here: etcd shares it and would fail its own
+	// writes. nodeagent's TestEnsureFilesystem proves such a file system
+	// refuses what does not fit, and hcpsnap's preflight reads this df.
+	if avail <= 0 || avail >= size {
+		t.Fatalf("/var/lib: %d of %d bytes free", avail, size)
+	}
+
+	secret, err := env.kube.CoreV1().Secrets(env.hcpNamespace).Get(ctx, "etcd-client-tls", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(secret.Data) != 2 || secret.Data["etcd-client.crt"] == nil || secret.Data["etcd-client.key"] == nil {
+		t.Errorf("etcd-client-tls holds %d keys, want the certificate and key only", len(secret.Data))
+	}
+	out, _, err = env.exec(ctx, "etcd-0", "cat", "/etc/etcd/tls/server/server.crt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode([]byte(out))
+	if block == nil {
+		t.Fatalf("server.crt: %q", out)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cert.IPAddresses) != 0 || cert.VerifyHostname("localhost") != nil || cert.VerifyHostname("etcd-client."+env.hcpNamespace+".svc") != nil {
+		t.Errorf("server certificate: IPs %v, DNS %v", cert.IPAddresses, cert.DNSNames)
 	}
 }
 

@@ -583,7 +583,13 @@ func killEtcdMember(t *testing.T, member string) {
 			continue
 		}
 		args := strings.Split(string(cl), "\x00")
-		if len(args) > 1 && strings.HasSuffix(args[0], "/etcd") && contains(args, "--name="+member) {
+		if len(args) == 0 || !strings.HasSuffix(args[0], "/etcd") {
+			continue
+		}
+		// The member's name is in its environment (ETCD_NAME), as HyperShift configures it.
+		environ, err := os.ReadFile(filepath.Join("/proc", d.Name(), "environ"))
+		vars := strings.Split(string(environ), "\x00")
+		if err == nil && contains(vars, "ETCD_NAME="+member) && contains(vars, "NAMESPACE="+loadEnv(t).hcpNamespace) {
 			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}

@@ -28,7 +28,7 @@ func TestLeastPrivilege(t *testing.T) {
 	ctx := context.Background()
 	kubectl := func(args ...string) string {
 		t.Helper()
-		cmd := exec.Command(filepath.Join(filepath.Dir(env.vars["ETCDCTL"]), "kubectl"), args...)
+		cmd := exec.Command(filepath.Join(env.vars["LOCALENV_BIN_DIR"], "kubectl"), args...)
 		cmd.Env = append(os.Environ(), "KUBECONFIG="+env.vars["KUBECONFIG"])
 		out, err := cmd.CombinedOutput()
 		if err != nil && !strings.Contains(strings.Join(args, " "), "auth can-i") {

@@ -62,7 +62,8 @@ kubectl wait pod -n "$cpns" --for=delete -l 'app in (kube-apiserver,openshift-ap
 log "etcdctl snapshot save $snapshot"
 t0=$(now)
 in_etcd env ETCDCTL_API=3 "${etcdctl[@]}" snapshot save "$snapshot" >&2
-in_etcd env ETCDCTL_API=3 /usr/bin/etcdctl snapshot status "$snapshot" -w table >&2
+# etcdutl reads the file: etcd 3.6's etcdctl no longer has `snapshot status`.
+in_etcd /usr/bin/etcdutl snapshot status "$snapshot" -w table >&2
 mark snapshot_seconds "$(echo "$(now) - $t0" | bc)"
 mark snapshot_bytes "$(in_etcd stat -c %s "$snapshot")"
 

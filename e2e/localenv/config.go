@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/hcpsnap/hcpsnap/e2e/fixture"
 )
 
 // Fixed loopback addresses of the environment. They are constants, not flags:
@@ -37,8 +40,15 @@ type Config struct {
 	Namespace string
 	// Bucket is created in the S3 server for backups.
 	Bucket string
+	// HostedEtcdVersion is the version of the hosted etcd (its binaries are in
+	// BinDir/etcd-<version>/); MgmtEtcdVersion that of the management cluster's.
+	HostedEtcdVersion string
+	MgmtEtcdVersion   string
 	// DataMB is the size of the deterministic data written to the hosted etcd.
 	DataMB int
+	// VolumeMB is the size of each etcd member's data volume;
+	// fixture.DefaultVolumeMB(DataMB) when 0.
+	VolumeMB int
 	// Replicas are the desired replicas of the API Deployments.
 	Replicas map[string]int32
 }
@@ -48,8 +58,10 @@ var APIDeployments = []string{"kube-apiserver", "openshift-apiserver", "openshif
 
 // ConfigFromEnv reads the configuration from the environment with the
 // defaults of `make env-up`: LOCALENV_DIR, LOCALENV_BIN_DIR, LOCALENV_CRD_DIR,
-// HCPSNAP_CLUSTER, HCPSNAP_NAMESPACE, HCPSNAP_BUCKET, ETCD_DATA_MB and
-// API_REPLICAS (e.g. "kube-apiserver=3,openshift-apiserver=2").
+// HOSTED_ETCD_VERSION and MGMT_ETCD_VERSION (set by make from
+// deps/versions.mk), HCPSNAP_CLUSTER, HCPSNAP_NAMESPACE, HCPSNAP_BUCKET,
+// ETCD_DATA_MB, ETCD_VOLUME_MB and API_REPLICAS (e.g.
+// "kube-apiserver=3,openshift-apiserver=2").
 func ConfigFromEnv() (Config, error) {
 	self, err := os.Executable()
 	if err != nil {
@@ -64,12 +76,21 @@ func ConfigFromEnv() (Config, error) {
 		Namespace: envOr("HCPSNAP_NAMESPACE", "clusters"),
 		Bucket:    envOr("HCPSNAP_BUCKET", "hcpsnap-backups"),
 		Replicas:  map[string]int32{},
+
+		HostedEtcdVersion: os.Getenv("HOSTED_ETCD_VERSION"),
+		MgmtEtcdVersion:   os.Getenv("MGMT_ETCD_VERSION"),
 	}
+
 	for _, d := range APIDeployments {
 		cfg.Replicas[d] = 3
 	}
 	if cfg.DataMB, err = strconv.Atoi(envOr("ETCD_DATA_MB", "64")); err != nil || cfg.DataMB < 0 {
 		return Config{}, fmt.Errorf("ETCD_DATA_MB=%q is not a size in MiB: set a whole number such as 64", os.Getenv("ETCD_DATA_MB"))
+	}
+	if v := os.Getenv("ETCD_VOLUME_MB"); v != "" {
+		if cfg.VolumeMB, err = strconv.Atoi(v); err != nil || cfg.VolumeMB < fixture.MinVolumeMB {
+			return Config{}, fmt.Errorf("ETCD_VOLUME_MB=%q is not a volume size: set a whole number of MiB of at least %d", v, fixture.MinVolumeMB)
+		}
 	}
 	if r := os.Getenv("API_REPLICAS"); r != "" {
 		if err := parseReplicas(r, cfg.Replicas); err != nil {
@@ -119,6 +140,28 @@ func (c Config) path(elem ...string) string {
 
 // bin returns the path of a built dependency.
 func (c Config) bin(name string) string { return filepath.Join(c.BinDir, name) }
+
+// etcdVersionPattern is what an etcd version looks like in deps/versions.mk.
+var etcdVersionPattern = regexp.MustCompile(`^v3\.[0-9]+\.[0-9]+$`)
+
+// checkVersions refuses etcd versions that are not versions: only `up` needs
+// them, so `down` and `running` work without.
+func (c Config) checkVersions() error {
+	for _, v := range []struct{ name, value string }{{"HOSTED_ETCD_VERSION", c.HostedEtcdVersion}, {"MGMT_ETCD_VERSION", c.MgmtEtcdVersion}} {
+		if !etcdVersionPattern.MatchString(v.value) {
+			return fmt.Errorf("%s=%q is not an etcd version: set it to one built by 'make deps' (deps/versions.mk), such as v3.6.5, or start through 'make env-up'", v.name, v.value)
+		}
+	}
+	return nil
+}
+
+// EtcdBinDir is the folder of etcd, etcdctl and etcdutl of one etcd version.
+func (c Config) EtcdBinDir(version string) string { return c.bin("etcd-" + version) }
+
+// HostedEtcdBin returns the path of a binary (etcd, etcdctl, etcdutl) of the hosted etcd's version.
+func (c Config) HostedEtcdBin(name string) string {
+	return filepath.Join(c.EtcdBinDir(c.HostedEtcdVersion), name)
+}
 
 // HCPNamespace is the namespace of the hosted control plane.
 func (c Config) HCPNamespace() string { return c.Namespace + "-" + c.Cluster }

@@ -4,10 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/charmbracelet/log"
+	"golang.org/x/sys/unix"
 )
 
 // Down stops every process of the environment and removes its state, keeping
@@ -16,6 +20,11 @@ import (
 func Down(cfg Config, logger *log.Logger) error {
 	logger.Info("stopping the local environment", "dir", cfg.Dir)
 	err := cfg.stopAll(15 * time.Second)
+	// The etcd members' data volumes are file systems mounted below the
+	// state folder; they go once nothing runs in them.
+	if umErr := cfg.unmountAll(); umErr != nil {
+		err = errors.Join(err, umErr)
+	}
 	for _, d := range []string{"pki", "etcd", "minio", "nodeagent", "fixture", "pids", "env", "kubeconfig"} {
 		if rmErr := os.RemoveAll(cfg.path(d)); rmErr != nil {
 			err = errors.Join(err, rmErr)
@@ -58,6 +67,13 @@ func Leaks(cfg Config) []string {
 			}
 		}
 	}
+	if backing, err := filepath.Glob("/sys/block/loop*/loop/backing_file"); err == nil {
+		for _, f := range backing {
+			if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), cfg.Dir) {
+				leaks = append(leaks, "loop device "+filepath.Base(filepath.Dir(filepath.Dir(f)))+" on "+strings.TrimSpace(string(b)))
+			}
+		}
+	}
 	if entries, err := os.ReadDir("/run/netns"); err == nil {
 		for _, e := range entries {
 			if strings.HasPrefix(e.Name(), "hcpsnap") {
@@ -66,6 +82,52 @@ func Leaks(cfg Config) []string {
 		}
 	}
 	return leaks
+}
+
+// unmountAll unmounts every mount point below the state folder in this mount
+// namespace, deepest first: the data volumes the node agent mounted. A loop
+// device mounted by mount(8) is released with its last mount.
+func (c Config) unmountAll() error {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	var points []string
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 5 {
+			continue
+		}
+		p := unescapeMountPoint(fields[4])
+		if strings.HasPrefix(p, c.Dir+"/") {
+			points = append(points, p)
+		}
+	}
+	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
+	var errs []error
+	for _, p := range points {
+		if err := unix.Unmount(p, 0); err != nil {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unescapeMountPoint decodes the octal escapes (\040 for a space) of a
+// mountinfo field.
+func unescapeMountPoint(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 func truncate(s string, n int) string {

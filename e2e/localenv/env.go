@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/hcpsnap/hcpsnap/e2e/fixture"
 )
 
 // writeEnv writes the shell file that lets anyone use the environment with
@@ -25,9 +27,11 @@ func (c Config) writeEnv(s secrets) error {
 		"HCPSNAP_BUCKET":            c.Bucket,
 		"HCPSNAP_CLUSTER":           c.Cluster,
 		"HCPSNAP_NAMESPACE":         c.Namespace,
-		"ETCD":                      c.bin("etcd"),
-		"ETCDCTL":                   c.bin("etcdctl"),
-		"ETCDUTL":                   c.bin("etcdutl"),
+		// etcd's binaries on the host are the hosted etcd's version.
+		"ETCD":                c.HostedEtcdBin("etcd"),
+		"ETCDCTL":             c.HostedEtcdBin("etcdctl"),
+		"ETCDUTL":             c.HostedEtcdBin("etcdutl"),
+		"HOSTED_ETCD_VERSION": c.HostedEtcdVersion,
 	}
 	// The hosted etcd as seen from the host, for etcdctl on the host and for
 	// tests. Named LOCALENV_* so that they never set an hcpsnap flag.
@@ -36,6 +40,11 @@ func (c Config) writeEnv(s secrets) error {
 	vars["LOCALENV_ETCD_CACERT"] = fx.EtcdCAFile()
 	vars["LOCALENV_ETCD_CERT"] = fx.EtcdClientCertFile()
 	vars["LOCALENV_ETCD_KEY"] = fx.EtcdClientKeyFile()
+	// The members' certificate names no IP address, as HyperShift's: a
+	// client on the host dials their IPs and verifies this name (etcdctl has
+	// no flag for it; run it inside a member with kubectl exec instead).
+	vars["LOCALENV_ETCD_SERVER_NAME"] = fixture.EtcdServerName(c.HCPNamespace())
+	vars["LOCALENV_BIN_DIR"] = c.BinDir
 	keys := make([]string, 0, len(vars))
 	for k := range vars {
 		keys = append(keys, k)

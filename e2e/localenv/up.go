@@ -39,9 +39,17 @@ func Up(ctx context.Context, cfg Config, logger *log.Logger) (err error) {
 	if cfg.alive("kube-apiserver") {
 		return fmt.Errorf("the environment in %s is already running: run 'make env-down' first", cfg.Dir)
 	}
-	for _, b := range []string{"etcd", "etcdctl", "etcdutl", "kube-apiserver", "kube-controller-manager", "minio"} {
-		if _, err := os.Stat(cfg.bin(b)); err != nil {
-			return fmt.Errorf("dependency %s is missing: run 'make deps' to build it", cfg.bin(b))
+	if err := cfg.checkVersions(); err != nil {
+		return err
+	}
+	needed := []string{cfg.bin("kube-apiserver"), cfg.bin("kube-controller-manager"), cfg.bin("minio"),
+		filepath.Join(cfg.EtcdBinDir(cfg.MgmtEtcdVersion), "etcd")}
+	for _, b := range []string{"etcd", "etcdctl", "etcdutl"} {
+		needed = append(needed, cfg.HostedEtcdBin(b))
+	}
+	for _, b := range needed {
+		if _, err := os.Stat(b); err != nil {
+			return fmt.Errorf("dependency %s is missing: run 'make deps' to build it", b)
 		}
 	}
 	defer func() {
@@ -53,6 +61,9 @@ func Up(ctx context.Context, cfg Config, logger *log.Logger) (err error) {
 		}
 	}()
 	// A new environment starts from empty state; logs of earlier runs are kept.
+	if err := cfg.unmountAll(); err != nil {
+		return err
+	}
 	for _, d := range []string{"pki", "etcd", "minio", "nodeagent", "fixture", "pids"} {
 		if err := os.RemoveAll(cfg.path(d)); err != nil {
 			return err
@@ -63,7 +74,7 @@ func Up(ctx context.Context, cfg Config, logger *log.Logger) (err error) {
 		return fmt.Errorf("PKI: %w", err)
 	}
 
-	logger.Info("starting management etcd", "endpoint", fmt.Sprintf("http://127.0.0.1:%d", MgmtEtcdClientPort))
+	logger.Info("starting management etcd", "endpoint", fmt.Sprintf("http://127.0.0.1:%d", MgmtEtcdClientPort), "version", cfg.MgmtEtcdVersion)
 	if err := cfg.startEtcd(ctx); err != nil {
 		return err
 	}
@@ -103,8 +114,14 @@ func Up(ctx context.Context, cfg Config, logger *log.Logger) (err error) {
 	if err := cfg.start(daemon{name: "operator", bin: cfg.Self, args: []string{"operator", "--kubeconfig", cfg.Kubeconfig()}}); err != nil {
 		return err
 	}
-	logger.Info("laying out the hosted control plane", "cluster", cfg.Namespace+"/"+cfg.Cluster, "dataMB", cfg.DataMB)
-	if err := fixture.Apply(ctx, cfg.FixtureConfig(logger)); err != nil {
+	fx := cfg.FixtureConfig(logger)
+	volumeMB := cfg.VolumeMB
+	if volumeMB == 0 {
+		volumeMB = fixture.DefaultVolumeMB(cfg.DataMB)
+	}
+	logger.Info("laying out the hosted control plane", "cluster", cfg.Namespace+"/"+cfg.Cluster,
+		"etcd", cfg.HostedEtcdVersion, "dataMB", cfg.DataMB, "volumeMB", volumeMB)
+	if err := fixture.Apply(ctx, fx); err != nil {
 		return fmt.Errorf("hosted control plane: %w (logs in %s)", err, cfg.path("logs"))
 	}
 	if err := cfg.writeEnv(secrets); err != nil {
@@ -138,9 +155,11 @@ func (c Config) FixtureConfig(logger *log.Logger) fixture.Config {
 		Name:       c.Cluster,
 		Namespace:  c.Namespace,
 		Replicas:   c.Replicas,
-		EtcdBinDir: c.BinDir,
+		EtcdBinDir: c.EtcdBinDir(c.HostedEtcdVersion),
 		StateDir:   c.path("fixture"),
 		DataMB:     c.DataMB,
+		VolumeMB:   c.VolumeMB,
+		NodeName:   NodeName,
 		Log:        logger,
 	}
 }
@@ -209,7 +228,7 @@ current-context: localenv
 }
 
 func (c Config) startEtcd(ctx context.Context) error {
-	err := c.start(daemon{name: "etcd", bin: c.bin("etcd"), args: []string{
+	err := c.start(daemon{name: "etcd", bin: filepath.Join(c.EtcdBinDir(c.MgmtEtcdVersion), "etcd"), args: []string{
 		"--name", "mgmt",
 		"--data-dir", c.path("etcd"),
 		"--listen-client-urls", fmt.Sprintf("http://127.0.0.1:%d", MgmtEtcdClientPort),

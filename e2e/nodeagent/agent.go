@@ -147,7 +147,8 @@ func Run(ctx context.Context, cfg Config) error {
 		terminating: map[types.UID]bool{},
 	}
 	objects := &apiObjects{ctx: ctx, client: client}
-	a.volumes = &volumeWriter{objects: objects, token: a.requestToken}
+	claims := &claimResolver{client: client}
+	a.volumes = &volumeWriter{objects: objects, token: a.requestToken, claim: claims.resolve}
 	return a.run(ctx)
 }
 
@@ -387,12 +388,21 @@ func (a *agent) startPod(ctx context.Context, pod *corev1.Pod) (*podRuntime, err
 	if err := os.WriteFile(filepath.Join(dir, uidFile), []byte(pod.UID), 0o644); err != nil {
 		return nil, err
 	}
-	ip, err := a.ips.assign(pod.UID, pod.Annotations[PodIPAnnotation], pod.Status.PodIP)
+	annotated, peers, err := annotatedIP(pod)
+	if err != nil {
+		return nil, err
+	}
+	ip, err := a.ips.assign(pod.UID, annotated, pod.Status.PodIP)
 	if err != nil {
 		return nil, err
 	}
 	hostsFile := filepath.Join(dir, "hosts")
-	if err := os.WriteFile(hostsFile, []byte(renderHosts(ip, hostnameFor(pod), pod.Spec.HostAliases)), 0o644); err != nil {
+	hosts := renderHosts(hostsSpec{
+		PodIP: ip, Localhost: localhostFor(ip), Hostname: hostnameFor(pod),
+		Subdomain: pod.Spec.Subdomain, Namespace: pod.Namespace, Peers: peers,
+		NodeIP: a.hostIP, NodeName: a.cfg.NodeName, Aliases: pod.Spec.HostAliases,
+	})
+	if err := os.WriteFile(hostsFile, []byte(hosts), 0o644); err != nil {
 		return nil, err
 	}
 	volumes, err := a.volumes.prepareVolumes(ctx, pod, filepath.Join(dir, "volumes"))

@@ -3,14 +3,54 @@ package nodeagent
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
 
 // PodIPAnnotation, when set on a pod, is the pod's IP; otherwise the agent allocates one from 127.0.1.0/24. Any
 // 127.0.0.0/8 address is local on Linux, so a pod can listen on its own IP without network configuration.
 const PodIPAnnotation = "localenv.hcpsnap.io/pod-ip"
+
+// PodIPsAnnotation maps pod names to IPs, "etcd-0=127.0.0.11,etcd-1=127.0.0.12,...". It is meant for the template of
+// a StatefulSet, whose pods share one set of annotations: a pod listed by name gets that IP, and the other pods listed
+// are its peers, whose names in the pod's subdomain the agent writes into its /etc/hosts.
+const PodIPsAnnotation = "localenv.hcpsnap.io/pod-ips"
+
+// parsePodIPs parses the value of PodIPsAnnotation.
+func parsePodIPs(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		name, ip, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		a, err := netip.ParseAddr(ip)
+		if !ok || name == "" || err != nil || !a.Is4() {
+			return nil, fmt.Errorf("annotation %s: entry %q is not <pod name>=<IPv4 address>", PodIPsAnnotation, kv)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("annotation %s: pod %s is listed twice", PodIPsAnnotation, name)
+		}
+		out[name] = a.String()
+	}
+	return out, nil
+}
+
+// annotatedIP returns the IP a pod's annotations give it ("" when none does) and the peers PodIPsAnnotation lists.
+// PodIPAnnotation wins over PodIPsAnnotation.
+func annotatedIP(pod *corev1.Pod) (string, map[string]string, error) {
+	var peers map[string]string
+	if v, ok := pod.Annotations[PodIPsAnnotation]; ok {
+		var err error
+		if peers, err = parsePodIPs(v); err != nil {
+			return "", nil, err
+		}
+	}
+	if ip := pod.Annotations[PodIPAnnotation]; ip != "" {
+		return ip, peers, nil
+	}
+	return peers[pod.Name], peers, nil
+}
 
 // ipPool hands out addresses of a /24 to pods, one per pod UID, skipping the network, .1 (which Debian maps to the
 // machine's host name) and broadcast addresses, and any address in use by an annotated pod.

@@ -112,7 +112,7 @@ func prepareSandboxFiles(t *testing.T, rt *podRuntime) {
 	if err := os.MkdirAll(filepath.Join(rt.dir, "volumes", "empty"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(rt.dir, "hosts"), renderHosts(rt.ip, rt.name, nil), 0o644)
+	writeFile(t, filepath.Join(rt.dir, "hosts"), renderHosts(hostsSpec{PodIP: rt.ip, Hostname: rt.name}), 0o644)
 }
 
 func assertHostClean(t *testing.T, dir string) {
@@ -261,7 +261,7 @@ func TestContainerRestarts(t *testing.T) {
 	rt := newTestRuntime(t, a, pod, "127.0.1.9", func(dir string) []sandboxMount {
 		return []sandboxMount{{Source: filepath.Join(dir, "hosts"), Target: "/etc/hosts", ReadOnly: true}}
 	})
-	writeFile(t, filepath.Join(rt.dir, "hosts"), renderHosts(rt.ip, rt.name, nil), 0o644)
+	writeFile(t, filepath.Join(rt.dir, "hosts"), renderHosts(hostsSpec{PodIP: rt.ip, Hostname: rt.name}), 0o644)
 	rt.start()
 	deadline := time.Now().Add(15 * time.Second)
 	for {

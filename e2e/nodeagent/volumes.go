@@ -18,6 +18,10 @@ type volumeWriter struct {
 	objects objectSource
 	// token requests a service account token for a projected volume; nil disables such sources.
 	token func(ctx context.Context, namespace, serviceAccount string, req *authenticationv1.TokenRequest) (string, error)
+	// claim finds the volume bound to a PersistentVolumeClaim; nil disables such volumes.
+	claim func(ctx context.Context, namespace, claim string) (claimedVolume, error)
+	// filesystem prepares the file system of a local volume at a path; ensureFilesystem unless a test replaces it.
+	filesystem func(path string, size int64) error
 }
 
 // prepareVolumes creates the volumes of pod below volDir and returns the host path of each volume by name. Secret,
@@ -41,8 +45,10 @@ func (w *volumeWriter) prepareVolumes(ctx context.Context, pod *corev1.Pod, volD
 			err = w.projectedVolume(ctx, pod, v.Projected, dir)
 		case v.DownwardAPI != nil:
 			err = writeFiles(dir, downwardFiles(pod, v.DownwardAPI.Items, v.DownwardAPI.DefaultMode))
+		case v.PersistentVolumeClaim != nil:
+			dir, err = w.claimVolume(ctx, pod, v.PersistentVolumeClaim.ClaimName)
 		default:
-			err = errors.New("unsupported volume type (emptyDir, hostPath, secret, configMap, projected and downwardAPI are)")
+			err = errors.New("unsupported volume type (emptyDir, hostPath, secret, configMap, projected, downwardAPI and persistentVolumeClaim are)")
 		}
 		if err != nil {
 			return nil, fmt.Errorf("volume %s: %w", v.Name, err)
@@ -50,6 +56,29 @@ func (w *volumeWriter) prepareVolumes(ctx context.Context, pod *corev1.Pod, volD
 		paths[v.Name] = dir
 	}
 	return paths, nil
+}
+
+// claimVolume returns the host path of the volume bound to a claim: a local volume's file system, prepared on first
+// use, or a hostPath volume's folder.
+func (w *volumeWriter) claimVolume(ctx context.Context, pod *corev1.Pod, claim string) (string, error) {
+	if w.claim == nil {
+		return "", errors.New("persistentVolumeClaim volumes are not enabled")
+	}
+	v, err := w.claim(ctx, pod.Namespace, claim)
+	if err != nil {
+		return "", err
+	}
+	if !v.Local {
+		return v.Path, os.MkdirAll(v.Path, 0o755)
+	}
+	prepare := w.filesystem
+	if prepare == nil {
+		prepare = ensureFilesystem
+	}
+	if err := prepare(v.Path, v.Bytes); err != nil {
+		return "", fmt.Errorf("volume %s: %w", v.PV, err)
+	}
+	return v.Path, nil
 }
 
 // hostPathVolume checks a hostPath volume and creates it for the *OrCreate types.
