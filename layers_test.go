@@ -29,6 +29,7 @@ var layers = map[string]int{
 	"internal/version":  1,
 	"internal/fsutil":   1,
 	"internal/logging":  1,
+	"internal/shell":    1,
 }
 
 const module = "github.com/hcpsnap/hcpsnap"

@@ -1,6 +1,8 @@
 // Package shell quotes the commands hcpsnap prints for a person to copy and
 // paste: the --dry-run runbook's commands and the hints in error messages.
 // It is a leaf of the import graph, usable from every layer.
+//
+// Layer: plain helpers; it imports nothing of hcpsnap.
 package shell
 
 import "strings"
