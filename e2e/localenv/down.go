@@ -6,12 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/charmbracelet/log"
 	"golang.org/x/sys/unix"
+
+	"github.com/hcpsnap/hcpsnap/e2e/mountinfo"
 )
 
 // Down stops every process of the environment and removes its state, keeping
@@ -88,17 +89,12 @@ func Leaks(cfg Config) []string {
 // namespace, deepest first: the data volumes the node agent mounted. A loop
 // device mounted by mount(8) is released with its last mount.
 func (c Config) unmountAll() error {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	all, err := mountinfo.Points()
 	if err != nil {
 		return err
 	}
 	var points []string
-	for _, line := range strings.Split(string(data), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) < 5 {
-			continue
-		}
-		p := unescapeMountPoint(fields[4])
+	for _, p := range all {
 		if strings.HasPrefix(p, c.Dir+"/") {
 			points = append(points, p)
 		}
@@ -111,23 +107,6 @@ func (c Config) unmountAll() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// unescapeMountPoint decodes the octal escapes (\040 for a space) of a
-// mountinfo field.
-func unescapeMountPoint(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func truncate(s string, n int) string {

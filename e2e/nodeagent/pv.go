@@ -15,6 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/hcpsnap/hcpsnap/e2e/mountinfo"
 )
 
 // claimedVolume is the PersistentVolume bound to a pod's PersistentVolumeClaim, as far as the agent mounts it.
@@ -145,5 +147,5 @@ func isMountPoint(path string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return slices.Contains(parseMountPoints(string(data)), filepath.Clean(path)), nil
+	return slices.Contains(mountinfo.Parse(string(data)), filepath.Clean(path)), nil
 }

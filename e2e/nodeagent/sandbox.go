@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hcpsnap/hcpsnap/e2e/mountinfo"
 )
 
 // SandboxSubcommand is the name of the hidden subcommand under which the node agent re-executes its own binary to
@@ -407,42 +409,11 @@ func escapeOverlayPath(p string) string {
 
 // submountsOf lists the outermost mount points strictly below dir, from /proc/self/mountinfo.
 func submountsOf(dir string) ([]string, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	points, err := mountinfo.Points()
 	if err != nil {
 		return nil, err
 	}
-	return outermostBelow(dir, parseMountPoints(string(data))), nil
-}
-
-// parseMountPoints returns the mount point (fifth field, octal escapes decoded) of each mountinfo line.
-func parseMountPoints(mountinfo string) []string {
-	var out []string
-	for _, line := range strings.Split(mountinfo, "\n") {
-		fields := strings.Fields(line)
-		if len(fields) < 5 {
-			continue
-		}
-		out = append(out, unescapeMountinfo(fields[4]))
-	}
-	return out
-}
-
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return outermostBelow(dir, points), nil
 }
 
 // outermostBelow keeps the mount points strictly below dir that are not below another such mount point.

@@ -4,6 +4,8 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/hcpsnap/hcpsnap/e2e/mountinfo"
 )
 
 // fakeFS is an fsView over a set of paths (true for folders) with symbolic links between folders.
@@ -138,14 +140,14 @@ func TestMountState(t *testing.T) {
 }
 
 func TestOutermostBelow(t *testing.T) {
-	mountinfo := "22 1 254:0 / / rw - ext4 /dev/vda rw\n" +
+	text := "22 1 254:0 / / rw - ext4 /dev/vda rw\n" +
 		"30 22 0:5 / /etc/resolv.conf rw - tmpfs x rw\n" +
 		"31 22 0:6 / /etc/ssl rw - tmpfs x rw\n" +
 		"32 31 0:7 / /etc/ssl/certs rw - tmpfs x rw\n" +
 		"33 22 0:8 / /etc-other rw - tmpfs x rw\n" +
 		"34 22 0:9 / /etc/with\\040space rw - tmpfs x rw\n" +
 		"35 22 0:10 / /etc rw - tmpfs x rw\n"
-	got := outermostBelow("/etc", parseMountPoints(mountinfo))
+	got := outermostBelow("/etc", mountinfo.Parse(text))
 	want := []string{"/etc/resolv.conf", "/etc/ssl", "/etc/with space"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %q, want %q", got, want)
