@@ -40,7 +40,7 @@ func (e *testEnv) recordedRun(t *testing.T, edit func(opts, out map[string]any))
 		"Etcd": map[string]any{"Etcdctl": steps.DefaultEtcdctl, "Endpoint": steps.DefaultEndpoint, "Cert": steps.DefaultClientCert,
 			"Key": steps.DefaultClientKey, "SnapshotDir": steps.DefaultSnapshotDir},
 	}
-	out := map[string]any{"hcpNamespace": e.hcpNamespace, "timestamp": "20260101T000000Z",
+	out := map[string]any{"hcpNamespace": e.hcpNamespace, "timestamp": "20260101T000000Z", "caCert": steps.CACertPath,
 		"pausedUntil": map[string]any{"present": false}, "pauseDeadline": time.Now().Add(10 * time.Minute).UTC().Format(time.RFC3339),
 		"replicas": map[string]int32{"kube-apiserver": 3, "openshift-apiserver": 3, "openshift-oauth-apiserver": 3}}
 	if edit != nil {
@@ -99,8 +99,10 @@ func TestResumeAndAbandonRefusals(t *testing.T) {
 		{name: "resume with a contradicting flag", args: []string{"backup", "--resume", "--prefix", "elsewhere"},
 			stateDir: writeRunFile(t, env.recordedRun(t, nil)), want: `--prefix "elsewhere" contradicts run`},
 		{name: "resume of a run whose snapshot path was edited", args: []string{"backup", "--resume"},
-			stateDir: writeRunFile(t, env.recordedRun(t, func(_, o map[string]any) { o["snapshotPath"] = "/var/lib/data/member" })),
-			want:     "recorded snapshotPath"},
+			stateDir: writeRunFile(t, env.recordedRun(t, func(_, o map[string]any) {
+				o["attempt"] = map[string]any{"id": "20260101T000000Z-0a1b2c3d-1", "path": "/var/lib/data/member"}
+			})),
+			want: "recorded attempt path"},
 		{name: "resume of a run whose etcdctl was edited", args: []string{"backup", "--resume"},
 			stateDir: writeRunFile(t, env.recordedRun(t, func(o, _ map[string]any) {
 				o["Etcd"].(map[string]any)["Etcdctl"] = "/bin/sh -c id"
