@@ -38,7 +38,7 @@ $(OUT)/hcpsnap: $(GO_SOURCES)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $@ .
 
 $(OUT)/localenv: $(GO_SOURCES)
-	$(GO) build -o $@ ./e2e/cmd/localenv
+	$(GO) build -ldflags '-X github.com/hcpsnap/hcpsnap/e2e/localenv.defaultHostedEtcdVersion=$(HOSTED_ETCD_VERSION_DEFAULT) -X github.com/hcpsnap/hcpsnap/e2e/localenv.defaultMgmtEtcdVersion=$(MGMT_ETCD_VERSION)' -o $@ ./e2e/cmd/localenv
 
 # ---------------------------------------------------------------------------
 # Dependencies of the local environment, built once from the module proxy.

@@ -53,6 +53,15 @@ type Config struct {
 	Replicas map[string]int32
 }
 
+// The etcd versions a localenv binary built by make falls back to when
+// HOSTED_ETCD_VERSION or MGMT_ETCD_VERSION is not set, so that `bin/localenv
+// up` outside make starts the pinned default; make sets them with -X from
+// deps/versions.mk.
+var (
+	defaultHostedEtcdVersion string
+	defaultMgmtEtcdVersion   string
+)
+
 // APIDeployments are the three Deployments the runbook scales down.
 var APIDeployments = []string{"kube-apiserver", "openshift-apiserver", "openshift-oauth-apiserver"}
 
@@ -77,8 +86,8 @@ func ConfigFromEnv() (Config, error) {
 		Bucket:    envOr("HCPSNAP_BUCKET", "hcpsnap-backups"),
 		Replicas:  map[string]int32{},
 
-		HostedEtcdVersion: os.Getenv("HOSTED_ETCD_VERSION"),
-		MgmtEtcdVersion:   os.Getenv("MGMT_ETCD_VERSION"),
+		HostedEtcdVersion: envOr("HOSTED_ETCD_VERSION", defaultHostedEtcdVersion),
+		MgmtEtcdVersion:   envOr("MGMT_ETCD_VERSION", defaultMgmtEtcdVersion),
 	}
 
 	for _, d := range APIDeployments {
