@@ -158,10 +158,16 @@ func (r *Run) Validate(command string, cluster Cluster) error {
 // or annotation edited by hand or by someone else must not add or forge
 // lines in the log.
 func OneLine(s string) string {
-	if strings.IndexFunc(s, func(c rune) bool { return !unicode.IsPrint(c) }) < 0 {
+	if Printable(s) {
 		return s
 	}
 	return strconv.Quote(s)
+}
+
+// Printable reports whether s holds only printable characters: no line
+// break or control character that could forge a line in a log or a path.
+func Printable(s string) bool {
+	return strings.IndexFunc(s, func(c rune) bool { return !unicode.IsPrint(c) }) < 0
 }
 
 // Decode parses and sanity-checks a run file's bytes.

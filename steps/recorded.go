@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/hcpsnap/hcpsnap/checkpoint"
 )
 
 // SnapshotPath is the snapshot file of a run inside the etcd pod. It is
@@ -66,7 +68,7 @@ func CheckOutputs(o *Outputs, opts Options, runID string) error {
 		return bad("caCert", o.CACert)
 	}
 	for name, n := range o.Replicas {
-		if !contains(opts.Deployments, name) {
+		if !slices.Contains(opts.Deployments, name) {
 			return bad("replicas of Deployment", name)
 		}
 		if n < 1 || n > maxRecordedReplicas {
@@ -95,7 +97,7 @@ func CheckOutputs(o *Outputs, opts Options, runID string) error {
 			return bad(k.field, k.got)
 		}
 	}
-	if f := o.KeyBundleFile; f != "" && (!strings.HasPrefix(f, "/") || path.Clean(f) != f || !printable(f)) {
+	if f := o.KeyBundleFile; f != "" && (!strings.HasPrefix(f, "/") || path.Clean(f) != f || !checkpoint.Printable(f)) {
 		return bad("keyBundleFile", f)
 	}
 	if len(a.UploadID) > 1024 || strings.IndexFunc(a.UploadID, func(c rune) bool { return c <= ' ' || c > '~' }) >= 0 {
@@ -113,7 +115,7 @@ func CheckOutputs(o *Outputs, opts Options, runID string) error {
 		}
 	}
 	for _, v := range []struct{ field, v string }{{"infraID", o.InfraID}, {"openshiftVersion", o.OpenShiftVersion}} {
-		if len(v.v) > 253 || !printable(v.v) {
+		if len(v.v) > 253 || !checkpoint.Printable(v.v) {
 			return bad(v.field, v.v)
 		}
 	}
@@ -121,17 +123,4 @@ func CheckOutputs(o *Outputs, opts Options, runID string) error {
 		return fmt.Errorf("recorded sizes are negative: the run was edited")
 	}
 	return nil
-}
-
-func printable(s string) bool {
-	return strings.IndexFunc(s, func(c rune) bool { return !unicode.IsPrint(c) }) < 0
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -47,7 +47,7 @@ func validateOptions(o steps.Options) error {
 		return exitcode.Usagef("--%s is empty: name the API Deployments to scale down, or use --%s", FlagDeployments, FlagOnline)
 	}
 	for _, p := range []struct{ flag, val string }{{FlagPrefix, o.Prefix}, {FlagKeyPrefix, o.KeyPrefix}} {
-		if strings.HasPrefix(p.val, "/") || strings.Contains(p.val, "//") || strings.Contains(p.val, "..") || !printable(p.val) {
+		if strings.HasPrefix(p.val, "/") || strings.Contains(p.val, "//") || strings.Contains(p.val, "..") || !checkpoint.Printable(p.val) {
 			return exitcode.Usagef("--%s %q is not a clean key prefix: no leading slash, no empty or '..' segments", p.flag, p.val)
 		}
 	}
@@ -71,7 +71,7 @@ func validateOptions(o steps.Options) error {
 	if o.SSEKMSKeyID != "" && o.SSE != "aws:kms" {
 		return exitcode.Usagef("--%s needs --%s aws:kms", FlagSSEKMSKeyID, FlagSSE)
 	}
-	if !printable(o.SSEKMSKeyID) || !printable(o.KeyOut) {
+	if !checkpoint.Printable(o.SSEKMSKeyID) || !checkpoint.Printable(o.KeyOut) {
 		return exitcode.Usagef("--%s and --%s must be printable", FlagSSEKMSKeyID, FlagKeyOut)
 	}
 	if o.KeyOut != "" && o.SSE != "" {
@@ -84,11 +84,11 @@ func validateOptions(o steps.Options) error {
 		if (p.flag == FlagEtcdCACert || p.flag == FlagEtcdutl) && p.val == "" {
 			continue // detected in preflight; the default etcdutl for a run recorded before --etcdutl
 		}
-		if !strings.HasPrefix(p.val, "/") || path.Clean(p.val) != p.val || strings.ContainsFunc(p.val, unicode.IsSpace) || !printable(p.val) {
+		if !strings.HasPrefix(p.val, "/") || path.Clean(p.val) != p.val || strings.ContainsFunc(p.val, unicode.IsSpace) || !checkpoint.Printable(p.val) {
 			return exitcode.Usagef("--%s %q must be a clean absolute path inside the pod", p.flag, p.val)
 		}
 	}
-	if o.Etcd.Endpoint == "" || len(o.Etcd.Endpoint) > 255 || strings.ContainsFunc(o.Etcd.Endpoint, unicode.IsSpace) || !printable(o.Etcd.Endpoint) {
+	if o.Etcd.Endpoint == "" || len(o.Etcd.Endpoint) > 255 || strings.ContainsFunc(o.Etcd.Endpoint, unicode.IsSpace) || !checkpoint.Printable(o.Etcd.Endpoint) {
 		return exitcode.Usagef("--%s %q is not an endpoint: use HOST:PORT as seen from inside the pod", FlagEtcdEndpoint, o.Etcd.Endpoint)
 	}
 	return nil
@@ -133,10 +133,6 @@ func validateBucket(b string) error {
 		return exitcode.Usagef("--%s %q is not a valid S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)", FlagBucket, b)
 	}
 	return nil
-}
-
-func printable(s string) bool {
-	return strings.IndexFunc(s, func(c rune) bool { return !unicode.IsPrint(c) }) < 0
 }
 
 // trimmed drops blanks around and between comma-separated flag values.
