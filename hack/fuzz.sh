@@ -19,6 +19,7 @@ cd "$(dirname "$0")/.."
 targets=(
 	"./checkpoint FuzzDecode"
 	"./internal/command FuzzRecordedRun"
+	"./internal/etcdsnap FuzzScanner"
 	"./manifest FuzzDecode"
 	"./restore FuzzPatch"
 	"./s3 FuzzParseURL"

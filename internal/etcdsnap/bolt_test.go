@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -113,7 +115,12 @@ func revKey(main, sub uint64, tombstone bool) []byte {
 // database assembles pages (by id) into a file of npages pages, followed by
 // etcd's SHA-256.
 func database(npages int, pages map[uint64][]byte) []byte {
-	db := make([]byte, npages*testPageSize)
+	return filePages(npages, pages)
+}
+
+// filePages assembles pages into a file of n pages and etcd's SHA-256.
+func filePages(n int, pages map[uint64][]byte) []byte {
+	db := make([]byte, n*testPageSize)
 	for id, p := range pages {
 		copy(db[int(id)*testPageSize:], p)
 	}
@@ -124,6 +131,12 @@ func database(npages int, pages map[uint64][]byte) []byte {
 // etcdDB is a small etcd-shaped database: root bucket at page 2 with an
 // inline "meta" bucket holding version, and the "key" bucket given.
 func etcdDB(npages int, keyBucket []byte, version string, extra map[uint64][]byte) []byte {
+	return etcdDBPrefix(npages, npages, keyBucket, version, extra)
+}
+
+// etcdDBPrefix is the first n pages of a database of npages pages (the rest
+// free), and a SHA-256 that is not the database's.
+func etcdDBPrefix(npages, n int, keyBucket []byte, version string, extra map[uint64][]byte) []byte {
 	var metaElems []leafElem
 	if version != "" {
 		metaElems = append(metaElems, leafElem{key: []byte("storageVersion"), value: []byte(version)})
@@ -142,7 +155,7 @@ func etcdDB(npages int, keyBucket []byte, version string, extra map[uint64][]byt
 	for id, p := range extra {
 		pages[id] = p
 	}
-	return database(npages, pages)
+	return filePages(n, pages)
 }
 
 func scanBytes(t testing.TB, db []byte, chunk int) (Status, error) {
@@ -274,4 +287,164 @@ func TestSemverString(t *testing.T) {
 			t.Errorf("semverString(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// bigStream is an etcd-shaped database of size bytes: a two-level "key"
+// bucket in its first pages, then free pages. It is generated as it is read,
+// so that only the Scanner's own memory shows in measurements.
+type bigStream struct {
+	prefix []byte
+	size   int64
+}
+
+func newBigStream(size int64) bigStream {
+	npages := int(size / testPageSize)
+	return bigStream{size: size, prefix: etcdDBPrefix(npages, 8, bucketValue(3, nil), "3.6.0", map[uint64][]byte{
+		3: branchPage(3, branchElem{revKey(2, 0, false), 4}, branchElem{revKey(40, 0, false), 5}),
+		4: leafPage(4, leafElem{0, revKey(2, 0, false), []byte("x")}),
+		5: leafPage(5, leafElem{0, revKey(40, 0, false), []byte("y")}, leafElem{0, revKey(uint64(size), 1, false), nil}),
+	})[:8*testPageSize]}
+}
+
+// scan writes the stream to s in chunks of buf's size.
+func (b bigStream) scan(s *Scanner, buf []byte) error {
+	for off := int64(0); off < b.size+sha256.Size; off += int64(len(buf)) {
+		n := min(int64(len(buf)), b.size+sha256.Size-off)
+		chunk := buf[:n]
+		clear(chunk)
+		if off < int64(len(b.prefix)) {
+			copy(chunk, b.prefix[off:])
+		}
+		if _, err := s.Write(chunk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b bigStream) readAt(off, n int64) ([]byte, error) {
+	if off < 0 || n < 0 || off+n > b.size {
+		return nil, io.ErrUnexpectedEOF
+	}
+	out := make([]byte, n)
+	if off < int64(len(b.prefix)) {
+		copy(out, b.prefix[off:])
+	}
+	return out, nil
+}
+
+func (b bigStream) status(t testing.TB, buf []byte) *Scanner {
+	t.Helper()
+	s := NewScanner()
+	if err := b.scan(s, buf); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Status(b.readAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Status{Revision: b.size, TotalSize: b.size, Version: "3.6.0"}); st != want {
+		t.Fatalf("status %+v, want %+v", st, want)
+	}
+	return s
+}
+
+// TestScannerMemoryFlat checks that what a Scanner keeps, and what it
+// allocates, is the same for a 4 MiB and a 64 MiB database.
+func TestScannerMemoryFlat(t *testing.T) {
+	small, big := newBigStream(4<<20), newBigStream(64<<20)
+	buf := make([]byte, 64<<10)
+	// What stays live with the Scanner after the scan: the heap with it,
+	// minus the heap once it is dropped; the median of five.
+	heap := func() int64 {
+		var m runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m)
+		return int64(m.HeapAlloc)
+	}
+	retained := func(b bigStream) int64 {
+		var r []int64
+		for range 5 {
+			s := b.status(t, buf)
+			with := heap()
+			runtime.KeepAlive(s)
+			r = append(r, with-heap())
+		}
+		slices.Sort(r)
+		return r[2]
+	}
+	rs, rb := retained(small), retained(big)
+	t.Logf("retained after 4 MiB: %d bytes, after 64 MiB: %d bytes", rs, rb)
+	if rb > 16<<10 || rb-rs > 2<<10 {
+		t.Errorf("a Scanner keeps %d bytes after 64 MiB, %d after 4 MiB: want the same few bytes", rb, rs)
+	}
+	as := testing.AllocsPerRun(3, func() { small.status(t, buf) })
+	ab := testing.AllocsPerRun(3, func() { big.status(t, buf) })
+	t.Logf("allocations for 4 MiB: %v, for 64 MiB: %v", as, ab)
+	if as != ab {
+		t.Errorf("%v allocations for 4 MiB, %v for 64 MiB: want as many", as, ab)
+	}
+}
+
+// BenchmarkScanner streams databases of growing size through a Scanner and
+// takes their status: allocations per run stay the same at every size, so
+// allocations per MiB fall towards zero.
+func BenchmarkScanner(b *testing.B) {
+	for _, size := range []int64{4 << 20, 64 << 20, 1 << 30} {
+		stream := newBigStream(size)
+		buf := make([]byte, 64<<10)
+		b.Run(fmt.Sprintf("%dMiB", size>>20), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(size)
+			for b.Loop() {
+				stream.status(b, buf)
+			}
+		})
+	}
+}
+
+// FuzzScanner feeds arbitrary bytes to a Scanner in chunks of arbitrary
+// size and asks for their status: it must not panic, must buffer at most two
+// of the largest pages, and must read no more than a page at a time.
+func FuzzScanner(f *testing.F) {
+	inline := bucketValue(0, leafPage(0, leafElem{0, revKey(5, 0, false), []byte("a")}))
+	f.Add(etcdDB(4, inline, "3.6.0", nil), uint16(4094))
+	f.Add(etcdDB(8, bucketValue(3, nil), "3.6", map[uint64][]byte{
+		3: branchPage(3, branchElem{revKey(2, 0, false), 4}, branchElem{revKey(40, 0, false), 5}),
+		4: leafPage(4, leafElem{0, revKey(2, 0, false), []byte("x")}),
+		5: leafPage(5, leafElem{0, revKey(40, 0, false), bytes.Repeat([]byte("y"), 5000)}),
+	}), uint16(100))
+	f.Add([]byte("not a database"), uint16(3))
+	f.Fuzz(func(t *testing.T, data []byte, chunk uint16) {
+		// Most inputs would stop at the meta pages' checksums: give the
+		// meta pages at 0 and 4096 a valid one, so that the trees behind
+		// them are explored.
+		if chunk%2 == 0 {
+			data = bytes.Clone(data)
+			for _, off := range []int{0, testPageSize} {
+				if m := off + pageHeaderSize; len(data) >= m+metaSize {
+					h := fnv.New64a()
+					h.Write(data[m : m+metaSumLen])
+					binary.LittleEndian.PutUint64(data[m+metaSumLen:], h.Sum64())
+				}
+			}
+		}
+		s := NewScanner()
+		step := int(chunk) + 1
+		for off := 0; off < len(data); off += step {
+			if _, err := s.Write(data[off:min(len(data), off+step)]); err != nil {
+				break
+			}
+			if cap(s.head) > 4*maxPageSize {
+				t.Fatalf("the Scanner buffers %d bytes", cap(s.head))
+			}
+		}
+		read := bytesReadAt(data)
+		_, _ = s.Status(func(off, n int64) ([]byte, error) {
+			if n > maxPageSize {
+				t.Fatalf("read of %d bytes", n)
+			}
+			return read(off, n)
+		})
+	})
 }
