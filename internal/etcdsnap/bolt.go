@@ -77,6 +77,8 @@ type Status struct {
 
 // meta is the part of a bbolt meta page Status needs.
 type meta struct {
+	raw      [pageHeaderSize + metaSize]byte // the page header and meta as streamed
+	off      int64                           // where the page is in the stream
 	pageSize uint32
 	root     uint64 // the root bucket's page
 	pgid     uint64 // the high-water mark: pages in the database
@@ -203,11 +205,10 @@ func parseMeta(h []byte, off int) (meta, bool) {
 	if size < minPageSize || size > maxPageSize {
 		return meta{}, false
 	}
-	return meta{pageSize: size, root: le.Uint64(m[16:]), pgid: le.Uint64(m[40:]), txid: le.Uint64(m[48:])}, true
+	out := meta{off: int64(off), pageSize: size, root: le.Uint64(m[16:]), pgid: le.Uint64(m[40:]), txid: le.Uint64(m[48:])}
+	copy(out.raw[:], h[off:])
+	return out, true
 }
-
-// Size returns the bytes written so far.
-func (s *Scanner) Size() int64 { return s.n }
 
 // Status returns what `etcdutl snapshot status` reports of the database
 // streamed through s: Revision, TotalSize and Version (see Status). readAt
@@ -235,6 +236,15 @@ func (s *Scanner) Status(readAt func(off, n int64) ([]byte, error)) (Status, err
 		return Status{}, fmt.Errorf("snapshot stream is truncated: %d bytes, its bbolt database has %d pages of %d bytes", s.n, m.pgid, m.pageSize)
 	}
 	r := &reader{readAt: readAt, pageSize: int64(m.pageSize), total: total}
+	// The stored object must be the database that was streamed: its meta
+	// page, transaction id included, reads back the same.
+	stored, err := r.read(m.off, int64(len(m.raw)))
+	if err != nil {
+		return Status{}, err
+	}
+	if !bytes.Equal(stored, m.raw[:]) {
+		return Status{}, fmt.Errorf("the stored snapshot is not the one streamed: its meta page at %d differs", m.off)
+	}
 	root, err := r.page(m.root)
 	if err != nil {
 		return Status{}, fmt.Errorf("root bucket: %w", err)

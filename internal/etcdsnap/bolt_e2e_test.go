@@ -166,7 +166,7 @@ func (c chunkReader) Read(p []byte) (int, error) {
 // scanFile streams file through the Verifier and a Scanner, then asks the
 // Scanner for the status with ranged reads of the file; it also returns the
 // shape of the "key" bucket's rightmost path.
-func scanFile(t *testing.T, file string) (Status, pathShape) {
+func scanFile(t *testing.T, file string) (Status, pathShape, int) {
 	t.Helper()
 	f, err := os.Open(file)
 	if err != nil {
@@ -178,7 +178,12 @@ func scanFile(t *testing.T, file string) (Status, pathShape) {
 	if _, err := io.Copy(io.Discard, io.TeeReader(v, s)); err != nil {
 		t.Fatalf("stream %s: %v", file, err)
 	}
+	reads := 0
 	readAt := func(off, n int64) ([]byte, error) {
+		reads++
+		if n > int64(s.meta.pageSize) {
+			t.Errorf("read of %d bytes, more than a page", n)
+		}
 		b := make([]byte, n)
 		_, err := f.ReadAt(b, off)
 		return b, err
@@ -187,7 +192,8 @@ func scanFile(t *testing.T, file string) (Status, pathShape) {
 	if err != nil {
 		t.Fatalf("status of %s: %v", file, err)
 	}
-	return st, keyBucketShape(t, s, readAt)
+	n := reads
+	return st, keyBucketShape(t, s, readAt), n
 }
 
 // pathShape describes the "key" bucket's tree along its rightmost path.
@@ -324,9 +330,12 @@ func TestScannerMatchesEtcdutl(t *testing.T) {
 
 			for _, c := range checks {
 				t.Run(c.name, func(t *testing.T) {
-					got, shape := scanFile(t, c.file)
+					got, shape, reads := scanFile(t, c.file)
 					want := runEtcdutlStatus(t, dir, c.file)
-					t.Logf("etcdutl %+v; scanner %+v; key bucket %+v", want, got, shape)
+					t.Logf("etcdutl %+v; scanner %+v after %d reads; key bucket %+v", want, got, reads, shape)
+					if reads > 2*shape.depth+6 {
+						t.Errorf("%d reads for a key bucket %d pages deep", reads, shape.depth)
+					}
 					if got.Revision != want.Revision || got.TotalSize != want.TotalSize || got.Version != want.Version {
 						t.Errorf("scanner %+v, etcdutl %s %+v", got, version, want)
 					}

@@ -158,7 +158,9 @@ func etcdDBPrefix(npages, n int, keyBucket []byte, version string, extra map[uin
 	return filePages(n, pages)
 }
 
-func scanBytes(t testing.TB, db []byte, chunk int) (Status, error) {
+// scanBytes streams db through a Scanner in chunks, then takes its status
+// reading from stored (db itself when nil).
+func scanBytes(t testing.TB, db, stored []byte, chunk int) (Status, error) {
 	t.Helper()
 	s := NewScanner()
 	for off := 0; off < len(db); off += chunk {
@@ -166,7 +168,10 @@ func scanBytes(t testing.TB, db []byte, chunk int) (Status, error) {
 			return Status{}, err
 		}
 	}
-	return s.Status(bytesReadAt(db))
+	if stored == nil {
+		stored = db
+	}
+	return s.Status(bytesReadAt(stored))
 }
 
 func bytesReadAt(db []byte) func(off, n int64) ([]byte, error) {
@@ -215,6 +220,7 @@ func TestScanner(t *testing.T) {
 	tests := []struct {
 		name    string
 		db      []byte
+		stored  []byte // the object Status reads, when not db
 		want    Status
 		wantErr string
 	}{
@@ -232,6 +238,7 @@ func TestScanner(t *testing.T) {
 			0: metaPage(0, 2, 4, 1), 1: metaPage(1, 2, 4, 0), 2: leafPage(2),
 		}), wantErr: `no "meta" bucket`},
 		{name: "short revision key", db: etcdDB(4, bucketValue(0, leafPage(0, leafElem{0, []byte("12345678_"), nil})), "", nil), wantErr: "not a revision"},
+		{name: "stored object of another transaction", db: base, stored: withMetas(base, metaPage(0, 2, 12, 12), metaPage(1, 2, 12, 11)), wantErr: "not the one streamed"},
 		{name: "not bbolt", db: bytes.Repeat([]byte("etcd"), 300_000), wantErr: "not a bbolt database"},
 		{name: "empty stream", db: nil, wantErr: "not a bbolt database"},
 		{name: "truncated", db: base[:11*testPageSize], wantErr: "truncated"},
@@ -250,7 +257,7 @@ func TestScanner(t *testing.T) {
 				continue
 			}
 			t.Run(fmt.Sprintf("%s/chunks of %d", tt.name, chunk), func(t *testing.T) {
-				got, err := scanBytes(t, tt.db, chunk)
+				got, err := scanBytes(t, tt.db, tt.stored, chunk)
 				if tt.wantErr != "" {
 					if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 						t.Fatalf("error %v, want %q", err, tt.wantErr)
