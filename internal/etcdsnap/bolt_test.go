@@ -217,6 +217,9 @@ func TestScanner(t *testing.T) {
 	badNewer := bytes.Clone(newerMeta1)
 	badNewer[testPageSize+pageHeaderSize+20] ^= 1 // meta 1's checksum fails
 
+	badMeta0 := bytes.Clone(base)
+	badMeta0[pageHeaderSize+20] ^= 1 // meta 0's checksum fails: page size from meta 1
+
 	tests := []struct {
 		name    string
 		db      []byte
@@ -230,6 +233,7 @@ func TestScanner(t *testing.T) {
 		{name: "rightmost leaf empty", db: etcdDB(8, bucketValue(3, nil), "3.6", emptyLast), want: Status{Revision: 12, TotalSize: 8 * testPageSize}},
 		{name: "newer meta 1 wins", db: newerMeta1, want: Status{Revision: 7, TotalSize: 12 * testPageSize}},
 		{name: "invalid newer meta loses", db: badNewer, want: Status{Revision: 41, TotalSize: 12 * testPageSize, Version: "3.6.0"}},
+		{name: "invalid meta 0", db: badMeta0, want: Status{Revision: 41, TotalSize: 12 * testPageSize, Version: "3.6.0"}},
 		{name: "no key bucket", db: database(4, map[uint64][]byte{
 			0: metaPage(0, 2, 4, 1), 1: metaPage(1, 2, 4, 0),
 			2: leafPage(2, leafElem{bucketLeafFlag, []byte("meta"), bucketValue(0, leafPage(0))}),
