@@ -90,7 +90,8 @@ type meta struct {
 // meta pages and a byte count. Its memory does not grow with the database:
 // the stream's pages are not kept, and Status reads the few pages on the
 // path to the answer (the root bucket's, the "key" bucket's rightmost path,
-// the "meta" bucket's) from the stored object afterwards.
+// the "meta" bucket's) from the stored object afterwards. A Scanner is not
+// safe for concurrent use.
 type Scanner struct {
 	head  []byte // the stream's first bytes, until both meta pages are read
 	n     int64
