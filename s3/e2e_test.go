@@ -530,3 +530,22 @@ func TestE2EList(t *testing.T) {
 		t.Errorf("List = %v, want %v", keys, want)
 	}
 }
+
+func TestE2EGetRange(t *testing.T) {
+	s := openE2E(t, Config{})
+	ctx := context.Background()
+	data := make([]byte, 10000)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, "range/object", data, PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetRange(ctx, "range/object", 4096, 4096)
+	if err != nil || !bytes.Equal(got, data[4096:8192]) {
+		t.Errorf("GetRange(4096, 4096) = %d bytes, %v; want the object's bytes 4096-8191", len(got), err)
+	}
+	if got, err := s.GetRange(ctx, "range/object", 8192, 4096); err == nil {
+		t.Errorf("GetRange past the end = %d bytes, want an error", len(got))
+	}
+}

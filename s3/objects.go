@@ -184,6 +184,27 @@ func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo,
 	return out.Body, ObjectInfo{Key: key, Size: aws.ToInt64(out.ContentLength), Metadata: out.Metadata}, nil
 }
 
+// GetRange reads n bytes of the object from offset off in one ranged GET;
+// a range past the end is an error.
+func (s *Store) GetRange(ctx context.Context, key string, off, n int64) ([]byte, error) {
+	if off < 0 || n <= 0 {
+		return nil, fmt.Errorf("read %s: invalid range %d+%d", s.loc(key), off, n)
+	}
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{
+		Bucket: s.bucketPtr(), Key: aws.String(key),
+		Range: aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1)),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("get %s bytes %d-%d: %w", s.loc(key), off, off+n-1, Explain(err, s.bucket))
+	}
+	defer out.Body.Close()
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(out.Body, buf); err != nil {
+		return nil, fmt.Errorf("read %s bytes %d-%d: %w", s.loc(key), off, off+n-1, err)
+	}
+	return buf, nil
+}
+
 // List returns every object whose key starts with prefix, in key order,
 // following continuation tokens. Listings carry no metadata; use Head for it.
 func (s *Store) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {

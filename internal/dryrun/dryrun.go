@@ -48,6 +48,7 @@ type Backend interface {
 	Upload(ctx context.Context, key string, r io.Reader, opts s3.UploadOptions) (s3.UploadResult, error)
 	Put(ctx context.Context, key string, data []byte, opts s3.PutOptions) error
 	Get(ctx context.Context, key string) (io.ReadCloser, s3.ObjectInfo, error)
+	GetRange(ctx context.Context, key string, off, n int64) ([]byte, error)
 	AbortUploads(ctx context.Context, key string) error
 }
 
@@ -72,6 +73,11 @@ func (s Store) Head(ctx context.Context, key string) (s3.ObjectInfo, bool, error
 // Get passes through.
 func (s Store) Get(ctx context.Context, key string) (io.ReadCloser, s3.ObjectInfo, error) {
 	return s.Next.Get(ctx, key)
+}
+
+// GetRange passes through.
+func (s Store) GetRange(ctx context.Context, key string, off, n int64) ([]byte, error) {
+	return s.Next.GetRange(ctx, key, off, n)
 }
 
 // Upload is refused.
