@@ -114,6 +114,9 @@ type Engine[S State] struct {
 	// action has its own deadline, so a slow clean-up cannot eat the time
 	// the API needs to come back.
 	UndoTimeout time.Duration
+	// Retakes bounds how many times one run makes a lost change again (see
+	// LostError); 0 means once.
+	Retakes int
 }
 
 // Names returns the step names in order.
@@ -171,7 +174,7 @@ func (e *Engine[S]) Execute(ctx context.Context, s S) error {
 		}
 	}
 	e.reopen(run)
-	retaken := map[string]bool{}
+	retaken := map[string]int{}
 	var failure error
 	var failed string
 steps:
@@ -196,10 +199,10 @@ steps:
 		e.invalidate(run, st.Name)
 		err := e.runStep(ctx, s, st)
 		var lost *LostError
-		if errors.As(err, &lost) && !retaken[lost.Step] && e.index(lost.Step) >= 0 && e.index(lost.Step) < i && ctx.Err() == nil {
-			// What this step needs is gone: make it again, once, and
-			// everything that follows from it.
-			retaken[lost.Step] = true
+		if errors.As(err, &lost) && retaken[lost.Step] < max(1, e.Retakes) && e.index(lost.Step) >= 0 && e.index(lost.Step) < i && ctx.Err() == nil {
+			// What this step needs is gone: make it again, and everything
+			// that follows from it, as many times as Retakes allows.
+			retaken[lost.Step]++
 			charmlog.FromContext(ctx).Warn("making an earlier step's change again", "step", lost.Step, "because", lost.Err)
 			rec.Status = checkpoint.Pending
 			run.Step(lost.Step).Status = checkpoint.Undone

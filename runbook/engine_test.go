@@ -679,3 +679,23 @@ func TestEngineLostChangeIsMadeAgain(t *testing.T) {
 		t.Fatalf("err %v, want Restored", err)
 	}
 }
+
+// TestEngineRetakesAreBounded: with Retakes n, a change lost again and again
+// is made again n times, then the loss is a failure like any other.
+func TestEngineRetakesAreBounded(t *testing.T) {
+	for _, n := range []int{0, 1, 3} {
+		uploads := 0
+		rec := &recorder{behave: map[string]func(context.Context) error{"upload": func(context.Context) error {
+			uploads++
+			return &LostError{Step: "snapshot-save", Err: errors.New("stream broke")}
+		}}}
+		e := &Engine[*synthState]{Steps: rec.synthWorkflow(nil), Retakes: n}
+		s := newSynthState(e, &memSaver{})
+		if err := e.Execute(quietContext(), s); exitcode.Of(err) != exitcode.Restored {
+			t.Fatalf("Retakes %d: err %v, want Restored", n, err)
+		}
+		if want := max(1, n) + 1; uploads != want {
+			t.Errorf("Retakes %d: %d uploads, want %d", n, uploads, want)
+		}
+	}
+}
