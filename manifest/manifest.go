@@ -20,33 +20,43 @@ const (
 // Manifest describes one backup. It holds no secret: the key bundle is
 // referenced by its object key, never inlined.
 type Manifest struct {
-	SchemaVersion    int       `json:"schemaVersion"`
-	RunID            string    `json:"runID"`
-	Cluster          string    `json:"cluster"`
-	Namespace        string    `json:"namespace"`
-	HCPNamespace     string    `json:"hcpNamespace"`
-	InfraID          string    `json:"infraID,omitempty"`
-	OpenShiftVersion string    `json:"openshiftVersion,omitempty"`
-	Online           bool      `json:"online"`
-	Etcd             Etcd      `json:"etcd"`
-	Snapshot         Object    `json:"snapshot"`
-	KeyBundle        KeyBundle `json:"keyBundle"`
-	Times            Times     `json:"times"`
-	DowntimeSeconds  float64   `json:"downtimeSeconds"`
-	HCPSnapVersion   string    `json:"hcpsnapVersion"`
+	SchemaVersion    int    `json:"schemaVersion"`
+	RunID            string `json:"runID"`
+	Cluster          string `json:"cluster"`
+	Namespace        string `json:"namespace"`
+	HCPNamespace     string `json:"hcpNamespace"`
+	InfraID          string `json:"infraID,omitempty"`
+	OpenShiftVersion string `json:"openshiftVersion,omitempty"`
+	Online           bool   `json:"online"`
+	// Via is how the snapshot left etcd: "stream" or "exec" (absent in
+	// manifests written before both existed: exec).
+	Via       string    `json:"via,omitempty"`
+	Etcd      Etcd      `json:"etcd"`
+	Snapshot  Object    `json:"snapshot"`
+	KeyBundle KeyBundle `json:"keyBundle"`
+	Times     Times     `json:"times"`
+	// DowntimeSeconds adds up every window of Downtimes.
+	DowntimeSeconds float64 `json:"downtimeSeconds"`
+	// Downtimes are the windows in which the API was down, in order: more
+	// than one when a broken snapshot stream was taken again.
+	Downtimes      []Window `json:"downtimes,omitempty"`
+	HCPSnapVersion string   `json:"hcpsnapVersion"`
 }
 
 // Etcd is what `etcdutl snapshot status` (or, before etcd 3.6, `etcdctl
 // snapshot status`) reported, and etcd's own SHA-256 of the database, which
 // is appended to the snapshot file. TotalKeys counts every key of every bucket
 // with the 3.5 tools and the live keys with 3.6's; StorageVersion is reported
-// from 3.6 on.
+// from 3.6 on. A streamed snapshot (Via "stream") is read by hcpsnap itself
+// as it passes: revision, size and storage version exactly as etcdutl
+// reports them, but no TotalKeys or Hash (they need every page in key order,
+// which a stream does not give without a copy).
 type Etcd struct {
 	Member         string `json:"member"`
 	Revision       int64  `json:"revision"`
-	TotalKeys      int64  `json:"totalKeys"`
+	TotalKeys      int64  `json:"totalKeys,omitempty"`
 	TotalSize      int64  `json:"totalSize"`
-	Hash           uint32 `json:"hash"`
+	Hash           uint32 `json:"hash,omitempty"`
 	SHA256         string `json:"sha256"`
 	StorageVersion string `json:"storageVersion,omitempty"`
 }
@@ -67,6 +77,13 @@ type KeyBundle struct {
 	File    string   `json:"file,omitempty"`
 	SSE     string   `json:"sse,omitempty"`
 	Secrets []string `json:"secrets"`
+}
+
+// Window is one interval of API downtime.
+type Window struct {
+	Start   time.Time `json:"start"`
+	End     time.Time `json:"end"`
+	Seconds float64   `json:"seconds"`
 }
 
 // Times are the run's milestones, in UTC.

@@ -114,12 +114,18 @@ func preflight(ctx context.Context, s *State) error {
 	if err := checkMemberPod(pod, s.Opts.Container); err != nil {
 		return err
 	}
-	s.Out.CACert = detectCACert(pod, s.Opts)
-	if err := checkPodTools(ctx, s); err != nil {
-		return err
-	}
-	if err := checkMemberHealth(ctx, s); err != nil {
-		return err
+	if s.via() == ViaStream {
+		if err := checkMemberStream(ctx, s); err != nil {
+			return err
+		}
+	} else {
+		s.Out.CACert = detectCACert(pod, s.Opts)
+		if err := checkPodTools(ctx, s); err != nil {
+			return err
+		}
+		if err := checkMemberHealth(ctx, s); err != nil {
+			return err
+		}
 	}
 	if !s.Opts.Online {
 		for _, name := range s.Opts.Deployments {
@@ -295,7 +301,7 @@ func checkMemberHealth(ctx context.Context, s *State) error {
 	s.Out.EtcdDBSize = status[0].Status.DBSize
 	need := status[0].Status.DBSize + status[0].Status.DBSize/10
 	if free < need {
-		return exitcode.Preconditionf("%s in pod %s/%s has %d MiB free, the snapshot needs about %d MiB: free space there or choose --snapshot-dir", s.Opts.Etcd.SnapshotDir, s.Out.HCPNamespace, s.Opts.Member, free>>20, need>>20)
+		return exitcode.Preconditionf("%s in pod %s/%s has %d MiB free, a copy of the %d MiB database needs about %d MiB: stream the snapshot with --via stream (nothing is written in the pod), or free space there, or choose --snapshot-dir", s.Opts.Etcd.SnapshotDir, s.Out.HCPNamespace, s.Opts.Member, free>>20, status[0].Status.DBSize>>20, need>>20)
 	}
 	return nil
 }
@@ -414,6 +420,9 @@ func scaleDown(ctx context.Context, s *State) error {
 	if s.Out.DowntimeStart == nil || s.Out.DowntimeEnd != nil {
 		// A new downtime: the first, or one after a bracket that a failure
 		// closed (scale-up ran as an undo and ended the earlier one).
+		if s.Out.DowntimeStart != nil {
+			s.Out.EarlierDowntimes = append(s.Out.EarlierDowntimes, Window{Start: *s.Out.DowntimeStart, End: *s.Out.DowntimeEnd})
+		}
 		now := s.now().UTC()
 		s.Out.DowntimeStart, s.Out.DowntimeEnd = &now, nil
 	}
@@ -505,6 +514,9 @@ func scaleTo(ctx context.Context, s *State, name string, replicas int32) error {
 // snapshot-save and cleanup-pod-file
 
 func snapshotSave(ctx context.Context, s *State) error {
+	if s.via() == ViaStream {
+		return streamSnapshot(ctx, s)
+	}
 	// Every attempt is a new snapshot with outputs of its own: an object
 	// uploaded from an earlier one must not pass for it.
 	s.Out.Attempt = &Attempt{ID: fmt.Sprintf("%s-%d", s.Run.RunID, s.now().UnixNano()), Path: snapshotPath(s)}
@@ -603,6 +615,9 @@ func snapshotStatus(ctx context.Context, s *State) error {
 }
 
 func cleanupPodFile(ctx context.Context, s *State) error {
+	if s.via() == ViaStream {
+		return cleanupStream(ctx, s)
+	}
 	p := snapshotPath(s)
 	var stderr bytes.Buffer
 	// Stop etcdctl if it still writes, then remove the file, etcdctl's

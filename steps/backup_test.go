@@ -629,7 +629,7 @@ func TestPreflightRefusals(t *testing.T) {
 		{"etcdctl fails", func(_ *testing.T, fx *fixture, _ *Options) {
 			fx.exec.fail["endpoint-status"] = errors.New("context deadline exceeded")
 		}, "does not answer `etcdctl endpoint status`"},
-		{"no room for the snapshot", func(_ *testing.T, fx *fixture, _ *Options) { fx.exec.availKB = 100 }, "the snapshot needs about"},
+		{"no room for the snapshot", func(_ *testing.T, fx *fixture, _ *Options) { fx.exec.availKB = 100 }, "needs about 0 MiB: stream the snapshot with --via stream"},
 		{"missing Deployment", func(t *testing.T, fx *fixture, _ *Options) {
 			if err := fx.kube.Tracker().Delete(deploymentsGVR, testHCPNS, "openshift-apiserver"); err != nil {
 				t.Fatal(err)

@@ -747,6 +747,22 @@ func (s *memStore) Get(_ context.Context, key string) (io.ReadCloser, s3.ObjectI
 	return io.NopCloser(bytes.NewReader(o.Data)), s3.ObjectInfo{Key: key, Size: int64(len(o.Data)), Metadata: o.Put.Metadata}, nil
 }
 
+func (s *memStore) GetRange(_ context.Context, key string, off, n int64) ([]byte, error) {
+	if err := s.record("GetRange", key); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, ok := s.objects[key]
+	if !ok {
+		return nil, fmt.Errorf("NoSuchKey: %s", key)
+	}
+	if off < 0 || n <= 0 || off+n > int64(len(o.Data)) {
+		return nil, fmt.Errorf("InvalidRange: %d+%d of %d bytes", off, n, len(o.Data))
+	}
+	return slices.Clone(o.Data[off : off+n]), s.done("GetRange", key)
+}
+
 func (s *memStore) AbortUploads(_ context.Context, key string) error {
 	if err := s.record("AbortUploads", key); err != nil {
 		return err
@@ -1039,6 +1055,7 @@ type fixture struct {
 	kube     *fake.Clientset
 	hs       *fakeHyperShift
 	exec     *fakeExec
+	etcd     *fakeEtcd
 	store    *memStore
 	saver    *memSaver
 	clock    *tickClock
@@ -1052,7 +1069,7 @@ type fixture struct {
 
 // setFault gives every fake the fault plan.
 func (fx *fixture) setFault(f *faultPlan) {
-	fx.fault, fx.hs.fault, fx.exec.fault, fx.store.fault = f, f, f, f
+	fx.fault, fx.hs.fault, fx.exec.fault, fx.store.fault, fx.etcd.fault = f, f, f, f, f
 }
 
 // newFixture returns a healthy cluster whose HostedCluster has pausedUntil
@@ -1092,6 +1109,7 @@ func newFixture(t *testing.T, pausedUntil *string) *fixture {
 	}
 	fx.exec = &fakeExec{j: fx.j, files: map[string][]byte{}, snapshot: fx.snapshot, fail: map[string]error{},
 		dbSize: int64(len(fx.snapshot)), availKB: 8 << 20}
+	fx.etcd = &fakeEtcd{j: fx.j, snapshot: boltSnapshot(t, snapshotTestdataRev), dbSize: snapshotTestdataSize}
 	fx.store = newMemStore(fx.j)
 	return fx
 }
@@ -1115,7 +1133,7 @@ func (fx *fixture) state(opts Options) *State {
 	run := checkpoint.New("backup", checkpoint.Cluster{Namespace: testNS, Name: testCluster, UID: testUID}, "test-host", e.Names(), t0)
 	return &State{
 		Opts:    opts,
-		Clients: Clients{Kube: fx.kube, HyperShift: fx.hs, Exec: fx.exec, Store: fx.store},
+		Clients: Clients{Kube: fx.kube, HyperShift: fx.hs, Exec: fx.exec, Etcd: fx.etcd, Store: fx.store},
 		Run:     run,
 		Out:     &Outputs{},
 		Saver:   fx.saver,

@@ -128,8 +128,13 @@ func BuildManifest(s *State) *manifest.Manifest {
 			SSE: s.Opts.SSE, Secrets: o.SecretsSaved},
 		Times: manifest.Times{Started: s.Run.StartedAt, SnapshotSaved: a.SavedAt, DowntimeStart: o.DowntimeStart,
 			DowntimeEnd: o.DowntimeEnd, Uploaded: a.UploadEnd, Finished: s.now().UTC()},
-		DowntimeSeconds: durationSeconds(o.DowntimeStart, o.DowntimeEnd),
-		HCPSnapVersion:  version.Get().Version,
+		HCPSnapVersion: version.Get().Version,
+		Via:            a.Via,
+	}
+	for _, w := range o.downtimes() {
+		sec := w.End.Sub(w.Start).Seconds()
+		m.Downtimes = append(m.Downtimes, manifest.Window{Start: w.Start, End: w.End, Seconds: sec})
+		m.DowntimeSeconds += sec
 	}
 	if o.KeyBundleFile != "" {
 		m.KeyBundle.Bucket, m.KeyBundle.SSE = "", ""

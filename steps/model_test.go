@@ -189,6 +189,13 @@ func newModel(t *testing.T, pausedUntil *string, opts Options) *model {
 			m.apiUp = append(m.apiUp, why)
 		}
 	}
+	m.fx.etcd.nextSnapshot = func() []byte {
+		m.saves++
+		data := boltSnapshot(t, int64(1000+m.saves))
+		m.revisions[hex.EncodeToString(data[len(data)-32:])] = int64(1000 + m.saves)
+		return data
+	}
+	m.fx.etcd.onSnapshot = m.fx.exec.onSave
 	return m
 }
 
@@ -241,12 +248,27 @@ func (m *model) run(t *testing.T, resume bool, arm func(cancel context.CancelFun
 		}
 		s.Run.Options = data
 	}
+	// A streamed snapshot waits after its first chunk until the run waits
+	// for it, so that its operations keep one order across runs.
+	gate := make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(gate) }) }
+	defer open()
+	m.fx.etcd.gate = gate
+	s.Events = func(e Event) {
+		if e.MessageType == "step_started" && (e.Step == StepUpload || e.Step == StepSnapshotSave && s.Opts.HoldAPIUntilSaved) {
+			open()
+		}
+	}
 	if arm != nil {
 		arm(cancel)
 	}
-	e := Engine{Steps: Backup(), UndoTimeout: 5 * time.Second}
+	e := Engine{Steps: Backup(), UndoTimeout: 5 * time.Second, Retakes: s.Opts.SnapshotRetries}
 	err := e.Execute(ctx, s)
 	m.plan.disarm()
+	if _, open := m.fx.etcd.streams(); open != 0 {
+		t.Errorf("%d snapshot streams left open after the run (%v)", open, err)
+	}
 	if exitcode.Of(err) != exitcode.ManualAction {
 		if rerr := saver.Release(context.Background(), s.Run); rerr != nil {
 			t.Fatalf("release: %v", rerr)
@@ -378,6 +400,9 @@ func TestModelEveryFailurePoint(t *testing.T) {
 		{name: "offline, pausedUntil set", pausedUntil: ptr.To("2031-01-02T03:04:05Z"), opts: func(*Options) {}},
 		{name: "hold API until saved", opts: func(o *Options) { o.HoldAPIUntilSaved = true }},
 		{name: "online", opts: func(o *Options) { o.Online = true }},
+		{name: "stream offline", opts: func(o *Options) { o.Via, o.SnapshotRetries = ViaStream, 2 }},
+		{name: "stream, hold API until saved", opts: func(o *Options) { o.Via, o.SnapshotRetries, o.HoldAPIUntilSaved = ViaStream, 2, true }},
+		{name: "stream online", opts: func(o *Options) { o.Via, o.SnapshotRetries, o.Online = ViaStream, 2, true }},
 	}
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {

@@ -38,7 +38,15 @@ type Options struct {
 	// as etcd has fixed the snapshot's revision (its first byte is written).
 	HoldAPIUntilSaved bool
 	SkipSteps         []string
-	// Etcd says how to reach the member from inside its pod.
+	// Via is how the snapshot leaves etcd: ViaStream (port-forward and
+	// etcd's snapshot API, straight into the upload) or ViaExec (the
+	// runbook's etcdctl in the pod, a file on etcd's volume). Empty, as in
+	// runs recorded before it existed, means ViaExec.
+	Via string
+	// SnapshotRetries bounds how many times a broken snapshot stream is
+	// taken again from the start within one run (--via stream).
+	SnapshotRetries int
+	// Etcd says how to reach the member from inside its pod (--via exec).
 	Etcd EtcdOptions
 	// KeyOut, when set, writes the key bundle to this local file (0600)
 	// instead of the bucket.
@@ -60,6 +68,12 @@ type EtcdOptions struct {
 	Key         string
 	SnapshotDir string
 }
+
+// The ways a snapshot can leave etcd (Options.Via).
+const (
+	ViaStream = "stream"
+	ViaExec   = "exec"
+)
 
 // The runbook's defaults. The CA moved in OCP 4.12; the old path is the fallback.
 const (
@@ -134,6 +148,17 @@ type Outputs struct {
 	SecretsSaved  []string   `json:"secretsSaved,omitempty"`
 	DowntimeStart *time.Time `json:"downtimeStart,omitempty"`
 	DowntimeEnd   *time.Time `json:"downtimeEnd,omitempty"`
+	// EarlierDowntimes are the windows closed before the current one: a
+	// snapshot taken again (a broken stream) takes the API down again.
+	EarlierDowntimes []Window `json:"earlierDowntimes,omitempty"`
+	// Retakes counts the snapshots taken again after a broken stream.
+	Retakes int `json:"retakes,omitempty"`
+}
+
+// Window is a closed interval of API downtime.
+type Window struct {
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
 }
 
 // Attempt is one run of snapshot-save and the outputs that belong to it:
@@ -143,7 +168,9 @@ type Attempt struct {
 	// ID names the attempt; the uploaded object carries it, so that a
 	// resumed run recognises its own upload.
 	ID string `json:"id"`
-	// Path is the snapshot file in the member's container.
+	// Via is how the snapshot leaves etcd (Options.Via); Path, the file in
+	// the member's container, is empty when it is streamed.
+	Via     string     `json:"via,omitempty"`
 	Path    string     `json:"path"`
 	SavedAt *time.Time `json:"savedAt,omitempty"`
 	// Bytes and EtcdSHA256 describe the complete file (etcd's trailing
@@ -171,8 +198,10 @@ type Clients struct {
 	Kube kubernetes.Interface
 	// HyperShift reads and patches HostedClusters and reads HostedControlPlanes.
 	HyperShift HyperShift
-	// Exec runs commands in pods.
+	// Exec runs commands in pods (--via exec).
 	Exec Executor
+	// Etcd reaches a member's etcd through port-forward (--via stream).
+	Etcd EtcdStream
 	// Store holds the backups.
 	Store Store
 }
@@ -181,6 +210,18 @@ type Clients struct {
 // A non-zero exit status is returned as an error that names it.
 type Executor interface {
 	Exec(ctx context.Context, namespace, pod, container string, cmd []string, stdin io.Reader, stdout, stderr io.Writer) error
+}
+
+// EtcdStream speaks to an etcd member from hcpsnap's own process, through
+// the apiserver's port-forward to the member's pod: nothing runs or is
+// written in the pod.
+type EtcdStream interface {
+	// Status answers from the member: its database size and version.
+	Status(ctx context.Context, namespace, pod string) (dbSize int64, version string, err error)
+	// Snapshot opens the member's snapshot stream: the bolt database, then
+	// etcd's SHA-256 of it, the bytes `etcdctl snapshot save` writes. A
+	// broken stream fails a Read; it never ends early with io.EOF.
+	Snapshot(ctx context.Context, namespace, pod string) (io.ReadCloser, error)
 }
 
 // Store is what the backup needs of an S3 bucket. Keys are relative to the
@@ -199,6 +240,8 @@ type Store interface {
 	Put(ctx context.Context, key string, data []byte, opts s3.PutOptions) error
 	// Get streams an object.
 	Get(ctx context.Context, key string) (io.ReadCloser, s3.ObjectInfo, error)
+	// GetRange reads n bytes of an object from offset off.
+	GetRange(ctx context.Context, key string, off, n int64) ([]byte, error)
 	// AbortUploads aborts every unfinished multipart upload of key.
 	AbortUploads(ctx context.Context, key string) error
 }

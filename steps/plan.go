@@ -43,6 +43,9 @@ func planPreflight(ctx context.Context, s *State) (Plan, error) {
 	if version == "" {
 		version = "unknown"
 	}
+	if s.via() == ViaStream {
+		return planPreflightStream(s, version), nil
+	}
 	p := Plan{Actions: []string{
 		fmt.Sprintf("HostedCluster %s/%s has managed etcd (infraID %s, OpenShift %s)", s.Opts.Namespace, s.Opts.Cluster, s.Out.InfraID, version),
 		fmt.Sprintf("etcd member %s/%s (container %s) is Running and Ready; CA file %s", s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container, s.Out.CACert),
@@ -107,6 +110,9 @@ func planScaleDown(ctx context.Context, s *State) (Plan, error) {
 }
 
 func planSnapshotSave(_ context.Context, s *State) (Plan, error) {
+	if s.via() == ViaStream {
+		return planSnapshotStream(s), nil
+	}
 	p := snapshotPath(s)
 	wait := fmt.Sprintf("wait until its first byte is in %s.part: etcd has then fixed the snapshot's revision, and etcdctl writes the rest while the API comes back", p)
 	if s.Opts.HoldAPIUntilSaved {
@@ -158,6 +164,9 @@ func planResume(_ context.Context, s *State) (Plan, error) {
 }
 
 func planUpload(_ context.Context, s *State) (Plan, error) {
+	if s.via() == ViaStream {
+		return planUploadStream(s), nil
+	}
 	key := objectKey(s.Opts.Prefix, s.Opts.Cluster, s.Out.Timestamp, snapshotObjectName)
 	// A dry run cannot exec, so preflight's choice is unknown there: show
 	// etcdutl, which every etcd image of OpenShift 4.12 and later has.
@@ -210,6 +219,9 @@ func planSaveKeys(ctx context.Context, s *State) (Plan, error) {
 }
 
 func planCleanupPodFile(_ context.Context, s *State) (Plan, error) {
+	if s.via() == ViaStream {
+		return Plan{Actions: []string{"nothing was written in the pod; after a failure or Ctrl-C, stop the stream and abort its unfinished multipart upload"}}, nil
+	}
 	return Plan{Actions: []string{fmt.Sprintf("stop etcdctl if it still writes, and remove %s and its .part, .log, .pid, .rc files from pod %s (also after a failure)", snapshotPath(s), s.Opts.Member)},
 		Commands: []string{RemoveSnapshotCommand(s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container, snapshotPath(s))}}, nil
 }
@@ -257,4 +269,64 @@ func (s *State) waitTimeout() string {
 		return s.Opts.WaitTimeout.String()
 	}
 	return defaultWaitTimeout.String()
+}
+
+// The plans of --via stream. Their commands are the manual equivalent a
+// reviewer can run: a port-forward and etcdctl on the operator's machine
+// (which, unlike hcpsnap, write the client key and the snapshot to local
+// files).
+
+// localPort is the local end of the port-forward in the manual commands.
+const localPort = "12379"
+
+func (s *State) streamEtcdctl(args ...string) string {
+	return shell.Join(append([]string{"etcdctl", "--cacert", "etcd-ca/ca.crt", "--cert", "etcd-client-tls/etcd-client.crt",
+		"--key", "etcd-client-tls/etcd-client.key", "--endpoints", "https://localhost:" + localPort}, args...)...)
+}
+
+func planPreflightStream(s *State, version string) Plan {
+	p := Plan{Actions: []string{
+		fmt.Sprintf("HostedCluster %s/%s has managed etcd (infraID %s, OpenShift %s)", s.Opts.Namespace, s.Opts.Cluster, s.Out.InfraID, version),
+		fmt.Sprintf("etcd member %s/%s is Running and Ready", s.Out.HCPNamespace, s.Opts.Member),
+		fmt.Sprintf("reach its etcd through the apiserver's port-forward to port 2379, with the client certificate of Secret %s/etcd-client-tls and the CA of ConfigMap etcd-ca (server name localhost), held in memory only; read the database size", s.Out.HCPNamespace),
+		fmt.Sprintf("check that bucket %s accepts writes under %q", s.Opts.Bucket, s.Opts.Prefix),
+	}, Commands: []string{
+		shell.Join("oc", "get", "hostedcluster", "-n", s.Opts.Namespace, s.Opts.Cluster, "-o", "jsonpath={.spec.etcd.managementType}"),
+		shell.Join("oc", "get", "pod", "-n", s.Out.HCPNamespace, s.Opts.Member),
+		shell.Join("oc", "extract", "-n", s.Out.HCPNamespace, "secret/etcd-client-tls", "--to=etcd-client-tls"),
+		shell.Join("oc", "extract", "-n", s.Out.HCPNamespace, "configmap/etcd-ca", "--to=etcd-ca"),
+		shell.Join("oc", "port-forward", "-n", s.Out.HCPNamespace, "pod/"+s.Opts.Member, localPort+":2379") + " &",
+		s.streamEtcdctl("endpoint", "status", "-w", "table"),
+		shell.Join("aws", "s3", "ls", "s3://"+s.Opts.Bucket+"/"+s.Opts.Prefix),
+	}}
+	if !s.Opts.Online {
+		p.Commands = append(p.Commands, shell.Join(append([]string{"oc", "get", "deployment", "-n", s.Out.HCPNamespace}, s.Opts.Deployments...)...))
+	}
+	return p
+}
+
+func planSnapshotStream(s *State) Plan {
+	key := objectKey(s.Opts.Prefix, s.Opts.Cluster, s.Out.Timestamp, snapshotObjectName)
+	wait := "wait for its first bytes: etcd has then opened the read transaction the snapshot is taken from, and the stream goes on into the bucket while the API comes back"
+	if s.Opts.HoldAPIUntilSaved {
+		wait = "wait until the whole stream is in the bucket, verified"
+	}
+	return Plan{Actions: []string{
+		fmt.Sprintf("open etcd's snapshot stream (Maintenance.Snapshot) on member %s through port-forward and pipe it into a SigV4 multipart upload to s3://%s/%s; nothing is written in the pod", s.Opts.Member, s.Opts.Bucket, key),
+		wait,
+	}, Commands: []string{
+		s.streamEtcdctl("snapshot", "save", "snapshot.db"),
+	}}
+}
+
+func planUploadStream(s *State) Plan {
+	key := objectKey(s.Opts.Prefix, s.Opts.Cluster, s.Out.Timestamp, snapshotObjectName)
+	return Plan{Actions: []string{
+		fmt.Sprintf("wait until the stream is in s3://%s/%s (per-part CRC32C checked by S3); verify etcd's trailing SHA-256 before the upload is completed, abort it on any error", s.Opts.Bucket, key),
+		fmt.Sprintf("a broken stream cannot go on where it stopped: take a new snapshot (offline, the API goes down again), at most %d times", s.Opts.SnapshotRetries),
+		"record the snapshot's revision, size and storage version as `etcdutl snapshot status` reports them, read from the stream as it passes and a few ranged reads of the object",
+	}, Commands: []string{
+		shell.Join("aws", "s3", "cp", "snapshot.db", "s3://"+s.Opts.Bucket+"/"+key, "--checksum-algorithm", "CRC32C"),
+		shell.Join("etcdutl", "snapshot", "status", "snapshot.db", "-w", "json"),
+	}}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hcpsnap/hcpsnap/checkpoint"
@@ -40,6 +41,9 @@ type State struct {
 	Events func(Event)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	// stream is the snapshot stream this process has open (--via stream).
+	stream *liveStream
 }
 
 // Saver persists a run's checkpoint. Save is called before every change a
@@ -131,4 +135,13 @@ type legacyAttempt struct {
 	UploadStart    *time.Time      `json:"uploadStart"`
 	UploadEnd      *time.Time      `json:"uploadEnd"`
 	SnapshotSaveAt *time.Time      `json:"snapshotSavedAt"`
+}
+
+// downtimes returns every closed window of API downtime, in order.
+func (o *Outputs) downtimes() []Window {
+	ws := slices.Clone(o.EarlierDowntimes)
+	if o.DowntimeStart != nil && o.DowntimeEnd != nil {
+		ws = append(ws, Window{Start: *o.DowntimeStart, End: *o.DowntimeEnd})
+	}
+	return ws
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/hcpsnap/hcpsnap/internal/etcdsnap"
 	"github.com/hcpsnap/hcpsnap/manifest"
@@ -19,6 +18,9 @@ func upload(ctx context.Context, s *State) error {
 	a := s.Out.Attempt
 	if a == nil || a.ID == "" {
 		return errors.New("no snapshot recorded: snapshot-save has not run in this run")
+	}
+	if s.via() == ViaStream {
+		return streamUpload(ctx, s)
 	}
 	key := objectKey(s.Opts.Prefix, s.Opts.Cluster, s.Out.Timestamp, snapshotObjectName)
 	a.ObjectKey = key
@@ -122,12 +124,4 @@ func hashObject(ctx context.Context, store Store, key string) (string, error) {
 		return "", fmt.Errorf("read s3 object %s: %w", key, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// durationSeconds is the length of [start, end] in seconds, 0 when unknown.
-func durationSeconds(start, end *time.Time) float64 {
-	if start == nil || end == nil {
-		return 0
-	}
-	return end.Sub(*start).Seconds()
 }

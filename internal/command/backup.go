@@ -43,6 +43,8 @@ const (
 	FlagUndoTimeout  = "undo-timeout"
 	FlagOnline       = "online"
 	FlagHoldAPI      = "hold-api-until-saved"
+	FlagVia          = "via"
+	FlagRetries      = "snapshot-retries"
 	FlagSkipSteps    = "skip-steps"
 	FlagDryRun       = "dry-run"
 	FlagResume       = "resume"
@@ -132,6 +134,9 @@ func (o *S3Options) open(ctx context.Context) (*s3.Store, error) {
 // memoryHeadroom is what hcpsnap needs beside the upload's part buffers:
 // the exec stream's frames, the SDK's requests, the clients' caches (about
 // 7 MiB live at 1 GiB), and room for garbage between collections.
+// DefaultVia is how a backup takes its snapshot unless --via says otherwise.
+const DefaultVia = steps.ViaExec
+
 const memoryHeadroom = 20 << 20
 
 // limitMemory sets a soft limit on the Go heap of part buffers plus
@@ -200,6 +205,10 @@ func (o *BackupOptions) flags() []cli.Flag {
 			Usage: "Take the snapshot without pausing or scaling down: no API downtime (etcd snapshots are consistent)."},
 		&cli.BoolFlag{Name: FlagHoldAPI, Sources: cli.EnvVars(env(FlagHoldAPI)), Destination: &o.HoldAPIUntilSaved,
 			Usage: "Keep the API down until the snapshot file is complete, as the manual runbook does. By default it comes back as soon as etcd has fixed the snapshot's revision (its first byte is written), so the downtime does not grow with the size of etcd."},
+		&cli.StringFlag{Name: FlagVia, Value: DefaultVia, Sources: cli.EnvVars(env(FlagVia)), Destination: &o.Via,
+			Usage: "How the snapshot leaves etcd: stream (etcd's snapshot API through the apiserver's port-forward, straight into the upload: nothing written in the pod, no program of its image run, any database size) or exec (the runbook's etcdctl snapshot save in the pod, a file on etcd's volume that needs room for a copy of the database)."},
+		&cli.IntFlag{Name: FlagRetries, Value: 2, Sources: cli.EnvVars(env(FlagRetries)), Destination: &o.SnapshotRetries,
+			Usage: "With --via stream, how many times a broken stream is taken again from the start (a new snapshot; offline, the API goes down again)."},
 		&cli.StringSliceFlag{Name: FlagSkipSteps, Sources: cli.EnvVars(env(FlagSkipSteps)), Destination: &o.SkipSteps,
 			Usage: "Steps to leave out (comma-separated): " + strings.Join(stepNames(), ", ") + "."},
 		&cli.BoolFlag{Name: FlagDryRun, Sources: cli.EnvVars(env(FlagDryRun)), Destination: &o.DryRun,
@@ -341,7 +350,7 @@ func (o *BackupOptions) openStore(ctx context.Context) error {
 
 // Run performs the backup, or prints its runbook for a dry run.
 func (o *BackupOptions) Run(ctx context.Context) error {
-	engine := &steps.Engine{Steps: steps.Backup(), UndoTimeout: o.UndoTimeout}
+	engine := &steps.Engine{Steps: steps.Backup(), UndoTimeout: o.UndoTimeout, Retakes: o.SnapshotRetries}
 	cluster := checkpoint.Cluster{Namespace: o.Namespace, Name: o.Cluster}
 	host, _ := os.Hostname()
 	if o.DryRun && !o.Abandon {
@@ -373,6 +382,7 @@ func (o *BackupOptions) Run(ctx context.Context) error {
 		}
 		o.Options = rec.opts
 		o.S3.Bucket = rec.opts.Bucket
+		engine.Retakes = rec.opts.SnapshotRetries
 		if err := o.openStore(ctx); err != nil {
 			return err
 		}

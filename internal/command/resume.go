@@ -40,6 +40,14 @@ func validateOptions(o steps.Options) error {
 			return exitcode.Usagef("--%s: %q is not a valid Deployment name", FlagDeployments, d)
 		}
 	}
+	switch o.Via {
+	case steps.ViaStream, steps.ViaExec, "": // "": recorded before --via existed (exec)
+	default:
+		return exitcode.Usagef("--%s %q: use stream or exec", FlagVia, o.Via)
+	}
+	if o.SnapshotRetries < 0 || o.SnapshotRetries > 10 {
+		return exitcode.Usagef("--%s %d is out of range: use 0 to 10", FlagRetries, o.SnapshotRetries)
+	}
 	if o.Online && o.HoldAPIUntilSaved {
 		return exitcode.Usagef("--%s and --%s exclude each other: an online backup takes the API down at no time", FlagOnline, FlagHoldAPI)
 	}
@@ -247,6 +255,7 @@ func recordedFlags(o steps.Options) []struct{ flag, value string } {
 		{FlagMember, o.Member}, {FlagContainer, o.Container}, {FlagDeployments, strings.Join(o.Deployments, ",")},
 		{FlagPauseTimeout, d(o.PauseTimeout)}, {FlagWaitTimeout, d(o.WaitTimeout)},
 		{FlagOnline, b(o.Online)}, {FlagHoldAPI, b(o.HoldAPIUntilSaved)}, {FlagSkipSteps, strings.Join(o.SkipSteps, ",")},
+		{FlagVia, o.Via}, {FlagRetries, strconv.Itoa(o.SnapshotRetries)},
 		{FlagKeyOut, o.KeyOut}, {FlagSSE, o.SSE}, {FlagSSEKMSKeyID, o.SSEKMSKeyID},
 		{FlagEtcdctl, o.Etcd.Etcdctl}, {FlagEtcdutl, o.Etcd.Etcdutl}, {FlagEtcdEndpoint, o.Etcd.Endpoint}, {FlagEtcdCACert, o.Etcd.CACert},
 		{FlagEtcdCert, o.Etcd.Cert}, {FlagEtcdKey, o.Etcd.Key}, {FlagSnapshotDir, o.Etcd.SnapshotDir},
