@@ -256,7 +256,7 @@ run_hcpsnap() {
   manifest=$(jq -r 'select(.message_type == "summary") | .manifest' "$ev")
   [[ -n $manifest ]] || die "hcpsnap backup $* printed no summary event: see $ev"
   # From the snapshot's start (the step that opens it) to the object stored.
-  transfer=$(span "$ev" '^snapshot|stream' 'upload')
+  transfer=$(span "$ev" '^snapshot|stream' 'upload|stream')
   [[ -n $transfer ]] ||
     die "$kind: no snapshot step followed by an upload step among hcpsnap's step_done events ($(jq -r 'select(.message_type == "step_done") | .step' "$ev" | paste -sd, -)): adapt span's patterns in bench.sh"
   t0=$(now)
