@@ -191,5 +191,5 @@ help: ## List the targets.
 # Benchmarks (not part of `make test`).
 
 .PHONY: bench
-bench: deps $(OUT)/hcpsnap $(OUT)/localenv ## Benchmark backup vs the manual runbook and the machine's limits (BENCH_SIZES="256 1024", BENCH_RUNS=3).
+bench: deps $(OUT)/hcpsnap $(OUT)/localenv ## Benchmark backup --via stream and --via exec vs the manual runbook and their paths' limits (BENCH_SIZES="256 1024", BENCH_RUNS=3, BENCH_WAYS="stream exec", BENCH_VOLUME_MB, BENCH_PROFILE=1, BENCH_OUT=bench).
 	./e2e/bench/bench.sh $(OUT)/hcpsnap $(OUT)/localenv
