@@ -25,6 +25,8 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,7 +41,16 @@ import (
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/httpstream/wsstream"
+	"k8s.io/apiserver/pkg/util/proxy"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+	kubeletpf "k8s.io/kubelet/pkg/cri/streaming/portforward"
+
+	"github.com/hcpsnap/hcpsnap/internal/kube"
 )
 
 const testNS = "clusters-e2e"
@@ -496,6 +507,114 @@ func TestMembersErrors(t *testing.T) {
 			if err == nil || err.Error() != msg {
 				t.Errorf("Status error %v, want the same as Snapshot's", err)
 			}
+		})
+	}
+}
+
+// loopbackForwarder is the kubelet's side of a fake pod whose ports are the
+// ports of 127.0.0.1.
+type loopbackForwarder struct{}
+
+func (loopbackForwarder) PortForward(ctx context.Context, _ string, _ types.UID, port int32, stream io.ReadWriteCloser) error {
+	defer stream.Close()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	errc := make(chan error, 2)
+	go func() { _, err := io.Copy(stream, conn); errc <- err }()
+	go func() { _, err := io.Copy(conn, stream); errc <- err }()
+	return <-errc
+}
+
+// portForwarder is a kube.PortForwarder of an in-process apiserver stand-in
+// that serves pods/portforward of pod etcd-0 with the kubelet's port-forward
+// server, behind the apiserver's WebSocket tunnel for WebSocket requests.
+func portForwarder(t *testing.T, protocol string) *kube.PortForwarder {
+	t.Helper()
+	kubelet := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		kubeletpf.ServePortForward(w, r, loopbackForwarder{}, "etcd-0", "", nil, time.Hour, 30*time.Second,
+			[]string{portforward.PortForwardProtocolV1Name})
+	})
+	tunnel := proxy.NewTunnelingHandler(kubelet)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case !strings.HasSuffix(r.URL.Path, "/namespaces/"+testNS+"/pods/etcd-0/portforward"):
+			http.NotFound(w, r)
+		case wsstream.IsWebSocketRequestWithTunnelingProtocol(r):
+			tunnel.ServeHTTP(w, r)
+		default:
+			kubelet.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	cfg := &rest.Config{Host: srv.URL}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &kube.PortForwarder{Config: cfg, Client: client, Protocol: protocol}
+}
+
+// TestMembersThroughPortForward runs the member's status and snapshot over
+// kube.PortForwarder on both protocols, then kills the member mid-stream:
+// there the kubelet's copy simply ends, and the stream must still fail
+// rather than end.
+func TestMembersThroughPortForward(t *testing.T) {
+	p := newPKI(t)
+	version := etcdVersions(t)[0]
+	dir := binDir(t, version)
+	for _, protocol := range []string{"websocket", "spdy"} {
+		t.Run(protocol, func(t *testing.T) {
+			m := startEtcd(t, dir, p)
+			rev := fill(t, directClient(t, m, p), 64, 256*1024)
+			_, port, err := net.SplitHostPort(m.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			secret, cm := objects(p, "etcd-client.crt", "etcd-client.key")
+			members := &Members{Kube: fake.NewClientset(secret, cm), Dial: portForwarder(t, protocol).Dial}
+			fmt.Sscan(port, &members.Port)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+
+			if _, got, err := members.Status(ctx, testNS, "etcd-0"); err != nil || got != strings.TrimPrefix(version, "v") {
+				t.Fatalf("status: version %q, %v", got, err)
+			}
+			rc, err := members.Snapshot(ctx, testNS, "etcd-0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, sum := data[:len(data)-sha256.Size], data[len(data)-sha256.Size:]
+			if h := sha256.Sum256(body); !bytes.Equal(h[:], sum) {
+				t.Fatalf("the last 32 bytes are not the SHA-256 of the rest")
+			}
+			if got := snapshotRevision(t, dir, data); got != rev {
+				t.Errorf("etcdutl snapshot status: revision %d, want %d", got, rev)
+			}
+
+			rc, err = members.Snapshot(ctx, testNS, "etcd-0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			if _, err := io.ReadFull(rc, make([]byte, 4096)); err != nil {
+				t.Fatal(err)
+			}
+			m.cmd.Process.Kill()
+			<-m.done
+			n, err := io.Copy(io.Discard, rc)
+			if err == nil || errors.Is(err, io.EOF) {
+				t.Fatalf("read %d more bytes after the member was killed, then err=%v; want a stream error", n, err)
+			}
+			t.Log(err)
 		})
 	}
 }
