@@ -11,19 +11,13 @@ package etcdclient
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -39,8 +33,6 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/httpstream/wsstream"
 	"k8s.io/apiserver/pkg/util/proxy"
@@ -52,8 +44,6 @@ import (
 
 	"github.com/hcpsnap/hcpsnap/internal/kube"
 )
-
-const testNS = "clusters-e2e"
 
 // etcdVersions reads the pinned etcd versions from deps/versions.mk, so the
 // test follows what `make deps` builds.
@@ -92,60 +82,6 @@ func binDir(t *testing.T, version string) string {
 		}
 	}
 	return dir
-}
-
-// pki is a CA, a serving certificate for DNS name localhost, and a client
-// certificate, all PEM.
-type pki struct {
-	caPEM, serverCrt, serverKey, clientCrt, clientKey []byte
-}
-
-func newPKI(t *testing.T) pki {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "etcd-signer"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf := func(serial int64, cn string, dns []string, usage x509.ExtKeyUsage) ([]byte, []byte) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn}, DNSNames: dns,
-			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keyDER, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-			pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
-	}
-	var p pki
-	p.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
-	p.serverCrt, p.serverKey = leaf(2, "etcd-server", []string{"localhost"}, x509.ExtKeyUsageServerAuth)
-	p.clientCrt, p.clientKey = leaf(3, "etcd-client", nil, x509.ExtKeyUsageClientAuth)
-	return p
 }
 
 // member is one running etcd server.
@@ -233,17 +169,6 @@ func directClient(t *testing.T, m *member, p pki) *clientv3.Client {
 	}
 	t.Cleanup(func() { cli.Close() })
 	return cli
-}
-
-// objects are the Secret and ConfigMap HyperShift keeps in the namespace.
-func objects(p pki, crtKey, keyKey string) (*corev1.Secret, *corev1.ConfigMap) {
-	return &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: DefaultClientSecret},
-			Data:       map[string][]byte{crtKey: p.clientCrt, keyKey: p.clientKey},
-		}, &corev1.ConfigMap{
-			ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: DefaultCAConfigMap},
-			Data:       map[string]string{"ca.crt": string(p.caPEM)},
-		}
 }
 
 // tcpDial reaches the member directly, in place of the port-forward.
