@@ -76,7 +76,9 @@ func (m *Members) Status(ctx context.Context, namespace, pod string) (dbSize int
 		return 0, "", err
 	}
 	defer cli.Close()
-	resp, err := cli.Status(ctx, cli.Endpoints()[0])
+	// On the client's connection: cli.Status would dial the endpoint again,
+	// that is open a second port-forward.
+	resp, err := pb.NewMaintenanceClient(cli.ActiveConnection()).Status(ctx, &pb.StatusRequest{})
 	if err != nil {
 		return 0, "", m.wrap(namespace, pod, "status", err)
 	}
@@ -201,7 +203,9 @@ func (m *Members) client(ctx context.Context, namespace, pod string) (*clientv3.
 			grpc.WithTransportCredentials(failFast{credentials.NewTLS(tlsCfg), m.tlsHint(namespace)}),
 			grpc.WithBlock(),
 			grpc.FailOnNonTempDialError(true),
-			grpc.WithReturnConnectionError(), //nolint:staticcheck // the dial error says what to fix
+			// Deprecated in gRPC, but the only way to have the cause
+			// rather than "context deadline exceeded" from a blocking dial.
+			grpc.WithReturnConnectionError(),
 			grpc.WithInitialWindowSize(streamWindow),
 			grpc.WithInitialConnWindowSize(connWindow),
 		},

@@ -215,9 +215,18 @@ func TestMembers(t *testing.T) {
 				defer cancel()
 
 				t.Run("status with "+keys[0], func(t *testing.T) {
-					size, got, err := members.Status(ctx, testNS, "etcd-0")
+					dials := 0
+					counted := *members
+					counted.Dial = func(ctx context.Context, ns, pod string, port int) (net.Conn, error) {
+						dials++
+						return members.Dial(ctx, ns, pod, port)
+					}
+					size, got, err := counted.Status(ctx, testNS, "etcd-0")
 					if err != nil {
 						t.Fatal(err)
+					}
+					if dials != 1 {
+						t.Errorf("Status opened %d connections, want 1", dials)
 					}
 					if want := strings.TrimPrefix(version, "v"); got != want {
 						t.Errorf("version %q, want %q", got, want)
