@@ -36,7 +36,12 @@ type PortForwarder struct {
 	// tunnel has no heartbeat that a blocked reader starves: the WebSocket
 	// carries SPDY frames, SPDY pings only log when unanswered, and nothing
 	// sets a read deadline. A slow consumer holds the stream back through
-	// SPDY's frame queue and TCP, on both protocols.
+	// SPDY's frame queue and TCP, on both protocols. The tests check both
+	// against the kubelet's own port-forward server behind the apiserver's
+	// own tunnel: a reader standing still past the ping period neither
+	// fails the stream nor grows the heap, and both carry the same rate
+	// (about 300 MiB/s on loopback); WebSocket is the default because it
+	// is kubectl's and SPDY is on its way out upstream.
 	Protocol string
 }
 
