@@ -146,8 +146,9 @@ fuzz: ## Every fuzz target for FUZZTIME each (default 10s).
 
 # The packages with tests behind the e2e build tag: the suite on the local
 # environment, the etcd fill against real members, the store against MinIO,
-# the snapshot scanner against etcdutl of both etcd lines.
-E2E_PACKAGES := ./e2e/ ./e2e/fixture/ ./s3/ ./internal/etcdsnap/
+# the snapshot scanner against etcdutl of both etcd lines, the etcd client
+# against real servers of both lines.
+E2E_PACKAGES := ./e2e/ ./e2e/fixture/ ./s3/ ./internal/etcdsnap/ ./internal/etcdclient/
 
 .PHONY: e2e
 e2e: deps $(OUT)/hcpsnap $(OUT)/localenv ## e2e tests: env up/down twice, then the suite on a fresh environment (etcd HOSTED_ETCD_VERSION).
