@@ -21,6 +21,7 @@ import (
 
 	"github.com/hcpsnap/hcpsnap/checkpoint"
 	"github.com/hcpsnap/hcpsnap/internal/dryrun"
+	"github.com/hcpsnap/hcpsnap/internal/etcdclient"
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
 	"github.com/hcpsnap/hcpsnap/internal/kube"
 	"github.com/hcpsnap/hcpsnap/runbook"
@@ -436,7 +437,9 @@ func (o *BackupOptions) newState(out *steps.Outputs) *steps.State {
 			Kube:       o.kube,
 			HyperShift: o.hyper,
 			Exec:       &kube.Executor{Config: o.restConfig, Client: o.kube},
-			Store:      o.store,
+			Etcd: &etcdclient.Members{Kube: o.kube,
+				Dial: (&kube.PortForwarder{Config: o.restConfig, Client: o.kube, Protocol: os.Getenv("HCPSNAP_PORTFORWARD_PROTOCOL")}).Dial},
+			Store: o.store,
 		},
 		Out: out,
 	}
