@@ -226,33 +226,37 @@ func TestKillAndResume(t *testing.T) {
 	points = append(points,
 		point{"in snapshot-save", stepStarted("snapshot-save"), 150 * time.Millisecond},
 		point{"in upload-snapshot", uploadProgress, 0})
-	for i, p := range points {
-		t.Run(p.name, func(t *testing.T) {
-			before := env.state(t)
-			prefix := fmt.Sprintf("kill-%02d", i)
-			r := env.startHcpsnap(t, t.TempDir(), nil, "-o", "json", "backup", "--prefix", prefix)
-			r.waitEvent(t, p.name, p.match)
-			time.Sleep(p.delay)
-			_ = r.cmd.Process.Signal(syscall.SIGKILL)
-			if code := r.wait(t); code != 128+int(syscall.SIGKILL) && code != 0 {
-				t.Fatalf("killed run exit %d", code)
-			}
-			env.resume(t, t.TempDir()) // another working folder: state from the cluster
-			env.invariants(t, before, prefix)
-			if got := env.listObjects(t, prefix+"/"); len(got) == 0 {
-				t.Fatal("the resumed run left no backup")
-			}
-		})
+	for _, via := range vias {
+		for i, p := range points {
+			t.Run(via+" "+p.name, func(t *testing.T) {
+				before := env.state(t)
+				prefix := fmt.Sprintf("kill-%s-%02d", via, i)
+				r := env.startHcpsnap(t, t.TempDir(), nil, "-o", "json", "backup", "--via", via, "--prefix", prefix)
+				r.waitEvent(t, p.name, p.match)
+				time.Sleep(p.delay)
+				_ = r.cmd.Process.Signal(syscall.SIGKILL)
+				if code := r.wait(t); code != 128+int(syscall.SIGKILL) && code != 0 {
+					t.Fatalf("killed run exit %d", code)
+				}
+				env.resume(t, t.TempDir()) // another working folder: state from the cluster
+				env.invariants(t, before, prefix)
+				if got := env.listObjects(t, prefix+"/"); len(got) == 0 {
+					t.Fatal("the resumed run left no backup")
+				}
+			})
+		}
 	}
 }
 
 func TestSignalsWhileTheAPIIsDown(t *testing.T) {
 	env := loadEnv(t)
-	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
-		t.Run(sig.String(), func(t *testing.T) {
+	for i, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		// One signal per way, so that both meet it with the API down.
+		via := vias[i%len(vias)]
+		t.Run(sig.String()+" via "+via, func(t *testing.T) {
 			before := env.state(t)
 			prefix := "signal-" + strconv.Itoa(int(sig))
-			r := env.startHcpsnap(t, t.TempDir(), nil, "-o", "json", "backup", "--prefix", prefix)
+			r := env.startHcpsnap(t, t.TempDir(), nil, "-o", "json", "backup", "--via", via, "--prefix", prefix)
 			r.waitEvent(t, "scale-down done", stepDone("scale-down-apiservers"))
 			_ = r.cmd.Process.Signal(sig)
 			if code := r.wait(t); exitcode.Code(code) != exitcode.Interrupted {
@@ -319,9 +323,21 @@ func TestDeadMansSwitch(t *testing.T) {
 
 func TestS3OutageDuringUpload(t *testing.T) {
 	env := loadEnv(t)
+	for _, via := range vias {
+		t.Run("via "+via, func(t *testing.T) { s3OutageDuringUpload(t, env, via) })
+	}
+}
+
+func s3OutageDuringUpload(t *testing.T, env *testEnv, via string) {
+	// The stream flows into the bucket from snapshot-save on, while the
+	// API comes back; exec's upload starts in upload-snapshot.
+	at, match := "upload progress", uploadProgress
+	if via == "stream" {
+		at, match = "snapshot-save done", stepDone("snapshot-save")
+	}
 	env.backupWithFault(t, faultRun{
-		prefix: "s3down", args: []string{"--part-size-mib", "5"},
-		at: "upload progress", match: uploadProgress,
+		prefix: "s3down-" + via, args: []string{"--part-size-mib", "5", "--via", via},
+		at: at, match: match,
 		fault: func(t *testing.T) { env.localenv(t, "stop", "minio") },
 		repair: func(t *testing.T) {
 			env.localenv(t, "start", "minio")
@@ -404,7 +420,7 @@ func TestExecStreamCut(t *testing.T) {
 			prefix := fmt.Sprintf("cut-%d", i)
 			env.setFaults(t, nodeagent.Faults{CutExec: []nodeagent.CutExec{c.cut}})
 			stateDir := t.TempDir()
-			res := env.hcpsnap(t, stateDir, "backup", "--prefix", prefix)
+			res := env.hcpsnap(t, stateDir, "backup", "--via", "exec", "--prefix", prefix)
 			env.setFaults(t, nodeagent.Faults{})
 			if exitcode.Code(res.code) != c.want {
 				t.Fatalf("exit %d, want %d\nstderr:\n%s", res.code, c.want, res.stderr)
@@ -421,9 +437,15 @@ func TestExecStreamCut(t *testing.T) {
 
 func TestEtcdMemberKilledDuringSnapshot(t *testing.T) {
 	env := loadEnv(t)
+	for _, via := range vias {
+		t.Run("via "+via, func(t *testing.T) { memberKilledDuringSnapshot(t, env, via) })
+	}
+}
+
+func memberKilledDuringSnapshot(t *testing.T, env *testEnv, via string) {
 	env.backupWithFault(t, faultRun{
-		prefix: "memberkill",
-		at:     "snapshot-save started", match: stepStarted("snapshot-save"),
+		prefix: "memberkill-" + via, args: []string{"--via", via},
+		at: "snapshot-save started", match: stepStarted("snapshot-save"),
 		fault: func(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 			killEtcdMember(t, "etcd-0")

@@ -104,13 +104,17 @@ current-context: hcpsnap
 		}
 	}
 
-	state := env.state(t)
-	res := env.hcpsnap(t, t.TempDir(), "--kubeconfig", kubeconfig, "-o", "json", "backup", "--prefix", "rbac")
-	if res.code != 0 {
-		t.Fatalf("backup as the ServiceAccount: exit %d\n%s", res.code, res.stderr)
+	var manifestURL string
+	for _, via := range vias {
+		state := env.state(t)
+		res := env.hcpsnap(t, t.TempDir(), "--kubeconfig", kubeconfig, "-o", "json", "backup", "--via", via, "--prefix", "rbac-"+via)
+		if res.code != 0 {
+			t.Fatalf("backup --via %s as the ServiceAccount: exit %d\n%s", via, res.code, res.stderr)
+		}
+		env.invariants(t, state, "rbac-"+via)
+		manifestURL = lastSummary(t, res.stdout).Manifest
 	}
-	env.invariants(t, state, "rbac")
-	manifestURL := lastSummary(t, res.stdout).Manifest
+	var res hcpsnapResult
 	render := strings.ReplaceAll(mustRead(t, renderFile), "restored", "rbac-restored")
 	renderPath := filepath.Join(t.TempDir(), "render.yaml")
 	if err := os.WriteFile(renderPath, []byte(render), 0o600); err != nil {

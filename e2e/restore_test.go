@@ -37,13 +37,26 @@ const renderFile = "testdata/render-none.yaml"
 // finds there and compares every key and value with the source.
 func TestRestoreRoundTrip(t *testing.T) {
 	env := loadEnv(t)
+	for _, via := range vias {
+		t.Run("via "+via, func(t *testing.T) { restoreRoundTrip(t, env, via) })
+	}
+}
+
+// restoreRoundTrip backs up with --via via, checks the object against the
+// manifest with etcdutl, restores it, and compares every key and value with
+// the source at the manifest's revision.
+func restoreRoundTrip(t *testing.T, env *testEnv, via string) {
 	ctx := context.Background()
-	res := env.hcpsnap(t, t.TempDir(), "-o", "json", "backup", "--prefix", "roundtrip")
+	res := env.hcpsnap(t, t.TempDir(), "-o", "json", "backup", "--via", via, "--prefix", "roundtrip-"+via)
 	if res.code != 0 {
 		t.Fatalf("backup exit %d: %s", res.code, res.stderr)
 	}
 	sum := lastSummary(t, res.stdout)
 	m := env.readManifest(t, sum.Manifest)
+	if m.Via != via {
+		t.Fatalf("manifest says via %q, want %q", m.Via, via)
+	}
+	env.checkSnapshot(t, m)
 
 	// --from names the snapshot here; the manifest beside it is found.
 	out := filepath.Join(t.TempDir(), "cluster.yaml")

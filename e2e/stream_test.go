@@ -1,0 +1,134 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/hcpsnap/hcpsnap/e2e/fixture"
+	"github.com/hcpsnap/hcpsnap/internal/exitcode"
+)
+
+// vias are the ways hcpsnap takes a snapshot; the fault suite runs each.
+var vias = []string{"stream", "exec"}
+
+// TestStreamWithoutRoomForACopy: with less free space on the member's
+// volume than its database, --via exec refuses before any change and names
+// --via stream, which backs the database up.
+func TestStreamWithoutRoomForACopy(t *testing.T) {
+	env := loadEnv(t)
+	dbSize := env.memberDBSize(t)
+	dir := env.memberVolumeDir(t, "etcd-0")
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	free := int64(st.Bavail) * st.Bsize
+	// Leave the member less room than its database, but room for a new WAL
+	// segment (64 MiB) so that etcd itself keeps writing.
+	leave := max(dbSize*9/10, 72<<20)
+	if leave >= dbSize+dbSize/10 {
+		t.Fatalf("the database (%d MiB) is too small to leave less room than a copy needs and room for etcd's WAL: start the environment with a larger ETCD_DATA_MB", dbSize>>20)
+	}
+	filler := filepath.Join(dir, "hcpsnap-e2e-filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(filler) })
+	if err := syscall.Fallocate(int(f.Fd()), 0, 0, free-leave); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	before := env.state(t)
+	res := env.hcpsnap(t, t.TempDir(), "backup", "--via", "exec", "--prefix", "noroom-exec")
+	if exitcode.Code(res.code) != exitcode.Precondition || !strings.Contains(res.stderr, "--via stream") {
+		t.Fatalf("--via exec without room: exit %d, want %d naming --via stream\nstderr:\n%s", res.code, exitcode.Precondition, res.stderr)
+	}
+	env.invariants(t, before, "noroom-exec")
+	if got := env.listObjects(t, "noroom-exec/"); len(got) != 0 {
+		t.Fatalf("a refused run left objects: %v", got)
+	}
+
+	res = env.hcpsnap(t, t.TempDir(), "-o", "json", "backup", "--via", "stream", "--prefix", "noroom-stream")
+	if res.code != 0 {
+		t.Fatalf("--via stream without room for a copy: exit %d\nstderr:\n%s", res.code, res.stderr)
+	}
+	env.invariants(t, before, "noroom-stream")
+	m := env.readManifest(t, lastSummary(t, res.stdout).Manifest)
+	if m.Via != "stream" || m.Etcd.TotalSize < dbSize*9/10 {
+		t.Errorf("manifest via %q of a %d-byte database; the member's is %d bytes", m.Via, m.Etcd.TotalSize, dbSize)
+	}
+}
+
+// TestStreamMemberKilledMidStream: the member dies while its snapshot
+// streams; the run takes a new one once the member is back (the API goes
+// down again) and ends with one whole backup, both windows reported.
+func TestStreamMemberKilledMidStream(t *testing.T) {
+	env := loadEnv(t)
+	var r *running
+	env.backupWithFault(t, faultRun{
+		prefix: "stream-memberkill", args: []string{"--via", "stream"},
+		at: "snapshot-save done", match: stepDone("snapshot-save"),
+		fault:  func(t *testing.T) { killEtcdMember(t, "etcd-0") },
+		repair: func(t *testing.T) { env.waitPodReady(t, "etcd-0") },
+		want:   []exitcode.Code{exitcode.OK},
+		check:  func(t *testing.T, run *running) { r = run },
+	})
+	m := env.readManifest(t, lastSummary(t, r.stdout.String()).Manifest)
+	if len(m.Downtimes) != 2 {
+		t.Errorf("manifest reports %d downtime windows, want 2 (the first snapshot and the one taken again): %+v", len(m.Downtimes), m.Downtimes)
+	}
+}
+
+// memberDBSize is the hosted etcd's database size, as etcd reports it.
+func (e *testEnv) memberDBSize(t *testing.T) int64 {
+	t.Helper()
+	cli, err := fixture.EtcdClient(e.FixtureConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	st, err := cli.Status(context.Background(), cli.Endpoints()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.DbSize
+}
+
+// memberVolumeDir is where the member's data volume is mounted on this
+// machine (its local PersistentVolume's path).
+func (e *testEnv) memberVolumeDir(t *testing.T, member string) string {
+	t.Helper()
+	ctx := context.Background()
+	pod, err := e.kube.CoreV1().Pods(e.hcpNamespace).Get(ctx, member, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range pod.Spec.Volumes {
+		if v.PersistentVolumeClaim == nil {
+			continue
+		}
+		pvc, err := e.kube.CoreV1().PersistentVolumeClaims(e.hcpNamespace).Get(ctx, v.PersistentVolumeClaim.ClaimName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pv, err := e.kube.CoreV1().PersistentVolumes().Get(ctx, pvc.Spec.VolumeName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pv.Spec.Local != nil {
+			return pv.Spec.Local.Path
+		}
+	}
+	t.Fatalf("pod %s has no local PersistentVolume", member)
+	return ""
+}
