@@ -574,8 +574,7 @@ func (e *testEnv) waitS3(t *testing.T, secret string) {
 
 func (e *testEnv) setFaults(t *testing.T, f nodeagent.Faults) {
 	t.Helper()
-	data, _ := json.Marshal(f)
-	if err := os.WriteFile(filepath.Join(e.vars["LOCALENV_DIR"], "nodeagent", nodeagent.FaultsFile), data, 0o600); err != nil {
+	if err := nodeagent.WriteFaults(filepath.Join(e.vars["LOCALENV_DIR"], "nodeagent"), f); err != nil {
 		t.Fatal(err)
 	}
 }

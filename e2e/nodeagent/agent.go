@@ -153,6 +153,11 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 func (a *agent) run(ctx context.Context) error {
+	// The pod lister exists before the kubelet API serves requests, which read it (port-forward); it is empty until
+	// the informer has started and synced.
+	factory := informers.NewSharedInformerFactory(a.client, resyncPeriod)
+	podInformer := factory.Core().V1().Pods()
+	a.lister = podInformer.Lister()
 	srv, err := a.newServer()
 	if err != nil {
 		return err
@@ -179,9 +184,6 @@ func (a *agent) run(ctx context.Context) error {
 		a.heartbeat(ctx)
 	}()
 
-	factory := informers.NewSharedInformerFactory(a.client, resyncPeriod)
-	podInformer := factory.Core().V1().Pods()
-	a.lister = podInformer.Lister()
 	_, err = podInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    a.enqueueObject,
 		UpdateFunc: func(_, obj any) { a.enqueueObject(obj) },

@@ -8,7 +8,12 @@
 //   - the pods bound to the node: their per-pod folder under StateDir/pods/<namespace>/<name>/ (volumes, logs,
 //     generated /etc/hosts), their container processes, restarts, readiness probes, status and graceful deletion;
 //   - the kubelet API on a TLS listener: /exec/{namespace}/{pod}/{container} (SPDY and WebSocket, served by
-//     k8s.io/kubelet's streaming remotecommand code), /containerLogs/{namespace}/{pod}/{container} and /healthz;
+//     k8s.io/kubelet's streaming remotecommand code), /portForward/{namespace}/{pod} (SPDY and WebSocket, served by
+//     k8s.io/kubelet's streaming portforward code; each forwarded stream is a TCP connection to the pod's localhost
+//     address, see localhostFor, where a kubelet dials localhost in the pod's network namespace),
+//     /containerLogs/{namespace}/{pod}/{container} and /healthz;
+//   - fault injection (faults.go): the faults file in StateDir, read at every exec, probe and forwarded stream, cuts
+//     exec streams (CutExec) and forwarded streams (CutPortForward) and holds pods not Ready;
 //   - the sandbox helper (SandboxMain): every process of a pod, containers and execs alike, is started by
 //     re-executing the current binary with the hidden sandbox-exec subcommand in a new, private mount namespace.
 //     The helper bind-mounts the pod's volumes and its hosts file at their mount paths, creating missing mount

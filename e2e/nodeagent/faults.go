@@ -13,14 +13,17 @@ import (
 )
 
 // FaultsFile is the file, in the agent's state folder, from which e2e tests
-// inject failures a real node can have. It is read on every exec and probe,
-// so writing or removing it takes effect at once; absent means no fault.
+// inject failures a real node can have. It is read on every exec, probe and
+// new forwarded stream, so writing or removing it takes effect at once;
+// absent means no fault. Write it with WriteFaults.
 const FaultsFile = "faults.json"
 
 // Faults are the failures the agent injects.
 type Faults struct {
 	// CutExec cuts matching exec streams, as a node or network failure would.
 	CutExec []CutExec `json:"cutExec,omitempty"`
+	// CutPortForward cuts matching forwarded streams (pods/portforward).
+	CutPortForward []CutPortForward `json:"cutPortForward,omitempty"`
 	// NotReady marks pods (namespace/name) not Ready, whatever their probe says.
 	NotReady []string `json:"notReady,omitempty"`
 }
@@ -33,6 +36,18 @@ type CutExec struct {
 	Match       string `json:"match"`
 	AfterBytes  int64  `json:"afterBytes,omitempty"`
 	AfterMillis int    `json:"afterMillis,omitempty"`
+}
+
+// CutPortForward cuts the forwarded streams of Pod (namespace/name) to Port
+// (0: every port). Each stream (one connection through the port-forward)
+// counts on its own: once AfterBytes bytes of the pod's data reached the
+// client, the pod's connection is reset and the stream ends with an error on
+// its error channel, as when the connection to the pod is lost. AfterBytes 0
+// cuts the stream as soon as it is connected.
+type CutPortForward struct {
+	Pod        string `json:"pod"`
+	Port       int32  `json:"port,omitempty"`
+	AfterBytes int64  `json:"afterBytes"`
 }
 
 // errCut is how a cut exec ends.
@@ -67,6 +82,39 @@ func (a *agent) cutFor(podKey string, cmd []string) *CutExec {
 		}
 	}
 	return nil
+}
+
+// portForwardCutFor returns the cut that applies to a new forwarded stream, if any.
+func (a *agent) portForwardCutFor(podKey string, port int32) *CutPortForward {
+	for _, c := range a.faults().CutPortForward {
+		if c.Pod == podKey && (c.Port == 0 || c.Port == port) {
+			return &c
+		}
+	}
+	return nil
+}
+
+// WriteFaults replaces the faults file in the agent's state folder stateDir
+// (.localenv/nodeagent in the local environment). The file is replaced in
+// one rename, so the agent never reads half of it.
+func WriteFaults(stateDir string, f Faults) error {
+	data, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(stateDir, FaultsFile+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), filepath.Join(stateDir, FaultsFile))
 }
 
 // cutWriter passes output through until its budget is spent, then cancels

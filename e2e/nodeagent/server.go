@@ -29,7 +29,7 @@ const (
 	logPollInterval = 250 * time.Millisecond
 )
 
-// newServer builds the kubelet API server: exec, container logs and health.
+// newServer builds the kubelet API server: exec, port-forward, container logs and health.
 func (a *agent) newServer() (*http.Server, error) {
 	cert, err := tls.LoadX509KeyPair(a.cfg.CertFile, a.cfg.KeyFile)
 	if err != nil {
@@ -53,19 +53,26 @@ func (a *agent) newServer() (*http.Server, error) {
 		// Verified when given; the API handlers require one, /healthz does not.
 		tlsConfig.ClientCAs, tlsConfig.ClientAuth = pool, tls.VerifyClientCertIfGiven
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
-	mux.Handle("/exec/{namespace}/{pod}/{container}", a.authenticated(a.handleExec))
-	mux.Handle("/exec/{namespace}/{pod}/{uid}/{container}", a.authenticated(a.handleExec))
-	mux.Handle("GET /containerLogs/{namespace}/{pod}/{container}", a.authenticated(a.handleLogs))
 	return &http.Server{
 		Addr:              a.cfg.Listen,
-		Handler:           mux,
+		Handler:           a.routes(),
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          a.log.StandardLog(),
 		BaseContext:       func(net.Listener) context.Context { return a.ctx },
 	}, nil
+}
+
+// routes are the kubelet API's paths, as the kubelet names them.
+func (a *agent) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+	mux.Handle("/exec/{namespace}/{pod}/{container}", a.authenticated(a.handleExec))
+	mux.Handle("/exec/{namespace}/{pod}/{uid}/{container}", a.authenticated(a.handleExec))
+	mux.Handle("/portForward/{namespace}/{pod}", a.authenticated(a.handlePortForward))
+	mux.Handle("/portForward/{namespace}/{pod}/{uid}", a.authenticated(a.handlePortForward))
+	mux.Handle("GET /containerLogs/{namespace}/{pod}/{container}", a.authenticated(a.handleLogs))
+	return mux
 }
 
 // authenticated refuses requests without a verified client certificate when a client CA is configured. Any
