@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/hcpsnap/hcpsnap/e2e/fixture"
+	"github.com/hcpsnap/hcpsnap/e2e/nodeagent"
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
 )
 
@@ -131,4 +132,29 @@ func (e *testEnv) memberVolumeDir(t *testing.T, member string) string {
 	}
 	t.Fatalf("pod %s has no local PersistentVolume", member)
 	return ""
+}
+
+// TestStreamCutIsTakenAgain: the forwarded stream is cut mid-way (the node
+// agent resets it after 8 MiB); the run takes a new snapshot, with the API
+// down again, and ends with one whole backup that reports both windows.
+func TestStreamCutIsTakenAgain(t *testing.T) {
+	env := loadEnv(t)
+	before := env.state(t)
+	cut := nodeagent.Faults{CutPortForward: []nodeagent.CutPortForward{{Pod: env.hcpNamespace + "/etcd-0", Port: 2379, AfterBytes: 8 << 20}}}
+	env.setFaults(t, cut)
+	t.Cleanup(func() { env.setFaults(t, nodeagent.Faults{}) })
+	r := env.startHcpsnap(t, t.TempDir(), nil, "-o", "json", "backup", "--via", "stream", "--prefix", "stream-cut")
+	r.waitEvent(t, "upload-snapshot failed", func(e event) bool { return e.MessageType == "step_failed" && e.Step == "upload-snapshot" })
+	env.setFaults(t, nodeagent.Faults{})
+	if code := r.wait(t); code != 0 {
+		t.Fatalf("exit %d after a cut stream, want 0 (a new snapshot)\nstderr:\n%s", code, r.stderr.String())
+	}
+	env.invariants(t, before, "stream-cut")
+	m := env.readManifest(t, lastSummary(t, r.stdout.String()).Manifest)
+	if len(m.Downtimes) != 2 {
+		t.Errorf("manifest reports %d downtime windows, want 2: %+v", len(m.Downtimes), m.Downtimes)
+	}
+	if !strings.Contains(r.stderr.String(), "broke after") {
+		t.Errorf("the log does not say the stream broke:\n%s", r.stderr.String())
+	}
 }
