@@ -519,7 +519,7 @@ func snapshotSave(ctx context.Context, s *State) error {
 	}
 	// Every attempt is a new snapshot with outputs of its own: an object
 	// uploaded from an earlier one must not pass for it.
-	s.Out.Attempt = &Attempt{ID: fmt.Sprintf("%s-%d", s.Run.RunID, s.now().UnixNano()), Path: snapshotPath(s)}
+	s.Out.Attempt = &Attempt{ID: fmt.Sprintf("%s-%d", s.Run.RunID, s.now().UnixNano()), Via: ViaExec, Path: snapshotPath(s)}
 	if err := s.Save(ctx); err != nil {
 		return err
 	}
