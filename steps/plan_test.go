@@ -233,6 +233,18 @@ func TestBuild(t *testing.T) {
 			},
 		},
 		{
+			name: "streamed: port-forward and etcd's snapshot API, nothing in the pod",
+			opts: func(o *steps.Options) { o.Via, o.SnapshotRetries = steps.ViaStream, 2 },
+			want: map[string][]string{
+				steps.StepPreflight: {"reach its etcd through the apiserver's port-forward to port 2379",
+					"oc port-forward -n clusters-example pod/etcd-0 12379:2379 &",
+					"oc extract -n clusters-example secret/etcd-client-tls --to=etcd-client-tls"},
+				steps.StepSnapshotSave:   {"open etcd's snapshot stream (Maintenance.Snapshot) on member etcd-0", "s3://hcpsnap-backups/" + snapKey, "wait for its first bytes"},
+				steps.StepUpload:         {"verify etcd's trailing SHA-256 before the upload is completed", "at most 2 times"},
+				steps.StepCleanupPodFile: {"nothing was written in the pod"},
+			},
+		},
+		{
 			name: "API held down until the snapshot file is complete",
 			opts: func(o *steps.Options) { o.HoldAPIUntilSaved = true },
 			want: map[string][]string{
