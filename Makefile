@@ -159,7 +159,7 @@ e2e: deps $(OUT)/hcpsnap $(OUT)/localenv ## e2e tests: env up/down twice, then t
 	$(OUT)/localenv down || status=$$((status ? status : 1)); exit $$status
 
 # The backup and restore round trip, run again on the 3.5 line.
-ROUND_TRIP_TESTS := ^(TestExecReachesOwnEtcdMember|TestKubectlPortForwardReachesEtcdMember|TestBackup|TestRestoreRoundTrip|TestStreamCutIsTakenAgain)$$
+ROUND_TRIP_TESTS := ^(TestExecReachesOwnEtcdMember|TestKubectlPortForwardReachesEtcdMember|TestBackup|TestBackupOnline|TestRestoreRoundTrip|TestStreamCutIsTakenAgain)$$
 
 .PHONY: e2e-etcd35
 e2e-etcd35: deps $(OUT)/hcpsnap $(OUT)/localenv ## The backup/restore round trip on a fresh environment whose hosted etcd is the 3.5 line.

@@ -140,8 +140,14 @@ func TestBackupDryRunChangesNothing(t *testing.T) {
 
 func TestBackupOnline(t *testing.T) {
 	env := loadEnv(t)
+	for _, via := range vias {
+		t.Run("via "+via, func(t *testing.T) { backupOnline(t, env, via) })
+	}
+}
+
+func backupOnline(t *testing.T, env *testEnv, via string) {
 	versions := env.deploymentVersions(t)
-	res := env.hcpsnap(t, t.TempDir(), "-o", "json", "backup", "--online", "--prefix", "online")
+	res := env.hcpsnap(t, t.TempDir(), "-o", "json", "backup", "--online", "--via", via, "--prefix", "online-"+via)
 	if res.code != 0 {
 		t.Fatalf("online backup exit %d: %s", res.code, res.stderr)
 	}
