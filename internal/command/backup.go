@@ -135,10 +135,10 @@ func (o *S3Options) open(ctx context.Context) (*s3.Store, error) {
 // memoryHeadroom is what hcpsnap needs beside the upload's part buffers:
 // the exec stream's frames, the SDK's requests, the clients' caches (about
 // 7 MiB live at 1 GiB), and room for garbage between collections.
+const memoryHeadroom = 20 << 20
+
 // DefaultVia is how a backup takes its snapshot unless --via says otherwise.
 const DefaultVia = steps.ViaExec
-
-const memoryHeadroom = 20 << 20
 
 // limitMemory sets a soft limit on the Go heap of part buffers plus
 // headroom, unless GOMEMLIMIT chose one. The buffers live for the whole
