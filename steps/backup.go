@@ -484,6 +484,10 @@ func scaleUp(ctx context.Context, s *State) error {
 		now := s.now().UTC()
 		s.Out.DowntimeEnd = &now
 	}
+	// The API is back: a held snapshot stream may go on (holdStream).
+	if s.stream != nil {
+		s.stream.goOn()
+	}
 	return nil
 }
 

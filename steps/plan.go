@@ -307,7 +307,7 @@ func planPreflightStream(s *State, version string) Plan {
 
 func planSnapshotStream(s *State) Plan {
 	key := objectKey(s.Opts.Prefix, s.Opts.Cluster, s.Out.Timestamp, snapshotObjectName)
-	wait := "wait for its first bytes: etcd has then opened the read transaction the snapshot is taken from; the stream goes on into the bucket once the API is back (upload-snapshot), so that it does not slow the API servers' start"
+	wait := "wait for its first bytes: etcd has then opened the read transaction the snapshot is taken from; the stream goes on into the bucket once the API is back (end of scale-up), so that it does not slow the API servers' start"
 	if s.Opts.Online {
 		wait = "wait for its first bytes: etcd has then opened the read transaction the snapshot is taken from; the stream goes on into the bucket"
 	}

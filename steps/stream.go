@@ -219,8 +219,9 @@ func streamSnapshot(ctx context.Context, s *State) error {
 	return nil
 }
 
-// holdStream says whether the stream waits after its first bytes until
-// upload-snapshot: offline, while the API servers start again. Streaming
+// holdStream says whether the stream waits after its first bytes until the
+// API is back (the end of scale-up-apiservers; upload-snapshot releases it
+// too): offline, while the API servers start again. Streaming
 // at full speed through the apiserver's port-forward then competes with
 // them for the machine (on two cores, the API came back 0.3-0.5 s later
 // than with --via exec, whose upload starts in upload-snapshot too); etcd
