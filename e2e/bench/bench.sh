@@ -69,7 +69,10 @@ done
 
 # --via arrived with issue 11. A binary without it has only the exec way:
 # measuring it that way is allowed and said; asking it for stream is an error.
-if "$hcpsnap" backup --help 2>&1 | grep -q -- '--via'; then
+# (The help is read whole first: grep -q stops reading at the first match,
+# and under pipefail the writer's SIGPIPE would fail the test.)
+backup_help=$("$hcpsnap" backup --help 2>&1)
+if grep -q -- '--via' <<<"$backup_help"; then
   via_flag=true
 else
   via_flag=false
