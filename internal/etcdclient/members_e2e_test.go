@@ -17,10 +17,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/hcpsnap/hcpsnap/internal/kube/kubetest"
 	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,14 +32,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/httpstream/wsstream"
-	"k8s.io/apiserver/pkg/util/proxy"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/portforward"
-	kubeletpf "k8s.io/kubelet/pkg/cri/streaming/portforward"
 
 	"github.com/hcpsnap/hcpsnap/internal/kube"
 )
@@ -445,46 +438,11 @@ func TestMembersErrors(t *testing.T) {
 	}
 }
 
-// loopbackForwarder is the kubelet's side of a fake pod whose ports are the
-// ports of 127.0.0.1.
-type loopbackForwarder struct{}
-
-func (loopbackForwarder) PortForward(ctx context.Context, _ string, _ types.UID, port int32, stream io.ReadWriteCloser) error {
-	defer stream.Close()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	errc := make(chan error, 2)
-	go func() { _, err := io.Copy(stream, conn); errc <- err }()
-	go func() { _, err := io.Copy(conn, stream); errc <- err }()
-	return <-errc
-}
-
 // portForwarder is a kube.PortForwarder of an in-process apiserver stand-in
-// that serves pods/portforward of pod etcd-0 with the kubelet's port-forward
-// server, behind the apiserver's WebSocket tunnel for WebSocket requests.
+// that serves pods/portforward of pod etcd-0 (kubetest).
 func portForwarder(t *testing.T, protocol string) *kube.PortForwarder {
 	t.Helper()
-	kubelet := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		kubeletpf.ServePortForward(w, r, loopbackForwarder{}, "etcd-0", "", nil, time.Hour, 30*time.Second,
-			[]string{portforward.PortForwardProtocolV1Name})
-	})
-	tunnel := proxy.NewTunnelingHandler(kubelet)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case !strings.HasSuffix(r.URL.Path, "/namespaces/"+testNS+"/pods/etcd-0/portforward"):
-			http.NotFound(w, r)
-		case wsstream.IsWebSocketRequestWithTunnelingProtocol(r):
-			tunnel.ServeHTTP(w, r)
-		default:
-			kubelet.ServeHTTP(w, r)
-		}
-	}))
-	t.Cleanup(srv.Close)
-	cfg := &rest.Config{Host: srv.URL}
+	cfg, _ := kubetest.PortForwardServer(t, testNS, "etcd-0")
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -6,24 +6,17 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/hcpsnap/hcpsnap/internal/kube/kubetest"
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/httpstream/wsstream"
-	"k8s.io/apiserver/pkg/util/proxy"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
-	kubeletpf "k8s.io/kubelet/pkg/cri/streaming/portforward"
 )
 
 // The fake apiserver below serves pods/portforward with the kubelet's own
@@ -32,55 +25,17 @@ import (
 // 1.32 apiserver with PortForwardWebsockets does. Its "pod" is the loopback
 // interface: a forwarded port is a port on 127.0.0.1.
 
-// loopbackForwarder copies between a forwarded stream and 127.0.0.1:port.
-type loopbackForwarder struct{}
-
-func (loopbackForwarder) PortForward(ctx context.Context, _ string, _ types.UID, port int32, stream io.ReadWriteCloser) error {
-	defer stream.Close()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	errc := make(chan error, 2)
-	go func() { _, err := io.Copy(stream, conn); errc <- err }()
-	go func() { _, err := io.Copy(conn, stream); errc <- err }()
-	return <-errc
-}
-
 // fakeAPIServer returns a PortForwarder client of an in-process server
-// speaking both protocols; tunnels counts the WebSocket tunnels served.
-func fakeAPIServer(t *testing.T, protocol string) (*PortForwarder, *int) {
+// speaking both protocols (kubetest); tunnels counts the WebSocket tunnels
+// served.
+func fakeAPIServer(t *testing.T, protocol string) (*PortForwarder, func() int) {
 	t.Helper()
-	var mu sync.Mutex
-	tunnels := 0
-	kubelet := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		kubeletpf.ServePortForward(w, r, loopbackForwarder{}, "etcd-0", "", nil, time.Hour, 30*time.Second,
-			[]string{portforward.PortForwardProtocolV1Name})
-	})
-	tunnel := proxy.NewTunnelingHandler(kubelet)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.HasSuffix(r.URL.Path, "/namespaces/ns/pods/etcd-0/portforward") {
-			http.NotFound(w, r)
-			return
-		}
-		if wsstream.IsWebSocketRequestWithTunnelingProtocol(r) {
-			mu.Lock()
-			tunnels++
-			mu.Unlock()
-			tunnel.ServeHTTP(w, r)
-			return
-		}
-		kubelet.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	cfg := &rest.Config{Host: srv.URL}
+	cfg, tunnels := kubetest.PortForwardServer(t, "ns", "etcd-0")
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &PortForwarder{Config: cfg, Client: client, Protocol: protocol}, &tunnels
+	return &PortForwarder{Config: cfg, Client: client, Protocol: protocol}, tunnels
 }
 
 // block is the repeated content a data server sends.
@@ -153,8 +108,8 @@ func TestPortForwardCarriesStream(t *testing.T) {
 			if n != mib<<20 || !bytes.Equal(h.Sum(nil), wantSum(mib)) {
 				t.Fatalf("read %d bytes with another content, want %d MiB of the data sent", n, mib)
 			}
-			if want := protocol != "spdy"; (*tunnels > 0) != want {
-				t.Errorf("%d WebSocket tunnels served; want tunnel: %v", *tunnels, want)
+			if want := protocol != "spdy"; (tunnels() > 0) != want {
+				t.Errorf("%d WebSocket tunnels served; want tunnel: %v", tunnels(), want)
 			}
 			// For the record (make bench measures; no timing is asserted).
 			t.Logf("%d MiB in %v: %.0f MiB/s", mib, time.Since(start).Round(time.Millisecond),
