@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -70,7 +71,7 @@ func (o *BackupsOptions) Run(ctx context.Context) error {
 			if err := enc.Encode(map[string]any{
 				"message_type": "backup", "manifest": "s3://" + o.S3.Bucket + "/" + b.ManifestKey,
 				"cluster": m.Namespace + "/" + m.Cluster, "time": m.Times.Finished, "revision": m.Etcd.Revision,
-				"totalKeys": m.Etcd.TotalKeys, "bytes": m.Snapshot.Size, "sha256": m.Snapshot.SHA256,
+				"totalKeys": m.Etcd.TotalKeys, "via": m.Via, "bytes": m.Snapshot.Size, "sha256": m.Snapshot.SHA256,
 				"online": m.Online, "downtimeSeconds": m.DowntimeSeconds, "keyBundle": m.KeyBundle.Key != "" || m.KeyBundle.File != "",
 			}); err != nil {
 				return err
@@ -90,8 +91,13 @@ func (o *BackupsOptions) Run(ctx context.Context) error {
 		if m.KeyBundle.File != "" {
 			bundle = "local file"
 		}
-		fmt.Fprintf(w, "%s\t%d\t%d\t%.1f MiB\t%.1fs\t%s\ts3://%s/%s\n", m.Times.Finished.UTC().Format(time.RFC3339), m.Etcd.Revision,
-			m.Etcd.TotalKeys, float64(m.Snapshot.Size)/(1<<20), m.DowntimeSeconds, bundle, o.S3.Bucket, b.ManifestKey)
+		// A streamed snapshot's keys are not counted (manifest.Etcd).
+		keys := "-"
+		if m.Etcd.TotalKeys > 0 {
+			keys = strconv.FormatInt(m.Etcd.TotalKeys, 10)
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\t%.1f MiB\t%.1fs\t%s\ts3://%s/%s\n", m.Times.Finished.UTC().Format(time.RFC3339), m.Etcd.Revision,
+			keys, float64(m.Snapshot.Size)/(1<<20), m.DowntimeSeconds, bundle, o.S3.Bucket, b.ManifestKey)
 	}
 	return w.Flush()
 }

@@ -115,15 +115,21 @@ func (r *reporter) summary(s *steps.State) error {
 	downtime := fmt.Sprintf("%.1fs", sum.DowntimeSeconds)
 	if sum.Online {
 		downtime = "none (online)"
+	} else if n := len(m.Downtimes); n > 1 {
+		downtime += fmt.Sprintf(" in %d windows (a broken stream was taken again)", n)
+	}
+	etcd := fmt.Sprintf("revision %d, %d keys", sum.Revision, sum.TotalKeys)
+	if sum.TotalKeys == 0 {
+		etcd = fmt.Sprintf("revision %d (streamed: keys not counted)", sum.Revision)
 	}
 	_, err := fmt.Fprintf(r.out, `Backup of %s complete (run %s)
   snapshot:     %s
   size:         %d bytes (%.1f MiB)
   sha256:       %s
-  etcd:         revision %d, %d keys
+  etcd:         %s
   manifest:     %s
   key bundle:   %s
   API downtime: %s
-`, sum.Cluster, sum.RunID, sum.Snapshot, sum.Bytes, float64(sum.Bytes)/(1<<20), sum.SHA256, sum.Revision, sum.TotalKeys, sum.Manifest, sum.KeyBundle, downtime)
+`, sum.Cluster, sum.RunID, sum.Snapshot, sum.Bytes, float64(sum.Bytes)/(1<<20), sum.SHA256, etcd, sum.Manifest, sum.KeyBundle, downtime)
 	return err
 }
