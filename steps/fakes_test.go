@@ -1143,7 +1143,7 @@ func (fx *fixture) state(opts Options) *State {
 
 // execute runs the whole backup workflow.
 func (fx *fixture) execute(s *State) error {
-	e := Engine{Steps: Backup(), UndoTimeout: 20 * time.Second}
+	e := Engine{Steps: Backup(), UndoTimeout: 20 * time.Second, Retakes: s.Opts.SnapshotRetries}
 	return e.Execute(quietContext(), s)
 }
 

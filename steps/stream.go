@@ -46,13 +46,13 @@ type liveStream struct {
 	attempt   string
 	cancel    context.CancelFunc
 	firstByte chan struct{}
-	// release lets the stream go on past its first bytes (see hold).
+	// release lets the stream go on past its first bytes (holdStream).
 	release     chan struct{}
 	releaseOnce sync.Once
 	done        chan struct{}
-	bytes     atomic.Int64
-	verifier  *etcdsnap.Verifier
-	scanner   *etcdsnap.Scanner
+	bytes       atomic.Int64
+	verifier    *etcdsnap.Verifier
+	scanner     *etcdsnap.Scanner
 
 	mu        sync.Mutex
 	sourceErr error // the stream's own failure, as opposed to the bucket's
@@ -65,6 +65,7 @@ type liveStream struct {
 // ended (a multipart upload it had begun is aborted by then).
 func (ls *liveStream) stop() {
 	ls.cancel()
+	ls.goOn() // a held Read then fails on the cancelled stream
 	<-ls.done
 }
 
@@ -73,21 +74,19 @@ func (ls *liveStream) goOn() { ls.releaseOnce.Do(func() { close(ls.release) }) }
 
 // streamSource is what the upload reads: etcd's stream through the
 // verifier, feeding the scanner that finds the snapshot's status.
-type streamSource struct {
-	ls   *liveStream
-	once sync.Once
-}
+type streamSource struct{ ls *liveStream }
 
 func (src *streamSource) Read(p []byte) (int, error) {
 	ls := src.ls
 	if ls.bytes.Load() > 0 {
-		// Held after the first bytes until the API is back (see hold).
+		// Held after the first bytes until the API is back (holdStream).
 		<-ls.release
 	}
 	n, err := ls.verifier.Read(p)
 	if n > 0 {
-		src.once.Do(func() { close(ls.firstByte) })
-		ls.bytes.Add(int64(n))
+		if ls.bytes.Add(int64(n)) == int64(n) {
+			close(ls.firstByte)
+		}
 		_, _ = ls.scanner.Write(p[:n])
 	}
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -173,14 +172,6 @@ func streamSnapshot(ctx context.Context, s *State) error {
 	if !holdStream(s) {
 		ls.goOn()
 	}
-	go func() {
-		// Stopping releases a held stream: its reader then fails at once.
-		select {
-		case <-bg.Done():
-			ls.goOn()
-		case <-ls.done:
-		}
-	}()
 	s.stream = ls
 	start := s.now().UTC()
 	a.UploadStart = &start

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
 )
@@ -15,19 +14,12 @@ func streamOptions() Options {
 	return o
 }
 
-// executeRetaking runs the workflow with the engine allowing the options'
-// retakes, as internal/command does.
-func (fx *fixture) executeRetaking(s *State) error {
-	e := Engine{Steps: Backup(), UndoTimeout: 20 * time.Second, Retakes: s.Opts.SnapshotRetries}
-	return e.Execute(quietContext(), s)
-}
-
 // TestStreamRunsNothingInThePod: a streamed backup execs nothing, and its
 // manifest describes the object as etcdutl would.
 func TestStreamRunsNothingInThePod(t *testing.T) {
 	fx := newFixture(t, nil)
 	s := fx.state(streamOptions())
-	if err := fx.executeRetaking(s); err != nil {
+	if err := fx.execute(s); err != nil {
 		t.Fatal(err)
 	}
 	if ops := fx.exec.ops(); len(ops) != 0 {
@@ -51,7 +43,7 @@ func TestStreamRetakesABrokenStream(t *testing.T) {
 	fx := newFixture(t, nil)
 	fx.etcd.cuts, fx.etcd.cutAfter = 1, 8<<10
 	s := fx.state(streamOptions())
-	if err := fx.executeRetaking(s); err != nil {
+	if err := fx.execute(s); err != nil {
 		t.Fatal(err)
 	}
 	checkRestored(t, fx, nil)
@@ -82,7 +74,7 @@ func TestStreamGivesUp(t *testing.T) {
 	fx := newFixture(t, nil)
 	fx.etcd.cuts, fx.etcd.cutAfter = 10, 8<<10
 	s := fx.state(streamOptions())
-	err := fx.executeRetaking(s)
+	err := fx.execute(s)
 	if err == nil || !strings.Contains(err.Error(), "--snapshot-retries 2") || !errors.Is(err, errStreamCut) {
 		t.Fatalf("error %v, want the cut stream and the retry limit named", err)
 	}
@@ -104,7 +96,7 @@ func TestStreamPreflightRefuses(t *testing.T) {
 	fx := newFixture(t, nil)
 	fx.etcd.statusErr = errors.New(`pods "etcd-0" is forbidden: cannot create resource "pods/portforward"`)
 	s := fx.state(streamOptions())
-	err := fx.executeRetaking(s)
+	err := fx.execute(s)
 	if exitcode.Of(err) != exitcode.Precondition || !strings.Contains(err.Error(), "--via exec") || !strings.Contains(err.Error(), "pods/portforward") {
 		t.Fatalf("error %v, want a precondition naming pods/portforward and --via exec", err)
 	}
