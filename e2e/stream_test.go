@@ -4,12 +4,14 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/hcpsnap/hcpsnap/e2e/fixture"
@@ -25,6 +27,9 @@ var vias = []string{"stream", "exec"}
 // --via stream, which backs the database up.
 func TestStreamWithoutRoomForACopy(t *testing.T) {
 	env := loadEnv(t)
+	// The database must be large enough that less room than a copy needs
+	// still leaves etcd room for a new WAL segment (64 MiB): grow it.
+	env.growDatabase(t, 96<<20)
 	dbSize := env.memberDBSize(t)
 	dir := env.memberVolumeDir(t, "etcd-0")
 	var st syscall.Statfs_t
@@ -36,7 +41,7 @@ func TestStreamWithoutRoomForACopy(t *testing.T) {
 	// segment (64 MiB) so that etcd itself keeps writing.
 	leave := max(dbSize*9/10, 72<<20)
 	if leave >= dbSize+dbSize/10 {
-		t.Fatalf("the database (%d MiB) is too small to leave less room than a copy needs and room for etcd's WAL: start the environment with a larger ETCD_DATA_MB", dbSize>>20)
+		t.Fatalf("the database (%d MiB) is too small to leave less room than a copy needs and room for etcd's WAL", dbSize>>20)
 	}
 	filler := filepath.Join(dir, "hcpsnap-e2e-filler")
 	f, err := os.Create(filler)
@@ -87,6 +92,32 @@ func TestStreamMemberKilledMidStream(t *testing.T) {
 	m := env.readManifest(t, lastSummary(t, r.stdout.String()).Manifest)
 	if len(m.Downtimes) != 2 {
 		t.Errorf("manifest reports %d downtime windows, want 2 (the first snapshot and the one taken again): %+v", len(m.Downtimes), m.Downtimes)
+	}
+}
+
+// growDatabase writes 1 MiB values under /hcpsnap-e2e/grow/ until the hosted
+// etcd's database holds at least size bytes; they are deleted when the test
+// ends (the database keeps its size).
+func (e *testEnv) growDatabase(t *testing.T, size int64) {
+	t.Helper()
+	cli, err := fixture.EtcdClient(e.FixtureConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = cli.Delete(context.Background(), "/hcpsnap-e2e/grow/", clientv3.WithPrefix())
+		cli.Close()
+	})
+	value := strings.Repeat("x", 1<<20)
+	for i := 0; e.memberDBSize(t) < size; i++ {
+		if i > 256 {
+			t.Fatalf("the database does not grow to %d MiB", size>>20)
+		}
+		for j := 0; j < 8; j++ {
+			if _, err := cli.Put(context.Background(), fmt.Sprintf("/hcpsnap-e2e/grow/%03d-%d", i, j), value); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 }
 
