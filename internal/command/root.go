@@ -118,6 +118,7 @@ func New(stdin io.Reader, stdout, stderr io.Writer) *cli.Command {
 			newBackupCommand(stdin, stdout, stderr),
 			newBackupsCommand(stdout),
 			newRestoreCommand(stdin, stdout),
+			newScheduleCommand(stdout),
 			newVersionCommand(stdout),
 		},
 	}
