@@ -739,7 +739,12 @@ func joinRefs(refs []schedule.Ref) string {
 
 func newScheduleCommand(stdout io.Writer) *cli.Command {
 	o := &ScheduleOptions{Out: stdout}
-	run := action(o, &o.Global)
+	return o.command(action(o, &o.Global))
+}
+
+// command is schedule's urfave/cli command running run once the flags that
+// are read by name are in o.
+func (o *ScheduleOptions) command(run cli.ActionFunc) *cli.Command {
 	return &cli.Command{
 		Name:  "schedule",
 		Usage: "back up HostedClusters on a schedule: render, apply, list or delete a CronJob",
@@ -774,5 +779,6 @@ result and its next run.`,
 			o.AllNamespaces = cmd.Bool(FlagScheduleAllNamespaces)
 			return run(ctx, cmd)
 		},
+		OnUsageError: usageError,
 	}
 }
