@@ -443,7 +443,8 @@ func (e *testEnv) checkScheduleRBAC(t *testing.T, name string) {
 	}{
 		{[]string{"get", "secrets", "-n", e.hcpNamespace}, "yes"},
 		{[]string{"patch", "hostedclusters", "-n", e.namespace}, "yes"},
-		{[]string{"update", "deployments/scale", "-n", e.hcpNamespace}, "yes"},
+		{[]string{"update", "deployments", "--subresource=scale", "-n", e.hcpNamespace}, "yes"},
+		{[]string{"update", "deployments", "-n", e.hcpNamespace}, "no"},
 		{[]string{"delete", "pods", "-n", e.hcpNamespace}, "no"},
 		{[]string{"update", "hostedclusters", "-n", e.namespace}, "no"},
 		{[]string{"list", "secrets", "-n", e.hcpNamespace}, "no"},

@@ -575,18 +575,18 @@ func (o *ScheduleOptions) runApply(ctx context.Context) error {
 // and the Secret and ConfigMap the pod mounts. Each failure is one line.
 func (o *ScheduleOptions) checkCluster(ctx context.Context) error {
 	s := o.spec
-	namespaces := []string{s.JobNamespace}
 	t := s.Target
-	if !t.IsFleet() {
-		namespaces = append(namespaces, t.Namespace, t.Namespace+"-"+t.Cluster)
-	}
-	for _, ns := range namespaces {
+	checkNamespace := func(ns string) error {
 		if _, err := o.kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
 			if apierrors.IsNotFound(err) {
 				return exitcode.Preconditionf("namespace %s does not exist: create it, or check --%s, --%s and --%s", ns, FlagScheduleJobNamespace, FlagNamespace, FlagCluster)
 			}
 			return exitcode.New(exitcode.Precondition, fmt.Errorf("read namespace %s: %w", ns, err))
 		}
+		return nil
+	}
+	if err := checkNamespace(s.JobNamespace); err != nil {
+		return err
 	}
 	if !t.IsFleet() {
 		_, err := o.dyn.Resource(kube.HostedClusterGVR).Namespace(t.Namespace).Get(ctx, t.Cluster, metav1.GetOptions{})
@@ -595,6 +595,10 @@ func (o *ScheduleOptions) checkCluster(ctx context.Context) error {
 		}
 		if err != nil {
 			return exitcode.New(exitcode.Precondition, fmt.Errorf("read HostedCluster %s/%s: %w", t.Namespace, t.Cluster, err))
+		}
+		// The RoleBindings go into the control plane's namespace.
+		if err := checkNamespace(t.Namespace + "-" + t.Cluster); err != nil {
+			return err
 		}
 	} else {
 		list, err := o.dyn.Resource(kube.HostedClusterGVR).Namespace(t.Namespace).List(ctx, metav1.ListOptions{LabelSelector: t.Selector, Limit: 1})
