@@ -474,15 +474,32 @@ func rulesOf(lines []string) []rbacv1.PolicyRule {
 	return rules
 }
 
-// testImage returns the reference of the hcpsnap image that the node agent
-// runs from `make image`'s OCI layout, or skips the test when there is none.
-func testImage(t *testing.T) string {
+// scheduleImage returns a reference to the hcpsnap image that `make image`
+// wrote as an OCI layout ($HCPSNAP_IMAGE_LAYOUT, else ../bin/image/oci),
+// which the node agent finds by its digest whatever the repository; it
+// skips the test when no image was built.
+func scheduleImage(t *testing.T) string {
 	t.Helper()
-	ref := os.Getenv("HCPSNAP_E2E_IMAGE")
-	if ref == "" {
-		t.Skip("no hcpsnap image for the node agent: build it with `make image` and set HCPSNAP_E2E_IMAGE to its REPOSITORY@sha256:DIGEST")
+	dir := os.Getenv("HCPSNAP_IMAGE_LAYOUT")
+	if dir == "" {
+		dir = filepath.Join("..", "bin", "image", "oci")
 	}
-	return ref
+	data, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	if os.IsNotExist(err) {
+		t.Skipf("no hcpsnap image at %s: run 'make image' (and a node agent that runs images) to run a scheduled backup for real", dir)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var index struct {
+		Manifests []struct {
+			Digest string `json:"digest"`
+		} `json:"manifests"`
+	}
+	if err := json.Unmarshal(data, &index); err != nil || len(index.Manifests) != 1 {
+		t.Fatalf("%s/index.json: want one image, got %d (%v)", dir, len(index.Manifests), err)
+	}
+	return "registry.example/hcpsnap@" + index.Manifests[0].Digest
 }
 
 // TestScheduleRunsForReal applies a schedule with the image `make image`
@@ -491,7 +508,7 @@ func testImage(t *testing.T) string {
 // and etcdutl, and that --list reports the run.
 func TestScheduleRunsForReal(t *testing.T) {
 	env := loadEnv(t)
-	image := testImage(t)
+	image := scheduleImage(t)
 	ctx := context.Background()
 	env.deleteHcpsnapObjects(t)
 	t.Cleanup(func() { env.deleteHcpsnapObjects(t) })

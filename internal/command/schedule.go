@@ -142,7 +142,7 @@ func (o *ScheduleOptions) flags() []cli.Flag {
 		&cli.BoolFlag{Name: FlagScheduleSuspend, Sources: cli.EnvVars(env(FlagScheduleSuspend)), Destination: &o.Suspend,
 			Usage: "Render or apply the schedule suspended: no run starts until spec.suspend is set to false."},
 		&cli.StringFlag{Name: FlagScheduleImage, Sources: cli.EnvVars(env(FlagScheduleImage)), Destination: &o.Image,
-			Usage: "The hcpsnap image the job runs, pinned by digest: REPOSITORY@sha256:DIGEST (the copy of `make image`'s image pushed to your registry). Required; a tag is refused."},
+			Usage: "The hcpsnap image the job runs, pinned by digest: REPOSITORY@sha256:DIGEST (the image that make image built, pushed to your registry). Required; a tag is refused."},
 		&cli.StringFlag{Name: FlagScheduleName, Sources: cli.EnvVars("HCPSNAP_SCHEDULE_NAME"), Destination: &o.Name,
 			Usage: "Name of the schedule: its CronJob, ServiceAccount and label hcpsnap.io/schedule (default: hcpsnap-<namespace>-<cluster>, or from the selector)."},
 		&cli.StringFlag{Name: FlagScheduleJobNamespace, Sources: cli.EnvVars(env(FlagScheduleJobNamespace)), Destination: &o.JobNamespace,
@@ -188,6 +188,9 @@ func (o *ScheduleOptions) flags() []cli.Flag {
 			continue
 		}
 		o.passThrough = append(o.passThrough, name)
+		if c, ok := fl.(cli.CategorizableFlag); ok {
+			c.SetCategory("Options of the scheduled backup (passed to the job's hcpsnap backup)")
+		}
 		f = append(f, fl)
 	}
 	return f
@@ -515,6 +518,13 @@ func (o *ScheduleOptions) print(objs *schedule.Objects) error {
 	header := fmt.Sprintf("# hcpsnap schedule %s: back up %s at %q (%s).\n"+
 		"# Apply with: kubectl apply --server-side --field-manager=%s -f FILE, or hcpsnap schedule ... --apply.\n",
 		s.Name, s.Target, s.Cron, s.TimeZone, schedule.FieldManager)
+	if c := s.Credentials.Secret; c != "" {
+		header += fmt.Sprintf("# It needs Secret %s/%s with keys %s and %s (and optionally %s).\n",
+			s.JobNamespace, c, schedule.SecretKeyAccessKeyID, schedule.SecretKeySecretAccessKey, schedule.SecretKeySessionToken)
+	}
+	if cm := s.S3CAConfigMap; cm != "" {
+		header += fmt.Sprintf("# It needs ConfigMap %s/%s with the S3 endpoint's CA under key %s.\n", s.JobNamespace, cm, schedule.S3CAKey)
+	}
 	return schedule.WriteYAML(o.Out, header, objs.List())
 }
 
