@@ -32,6 +32,7 @@ type Ref struct {
 	Name      string `json:"name"`
 }
 
+// String is Kind/namespace/name, or Kind/name for a cluster-scoped object.
 func (r Ref) String() string {
 	if r.Namespace == "" {
 		return r.Kind + "/" + r.Name

@@ -14,6 +14,6 @@
 // The rendering does no I/O; Apply, List and Delete reach the cluster only
 // through client-go's kubernetes.Interface.
 //
-// Layer: workflow (schedule). It imports plain data (deploy) and nothing of
-// the other workflows or the command line.
+// Layer: workflow (schedule). It imports nothing of hcpsnap: the command
+// line reads the rules from deploy (plain data) and hands them over in Spec.
 package schedule

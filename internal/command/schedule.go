@@ -51,6 +51,8 @@ const (
 	FlagScheduleDelete            = "delete"
 	FlagScheduleSelector          = "selector"
 	FlagScheduleAllNamespaces     = "all-namespaces"
+	// EnvScheduleName sets --name; HCPSNAP_NAME would be too vague.
+	EnvScheduleName = "HCPSNAP_SCHEDULE_NAME"
 )
 
 // Values of schedule's --dry-run, as kubectl has them.
@@ -143,7 +145,7 @@ func (o *ScheduleOptions) flags() []cli.Flag {
 			Usage: "Render or apply the schedule suspended: no run starts until spec.suspend is set to false."},
 		&cli.StringFlag{Name: FlagScheduleImage, Sources: cli.EnvVars(env(FlagScheduleImage)), Destination: &o.Image,
 			Usage: "The hcpsnap image the job runs, pinned by digest: REPOSITORY@sha256:DIGEST (the image that make image built, pushed to your registry). Required; a tag is refused."},
-		&cli.StringFlag{Name: FlagScheduleName, Sources: cli.EnvVars("HCPSNAP_SCHEDULE_NAME"), Destination: &o.Name,
+		&cli.StringFlag{Name: FlagScheduleName, Sources: cli.EnvVars(EnvScheduleName), Destination: &o.Name,
 			Usage: "Name of the schedule: its CronJob, ServiceAccount and label hcpsnap.io/schedule (default: hcpsnap-<namespace>-<cluster>, or from the selector)."},
 		&cli.StringFlag{Name: FlagScheduleJobNamespace, Sources: cli.EnvVars(env(FlagScheduleJobNamespace)), Destination: &o.JobNamespace,
 			Usage: "Namespace of the CronJob, its Jobs and its ServiceAccount (default: --namespace; required with --all-namespaces)."},
