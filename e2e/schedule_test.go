@@ -204,6 +204,14 @@ func TestSchedule(t *testing.T) {
 		if !strings.Contains(res.stdout, "nothing was persisted") || strings.Count(res.stdout, "server-side dry run") != 5 {
 			t.Errorf("output does not say it was a dry run of 5 objects:\n%s", res.stdout)
 		}
+		// Every namespace's clusters: a ClusterRoleBinding instead of RoleBindings.
+		res = env.hcpsnap(t, state, env.scheduleArgs(unusedImage, "--cluster", "", "--all-namespaces", "--job-namespace", env.namespace, "--dry-run=server")...)
+		if res.code != 0 {
+			t.Fatalf("--all-namespaces: exit %d: %s", res.code, res.stderr)
+		}
+		if !strings.Contains(res.stdout, "ClusterRoleBinding/") || strings.Contains(res.stdout, "RoleBinding/"+env.namespace) {
+			t.Errorf("--all-namespaces dry run:\n%s", res.stdout)
+		}
 		if objs := env.hcpsnapObjects(t); len(objs) > 0 {
 			t.Fatalf("a server dry run left %v", objs)
 		}

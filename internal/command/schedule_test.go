@@ -479,3 +479,37 @@ func TestScheduleRBACIsDeploy(t *testing.T) {
 		t.Errorf("rules\n got %s\nwant %s", gotJSON, wantJSON)
 	}
 }
+
+// TestScheduleFleetArgs checks the target arguments of a selector's and of
+// every namespace's job, and where their CronJob and bindings go.
+func TestScheduleFleetArgs(t *testing.T) {
+	rest := slices.Clone(scheduleBase[3:]) // without --cluster example
+	tests := []struct {
+		name     string
+		args     []string
+		wantArgs []string
+		wantNS   string
+	}{
+		{"selector", append([]string{"schedule", "--selector", "backup=nightly", "--namespace", "hosted"}, rest...),
+			[]string{"--selector=backup=nightly", "--namespace=hosted"}, "hosted"},
+		{"selector, job namespace", append([]string{"schedule", "--selector", "backup=nightly", "--job-namespace", "hcpsnap"}, rest...),
+			[]string{"--selector=backup=nightly", "--namespace=clusters"}, "hcpsnap"},
+		{"all namespaces", append([]string{"schedule", "--all-namespaces", "--job-namespace", "hcpsnap"}, rest...),
+			[]string{"--all-namespaces"}, "hcpsnap"},
+		{"all namespaces, selector", append([]string{"schedule", "--all-namespaces", "--selector", "tier in (a,b)", "--job-namespace", "hcpsnap"}, rest...),
+			[]string{"--all-namespaces", "--selector=tier in (a,b)"}, "hcpsnap"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cj := renderedCronJob(t, nil, tt.args...)
+			args := jobArgs(cj)
+			i := slices.Index(args, "backup")
+			if got := args[i+1 : i+1+len(tt.wantArgs)]; !slices.Equal(got, tt.wantArgs) {
+				t.Errorf("target args %q, want %q", got, tt.wantArgs)
+			}
+			if cj.Namespace != tt.wantNS || cj.Spec.JobTemplate.Spec.Template.Spec.ServiceAccountName != cj.Name {
+				t.Errorf("CronJob %s/%s with ServiceAccount %s", cj.Namespace, cj.Name, cj.Spec.JobTemplate.Spec.Template.Spec.ServiceAccountName)
+			}
+		})
+	}
+}
