@@ -37,6 +37,60 @@ build: $(OUT)/hcpsnap ## Build bin/hcpsnap.
 $(OUT)/hcpsnap: $(GO_SOURCES)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $@ .
 
+# ---------------------------------------------------------------------------
+# The container image (hack/image): built without a container engine into
+# bin/image/. `make image` prints the manifest digest last.
+
+IMAGE_DIR         := $(OUT)/image
+IMAGE_LAYOUT      := $(IMAGE_DIR)/oci
+IMAGE_TARBALL     := $(IMAGE_DIR)/hcpsnap.tar
+IMAGE_DIGEST_FILE := $(IMAGE_DIR)/digest
+IMAGE_REPOSITORY  ?= hcpsnap
+CA_CERTS          ?= /etc/ssl/certs/ca-certificates.crt
+REVISION          ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# The time of every file of the image and of the image itself: the commit's.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+# Where the node agent of the local environment finds images (e2e/localenv).
+export LOCALENV_IMAGE_LAYOUTS := $(IMAGE_LAYOUT)
+
+# image_build DIR: the static binary and the image into DIR, the digest into
+# DIR/digest (written last, so that a build cut short leaves no digest).
+image_build = mkdir -p $(1) && \
+  CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(1)/hcpsnap . && \
+  SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./hack/image --binary $(1)/hcpsnap --ca-certs $(CA_CERTS) \
+    --layout $(1)/oci --tarball $(1)/hcpsnap.tar --repository $(IMAGE_REPOSITORY) --version $(VERSION) --revision $(REVISION) \
+    | tee $(1)/build.log | tail -n 1 > $(1)/digest.tmp && \
+  mv $(1)/digest.tmp $(1)/digest
+
+.PHONY: image
+image: $(IMAGE_DIGEST_FILE) ## Build the container image: OCI layout bin/image/oci, tarball bin/image/hcpsnap.tar; prints the digest last.
+	@echo "layout  $(IMAGE_LAYOUT)"
+	@echo "tarball $(IMAGE_TARBALL) ($(IMAGE_REPOSITORY):$(VERSION))"
+	@cat $(IMAGE_DIGEST_FILE)
+
+$(IMAGE_DIGEST_FILE): $(GO_SOURCES) $(CA_CERTS) $(IMAGE_DIR)/.inputs
+	$(call image_build,$(IMAGE_DIR))
+
+# .inputs records what the image is made of besides files (version, commit,
+# time); it is rewritten, and the image rebuilt, only when one changes.
+$(IMAGE_DIR)/.inputs: FORCE
+	@mkdir -p $(@D)
+	@want='$(VERSION) $(REVISION) $(SOURCE_DATE_EPOCH) $(IMAGE_REPOSITORY)'; \
+	if [ "$$(cat $@ 2>/dev/null)" != "$$want" ]; then echo "$$want" > $@; fi
+
+$(CA_CERTS):
+	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "$@ is missing: install Debian's ca-certificates package (apt-get install ca-certificates), or set CA_CERTS to a PEM bundle"; exit 3; fi
+	apt-get install -y --no-install-recommends ca-certificates
+
+.PHONY: image-reproducible
+image-reproducible: $(IMAGE_DIGEST_FILE) ## Build the image a second time from scratch and fail unless the digest is the same.
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	( $(call image_build,$$tmp) ) >/dev/null; \
+	if [ "$$(cat $$tmp/digest)" != "$$(cat $(IMAGE_DIGEST_FILE))" ]; then \
+	  echo "image-reproducible: a second build gave $$(cat $$tmp/digest), the first $$(cat $(IMAGE_DIGEST_FILE))"; exit 1; fi; \
+	echo "image-reproducible: two builds give $$(cat $(IMAGE_DIGEST_FILE))"
+
 $(OUT)/localenv: $(GO_SOURCES)
 	$(GO) build -ldflags '-X github.com/hcpsnap/hcpsnap/e2e/localenv.defaultHostedEtcdVersion=$(HOSTED_ETCD_VERSION_DEFAULT) -X github.com/hcpsnap/hcpsnap/e2e/localenv.defaultMgmtEtcdVersion=$(MGMT_ETCD_VERSION)' -o $@ ./e2e/cmd/localenv
 
@@ -108,7 +162,7 @@ check-versions: ## Fail when a go.mod disagrees with deps/versions.mk.
 # The local environment.
 
 .PHONY: env-up
-env-up: deps $(OUT)/localenv ## Start the local environment (HOSTED_ETCD_VERSION, ETCD_DATA_MB, ETCD_VOLUME_MB) and write .localenv/env.
+env-up: deps $(OUT)/localenv $(IMAGE_DIGEST_FILE) ## Start the local environment (HOSTED_ETCD_VERSION, ETCD_DATA_MB, ETCD_VOLUME_MB) and write .localenv/env.
 	$(OUT)/localenv up
 
 # stop_running_env stops an environment left running (by `make demo` or
@@ -128,7 +182,7 @@ env-down: $(OUT)/localenv ## Stop the local environment; fail if anything is lef
 # Tests.
 
 .PHONY: test
-test: unit fuzz e2e e2e-etcd35 ## Unit tests, a short fuzz run, e2e on the default etcd (3.6), the round trip on etcd 3.5.
+test: unit fuzz image-reproducible e2e e2e-etcd35 ## Unit tests, a short fuzz run, the image built twice, e2e on the default etcd (3.6), the round trip on etcd 3.5.
 
 .PHONY: unit
 unit: ## Unit tests (no environment needed).
@@ -151,11 +205,11 @@ fuzz: ## Every fuzz target for FUZZTIME each (default 10s).
 E2E_PACKAGES := ./e2e/ ./e2e/fixture/ ./s3/ ./internal/etcdsnap/ ./internal/etcdclient/
 
 .PHONY: e2e
-e2e: deps $(OUT)/hcpsnap $(OUT)/localenv ## e2e tests: env up/down twice, then the suite on a fresh environment (etcd HOSTED_ETCD_VERSION).
+e2e: deps $(OUT)/hcpsnap $(OUT)/localenv $(IMAGE_DIGEST_FILE) ## e2e tests: env up/down twice, then the suite on a fresh environment (etcd HOSTED_ETCD_VERSION).
 	@$(stop_running_env)
 	ETCD_DATA_MB=1 ./e2e/env-cycle.sh $(OUT)/localenv 2
 	$(OUT)/localenv up
-	status=0; HCPSNAP_BIN=$(OUT)/hcpsnap $(GO) test -tags e2e -count=1 -timeout 40m $(E2E_PACKAGES) || status=$$?; \
+	status=0; HCPSNAP_BIN=$(OUT)/hcpsnap HCPSNAP_IMAGE_LAYOUT=$(IMAGE_LAYOUT) $(GO) test -tags e2e -count=1 -timeout 40m $(E2E_PACKAGES) || status=$$?; \
 	$(OUT)/localenv down || status=$$((status ? status : 1)); exit $$status
 
 # The backup and restore round trip, run again on the 3.5 line.

@@ -164,3 +164,53 @@ func TestLatestSkipsAbandoned(t *testing.T) {
 		t.Fatalf("Latest = %v, %v; want run %s", got, err, older.RunID)
 	}
 }
+
+// TestDirFallsBackToTemp: the state folder is the first of HCPSNAP_STATE_DIR, XDG_STATE_HOME, a writable home and
+// the temp folder; a home of "/" (OpenShift's arbitrary UID) or one that cannot be written is skipped.
+func TestDirFallsBackToTemp(t *testing.T) {
+	tests := []struct {
+		name     string
+		env      map[string]string
+		writable bool
+		temp     string
+		want     string
+		wantErr  bool
+	}{
+		{name: "explicit", env: map[string]string{"HCPSNAP_STATE_DIR": "/s", "XDG_STATE_HOME": "/x", "HOME": "/h"}, writable: true, temp: "/tmp", want: "/s"},
+		{name: "xdg", env: map[string]string{"XDG_STATE_HOME": "/x", "HOME": "/h"}, writable: true, temp: "/tmp", want: "/x/hcpsnap/runs"},
+		{name: "home", env: map[string]string{"HOME": "/h"}, writable: true, temp: "/tmp", want: "/h/.local/state/hcpsnap/runs"},
+		{name: "home not writable", env: map[string]string{"HOME": "/h"}, writable: false, temp: "/tmp", want: "/tmp/hcpsnap/runs"},
+		{name: "home is root", env: map[string]string{"HOME": "/"}, writable: true, temp: "/var/tmp", want: "/var/tmp/hcpsnap/runs"},
+		{name: "no home", env: map[string]string{}, writable: true, temp: "/tmp", want: "/tmp/hcpsnap/runs"},
+		{name: "nothing", env: map[string]string{}, writable: true, temp: "", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := dirFrom(func(k string) string { return tt.env[k] }, func(string) bool { return tt.writable }, tt.temp)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("dirFrom = %q, %v; want %q (error %v)", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestWritable checks the probe on real folders: a temp folder is writable, a missing one and (for a non-root
+// user) a read-only one are not.
+func TestWritable(t *testing.T) {
+	dir := t.TempDir()
+	if !writable(dir) {
+		t.Errorf("%s is not writable", dir)
+	}
+	if writable(filepath.Join(dir, "missing")) {
+		t.Error("a missing folder is writable")
+	}
+	if os.Geteuid() != 0 {
+		ro := filepath.Join(dir, "ro")
+		if err := os.Mkdir(ro, 0o500); err != nil {
+			t.Fatal(err)
+		}
+		if writable(ro) {
+			t.Error("a folder of mode 0500 is writable")
+		}
+	}
+}

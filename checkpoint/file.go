@@ -10,23 +10,42 @@ import (
 	"sort"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hcpsnap/hcpsnap/internal/fsutil"
 )
 
 // Dir returns the folder for run files: $HCPSNAP_STATE_DIR, else
-// $XDG_STATE_HOME/hcpsnap/runs, else ~/.local/state/hcpsnap/runs.
+// $XDG_STATE_HOME/hcpsnap/runs, else ~/.local/state/hcpsnap/runs when the home
+// folder is writable, else hcpsnap/runs in the temp folder ($TMPDIR or /tmp).
+// The last case is a container's: OpenShift runs an arbitrary UID with HOME=/
+// on a read-only root file system, where only mounted volumes are writable.
 func Dir() (string, error) {
-	if d := os.Getenv("HCPSNAP_STATE_DIR"); d != "" {
+	return dirFrom(os.Getenv, writable, os.TempDir())
+}
+
+// dirFrom is Dir with its environment, file system check and temp folder
+// given.
+func dirFrom(getenv func(string) string, canWrite func(string) bool, tempDir string) (string, error) {
+	if d := getenv("HCPSNAP_STATE_DIR"); d != "" {
 		return d, nil
 	}
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+	if d := getenv("XDG_STATE_HOME"); d != "" {
 		return filepath.Join(d, "hcpsnap", "runs"), nil
 	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("no state folder: set HCPSNAP_STATE_DIR (%w)", err)
+	if home := getenv("HOME"); home != "" && filepath.Clean(home) != "/" && canWrite(home) {
+		return filepath.Join(home, ".local", "state", "hcpsnap", "runs"), nil
 	}
-	return filepath.Join(home, ".local", "state", "hcpsnap", "runs"), nil
+	if tempDir == "" {
+		return "", errors.New("no state folder: set HCPSNAP_STATE_DIR to a writable folder")
+	}
+	return filepath.Join(tempDir, "hcpsnap", "runs"), nil
+}
+
+// writable reports whether the process may create files in dir: it exists,
+// and neither its permissions nor a read-only mount refuse writing.
+func writable(dir string) bool {
+	return unix.Access(dir, unix.W_OK) == nil
 }
 
 // FileName is the run file's name: <namespace>_<name>_<runID>.json, so that a
@@ -40,7 +59,7 @@ func FileName(r *Run) string {
 // either the old or the new run file, never a torn one.
 func WriteFile(dir string, r *Run) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create state folder %s: %w", dir, err)
+		return fmt.Errorf("create state folder %s: %w (set HCPSNAP_STATE_DIR or --state-dir to a writable folder)", dir, err)
 	}
 	data, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {

@@ -51,6 +51,9 @@ type Config struct {
 	VolumeMB int
 	// Replicas are the desired replicas of the API Deployments.
 	Replicas map[string]int32
+	// ImageLayouts are the OCI image layouts the node agent runs digest-pinned
+	// images from (bin/image/oci, written by `make image`).
+	ImageLayouts []string
 }
 
 // The etcd versions a localenv binary built by make falls back to when
@@ -69,8 +72,9 @@ var APIDeployments = []string{"kube-apiserver", "openshift-apiserver", "openshif
 // defaults of `make env-up`: LOCALENV_DIR, LOCALENV_BIN_DIR, LOCALENV_CRD_DIR,
 // HOSTED_ETCD_VERSION and MGMT_ETCD_VERSION (set by make from
 // deps/versions.mk), HCPSNAP_CLUSTER, HCPSNAP_NAMESPACE, HCPSNAP_BUCKET,
-// ETCD_DATA_MB, ETCD_VOLUME_MB and API_REPLICAS (e.g.
-// "kube-apiserver=3,openshift-apiserver=2").
+// ETCD_DATA_MB, ETCD_VOLUME_MB, API_REPLICAS (e.g.
+// "kube-apiserver=3,openshift-apiserver=2") and LOCALENV_IMAGE_LAYOUTS
+// (comma-separated folders, default bin/image/oci).
 func ConfigFromEnv() (Config, error) {
 	self, err := os.Executable()
 	if err != nil {
@@ -103,6 +107,16 @@ func ConfigFromEnv() (Config, error) {
 	}
 	if r := os.Getenv("API_REPLICAS"); r != "" {
 		if err := parseReplicas(r, cfg.Replicas); err != nil {
+			return Config{}, err
+		}
+	}
+	for _, l := range strings.Split(envOr("LOCALENV_IMAGE_LAYOUTS", filepath.Join("bin", "image", "oci")), ",") {
+		if l = strings.TrimSpace(l); l != "" {
+			cfg.ImageLayouts = append(cfg.ImageLayouts, l)
+		}
+	}
+	for i := range cfg.ImageLayouts {
+		if cfg.ImageLayouts[i], err = filepath.Abs(cfg.ImageLayouts[i]); err != nil {
 			return Config{}, err
 		}
 	}

@@ -397,6 +397,7 @@ func (c Config) startNodeAgent(ctx context.Context, client kubernetes.Interface)
 		"--key", c.path("pki", "nodeagent.key"),
 		"--client-ca", c.path("pki", "ca.crt"),
 		"--state-dir", c.path("nodeagent"),
+		"--image-layouts", strings.Join(c.ImageLayouts, ","),
 	}})
 	if err != nil {
 		return err

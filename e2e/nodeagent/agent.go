@@ -61,8 +61,13 @@ type Config struct {
 	// ClientCAFile, when set, makes the kubelet API require a client certificate signed by this CA: the one the
 	// apiserver presents with --kubelet-client-certificate. /healthz stays open.
 	ClientCAFile string
-	// StateDir holds the agent's state: pod folders live under StateDir/pods/<namespace>/<name>/.
+	// StateDir holds the agent's state: pod folders live under StateDir/pods/<namespace>/<name>/, unpacked images
+	// under StateDir/images/<digest>/.
 	StateDir string
+	// ImageLayouts are OCI image layout folders. A container whose image is <anything>@sha256:<digest>, with a
+	// digest that one of them lists, runs from that image (see sandboxRoot); any other container runs host binaries.
+	// A folder that does not exist (yet) holds no image.
+	ImageLayouts []string
 	// Log receives the agent's logs; nil discards them.
 	Log *log.Logger
 }
@@ -99,6 +104,9 @@ type agent struct {
 	volumes *volumeWriter
 	hostIP  string
 	selfExe string
+	images  *imageStore
+	// service is the in-cluster service environment of every container.
+	service []envVar
 
 	mu          sync.Mutex
 	pods        map[string]*podRuntime
@@ -146,6 +154,10 @@ func Run(ctx context.Context, cfg Config) error {
 		pods:        map[string]*podRuntime{},
 		terminating: map[types.UID]bool{},
 	}
+	if a.service, err = serviceEnv(restConfig.Host); err != nil {
+		return err
+	}
+	a.images = &imageStore{layouts: cfg.ImageLayouts, dir: filepath.Join(cfg.StateDir, "images")}
 	objects := &apiObjects{ctx: ctx, client: client}
 	claims := &claimResolver{client: client}
 	a.volumes = &volumeWriter{objects: objects, token: a.requestToken, claim: claims.resolve}
@@ -424,7 +436,11 @@ func (a *agent) startPod(ctx context.Context, pod *corev1.Pod) (*podRuntime, err
 		restarts[cs.Name] = cs.RestartCount
 	}
 	build := func(c corev1.Container) (*containerRun, error) {
-		env, err := containerEnv(pod, &c, ip, a.hostIP, a.volumes.objects)
+		img, err := a.images.lookup(c.Image)
+		if err != nil {
+			return nil, fmt.Errorf("container %s: image %s: %w", c.Name, c.Image, err)
+		}
+		env, err := containerEnv(pod, &c, baseEnv(img, a.service), ip, a.hostIP, a.volumes.objects)
 		if err != nil {
 			return nil, fmt.Errorf("container %s: %w", c.Name, err)
 		}
@@ -432,9 +448,24 @@ func (a *agent) startPod(ctx context.Context, pod *corev1.Pod) (*podRuntime, err
 		if err != nil {
 			return nil, err
 		}
-		return &containerRun{spec: c, env: env, mounts: mounts, snap: containerSnapshot{
+		cr := &containerRun{spec: c, env: env, mounts: mounts, workingDir: c.WorkingDir, snap: containerSnapshot{
 			Name: c.Name, Waiting: "ContainerCreating", RestartCount: restarts[c.Name],
-		}}, nil
+		}}
+		cr.argv = hostCommand(&c)
+		if img != nil {
+			cr.argv = imageCommand(&c, img.Config)
+			if cr.workingDir == "" {
+				cr.workingDir = img.Config.WorkingDir
+			}
+			user, err := runAs(pod, &c, img.Config.User, img.RootFS)
+			if err != nil {
+				return nil, fmt.Errorf("container %s: %w", c.Name, err)
+			}
+			cr.root = &sandboxRoot{RootFS: img.RootFS, ReadOnly: readOnlyRoot(&c), User: user}
+			a.log.Info("container runs from image", "pod", key, "container", c.Name, "digest", img.Digest,
+				"uid", user.UID, "gid", user.GID, "readOnlyRoot", cr.root.ReadOnly)
+		}
+		return cr, nil
 	}
 	for _, c := range pod.Spec.InitContainers {
 		cr, err := build(c)

@@ -19,7 +19,14 @@
 //     The helper bind-mounts the pod's volumes and its hosts file at their mount paths, creating missing mount
 //     points on a tmpfs-backed overlay, and then executes the command. Nothing is created on the host outside
 //     StateDir and nothing stays mounted on the host: every mount lives and dies with the namespace.
+//   - images (image.go, sandbox_image.go): a container whose image is <anything>@sha256:<digest>, with a digest listed
+//     in one of the configured OCI layouts (Config.ImageLayouts), runs from that image. Its layers are unpacked once
+//     per digest under StateDir/images/<hex>/rootfs; the helper lays an overlay with a tmpfs upper layer over it,
+//     mounts /proc, a minimal /dev, the volumes and the hosts file, makes it read-only when the container asks
+//     (readOnlyRootFilesystem), pivots into it and executes the command as the user Kubernetes would pick
+//     (runAsUser/runAsGroup, else the image's User). Every other container runs host binaries, as before.
 //
 // The contract it implements is written down in e2e/README.md ("The node agent's pod contract"). It is a test
-// fixture, not a kubelet: there are no images, cgroups, network namespaces, liveness probes or resource limits.
+// fixture, not a kubelet: there is no registry (an image is found by digest in a local layout, never pulled),
+// no cgroups, network namespaces, liveness probes or resource limits.
 package nodeagent

@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,10 +22,11 @@ type envVar struct {
 	Name, Value string
 }
 
-// containerEnv computes the environment of a container as the kubelet does: PATH and HOSTNAME by default, then
-// envFrom, then env in order, each value expanded with $(VAR) against the variables defined before it. objects may
-// be nil when the container refers to no Secret or ConfigMap.
-func containerEnv(pod *corev1.Pod, c *corev1.Container, podIP, hostIP string, objects objectSource) ([]envVar, error) {
+// containerEnv computes the environment of a container as the kubelet and its runtime do: base (the image's Env, or
+// a default PATH, and the in-cluster service variables), HOSTNAME, then envFrom, then env in order, each value
+// expanded with $(VAR) against the variables defined before it; a later definition replaces an earlier one. objects
+// may be nil when the container refers to no Secret or ConfigMap.
+func containerEnv(pod *corev1.Pod, c *corev1.Container, base []envVar, podIP, hostIP string, objects objectSource) ([]envVar, error) {
 	var vars []envVar
 	index := map[string]int{}
 	set := func(name, value string) {
@@ -41,7 +43,9 @@ func containerEnv(pod *corev1.Pod, c *corev1.Container, podIP, hostIP string, ob
 		}
 		return "", false
 	}
-	set("PATH", defaultPath)
+	for _, e := range base {
+		set(e.Name, e.Value)
+	}
 	set("HOSTNAME", hostnameFor(pod))
 	for _, from := range c.EnvFrom {
 		switch {
@@ -81,6 +85,37 @@ func containerEnv(pod *corev1.Pod, c *corev1.Container, podIP, hostIP string, ob
 		}
 	}
 	return vars, nil
+}
+
+// baseEnv is what a container's environment starts from: the image's Env (with the default PATH when it sets
+// none) or, without an image, the default PATH; then the variables that point in-cluster clients at the API server.
+func baseEnv(img *containerImage, service []envVar) []envVar {
+	var base []envVar
+	if img != nil {
+		base = imageEnv(img.Config)
+	}
+	hasPath := false
+	for _, e := range base {
+		hasPath = hasPath || e.Name == "PATH"
+	}
+	if !hasPath {
+		base = append([]envVar{{Name: "PATH", Value: defaultPath}}, base...)
+	}
+	return append(base, service...)
+}
+
+// serviceEnv is KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT for the API server at host (a URL, as in a
+// kubeconfig), which client-go's in-cluster configuration reads; the kubelet sets them in every container.
+func serviceEnv(host string) ([]envVar, error) {
+	u, err := url.Parse(host)
+	if err != nil {
+		return nil, fmt.Errorf("API server %q: %w", host, err)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	return []envVar{{Name: "KUBERNETES_SERVICE_HOST", Value: u.Hostname()}, {Name: "KUBERNETES_SERVICE_PORT", Value: port}}, nil
 }
 
 // optionalGet reads an object, treating a missing one as empty when optional.

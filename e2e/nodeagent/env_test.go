@@ -122,7 +122,7 @@ func TestContainerEnv(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := containerEnv(pod, &tt.c, "127.0.0.11", "127.0.0.1", objects)
+			got, err := containerEnv(pod, &tt.c, baseEnv(nil, nil), "127.0.0.11", "127.0.0.1", objects)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
 			}

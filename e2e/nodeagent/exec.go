@@ -25,7 +25,7 @@ type execStreams struct {
 // command's group is gone the pipes reach end-of-file, so every byte the command wrote is delivered, however slow
 // the reader, and nothing left in the background can hold the exec open.
 func (rt *podRuntime) exec(ctx context.Context, c *containerRun, argv []string, s execStreams) (int, error) {
-	cmd, err := rt.sandboxCommand(c, argv, c.spec.WorkingDir)
+	cmd, err := rt.sandboxCommand(c, argv, c.workingDir)
 	if err != nil {
 		return 0, err
 	}

@@ -56,11 +56,17 @@ type podRuntime struct {
 // containerRun is a container of a running pod. Its env and mounts are computed once, when the pod starts, and
 // shared by the container's process, its execs and its probes.
 type containerRun struct {
-	spec   corev1.Container
-	env    []envVar
-	mounts []sandboxMount
-	pid    int
-	snap   containerSnapshot
+	spec corev1.Container
+	env  []envVar
+	// argv is the command before $(VAR) expansion: command and args, or for an image what Kubernetes' rules make
+	// of them and the image's Entrypoint and Cmd; empty when the container runs nothing.
+	argv       []string
+	workingDir string
+	mounts     []sandboxMount
+	// root is the image the container runs from; nil for host binaries.
+	root *sandboxRoot
+	pid  int
+	snap containerSnapshot
 }
 
 // snapshot copies what the status is computed from.
@@ -121,7 +127,7 @@ func (rt *podRuntime) start() {
 					rt.probeLoop(c)
 				}()
 			}
-			if len(c.spec.Command) == 0 {
+			if len(c.argv) == 0 {
 				// A container without a command runs nothing and counts as running.
 				rt.update(c, func(s *containerSnapshot) {
 					s.Running, s.StartedAt, s.Waiting = true, time.Now(), ""
@@ -214,8 +220,8 @@ func (rt *podRuntime) runOnce(c *containerRun) exitRecord {
 		return fail(err)
 	}
 	defer logFile.Close()
-	argv := expandAll(append(append([]string{}, c.spec.Command...), c.spec.Args...), c.env)
-	cmd, err := rt.sandboxCommand(c, argv, c.spec.WorkingDir)
+	argv := expandAll(c.argv, c.env)
+	cmd, err := rt.sandboxCommand(c, argv, c.workingDir)
 	if err != nil {
 		return fail(err)
 	}
@@ -246,6 +252,14 @@ func (rt *podRuntime) runOnce(c *containerRun) exitRecord {
 	return rec
 }
 
+// hostCommand is the command of a container that runs host binaries: command and args, or nothing without a command.
+func hostCommand(c *corev1.Container) []string {
+	if len(c.Command) == 0 {
+		return nil
+	}
+	return append(append([]string{}, c.Command...), c.Args...)
+}
+
 func (rt *podRuntime) logPath(container string) string {
 	return filepath.Join(rt.dir, container+".log")
 }
@@ -260,6 +274,7 @@ func (rt *podRuntime) sandboxCommand(c *containerRun, argv []string, workingDir 
 		ScratchDir: filepath.Join(rt.dir, "scratch"),
 		WorkingDir: workingDir,
 		Mounts:     c.mounts,
+		Root:       c.root,
 	}
 	data, err := json.Marshal(spec)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,6 +36,19 @@ type sandboxSpec struct {
 	WorkingDir string `json:"workingDir,omitempty"`
 	// Mounts are bind-mounted in order of depth of their target, so that a mount inside another mount works.
 	Mounts []sandboxMount `json:"mounts"`
+	// Root, when set, runs the command in an image's root file system, as a container runtime does, instead of in
+	// the host's.
+	Root *sandboxRoot `json:"root,omitempty"`
+}
+
+// sandboxRoot is the root file system and user of a container that runs from an image. The helper lays an overlay
+// over RootFS whose upper layer lives on the scratch tmpfs (so the unpacked image never changes), creates the mount
+// points there, mounts /proc, a minimal /dev and the volumes, makes the overlay read-only when asked, makes it the
+// root with pivot_root, and executes the command as User.
+type sandboxRoot struct {
+	RootFS   string      `json:"rootfs"`
+	ReadOnly bool        `json:"readOnly,omitempty"`
+	User     credentials `json:"user"`
 }
 
 // sandboxMount is one bind mount of the sandbox.
@@ -69,9 +83,14 @@ func SandboxMain(args []string) error {
 	if len(args) > 0 && args[0] == SandboxSubcommand {
 		args = args[1:]
 	}
+	ppid := os.Getppid()
 	spec, argv, err := parseSandboxArgs(args)
 	if err != nil {
 		return &SandboxError{Code: 125, Err: err}
+	}
+	if spec.Root != nil {
+		// The parent-death signal set below and the exec must happen on the same thread.
+		runtime.LockOSThread()
 	}
 	if err := setupSandbox(spec); err != nil {
 		return &SandboxError{Code: 125, Err: err}
@@ -83,6 +102,11 @@ func SandboxMain(args []string) error {
 			code = 127
 		}
 		return &SandboxError{Code: code, Err: err}
+	}
+	if spec.Root != nil {
+		if err := becomeUser(spec.Root.User, ppid); err != nil {
+			return &SandboxError{Code: 125, Err: err}
+		}
 	}
 	err = syscall.Exec(path, argv, os.Environ())
 	code := 126
@@ -157,6 +181,9 @@ func setupSandbox(spec *sandboxSpec) error {
 	}
 	if err := unix.Mount("tmpfs", spec.ScratchDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0700"); err != nil {
 		return fmt.Errorf("mount scratch tmpfs on %s: %w", spec.ScratchDir, err)
+	}
+	if spec.Root != nil {
+		return setupImageRoot(spec)
 	}
 	mounts := sortMounts(spec.Mounts)
 	st := &mountState{}

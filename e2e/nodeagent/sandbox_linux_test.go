@@ -1,6 +1,7 @@
 package nodeagent
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -17,6 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -24,6 +26,7 @@ import (
 	"time"
 
 	"github.com/charmbracelet/log"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -68,11 +71,11 @@ func newTestRuntime(t *testing.T, a *agent, pod *corev1.Pod, ip string, mounts f
 		dir: dir, ip: ip, ctx: ctx, cancel: cancel, pod: pod, procs: map[int]struct{}{},
 	}
 	for _, c := range pod.Spec.Containers {
-		env, err := containerEnv(pod, &c, ip, hostIP, nil)
+		env, err := containerEnv(pod, &c, baseEnv(nil, nil), ip, hostIP, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rt.containers = append(rt.containers, &containerRun{spec: c, env: env, mounts: mounts(dir)})
+		rt.containers = append(rt.containers, &containerRun{spec: c, env: env, mounts: mounts(dir), argv: hostCommand(&c), workingDir: c.WorkingDir})
 	}
 	t.Cleanup(func() { rt.stop(time.Second) })
 	return rt
@@ -412,4 +415,119 @@ func writeServingCert(t *testing.T, certFile, keyFile string) {
 	}
 	writeFile(t, certFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), 0o644)
 	writeFile(t, keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})), 0o600)
+}
+
+// imageProbeLayer is a layer holding testdata/imageprobe, built static at /probe, with /etc/passwd naming user 65532
+// of group 0 and an empty /tmp, like hcpsnap's image.
+func imageProbeLayer(t *testing.T) v1.Layer {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "probe")
+	cmd := exec.Command("go", "build", "-o", bin, "./testdata/imageprobe")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the probe: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testLayer(t, []tarEntry{
+		{name: "etc/", typ: tar.TypeDir, mode: 0o755},
+		{name: "etc/passwd", typ: tar.TypeReg, mode: 0o644, data: "root:x:0:0::/root:/x\nhcpsnap:x:65532:0::/tmp:/x\n"},
+		{name: "probe", typ: tar.TypeReg, mode: 0o755, data: string(data)},
+		{name: "tmp/", typ: tar.TypeDir, mode: 0o1777},
+	})
+}
+
+// TestSandboxImage runs processes from an unpacked image, as the CronJob's pod runs hcpsnap's: the image is the
+// root, read-only when asked, the process runs as the pod's arbitrary UID with group 0, the emptyDir at /tmp and the
+// service account token are usable by that user, the mount points missing from the image exist, and the image's
+// unpacked folder and the host are left unchanged.
+func TestSandboxImage(t *testing.T) {
+	requireRoot(t)
+	layoutDir, digest := testLayout(t, v1.Config{Entrypoint: []string{"/probe"}, User: "65532", Env: []string{"PATH=/", "HOME=/tmp"}}, imageProbeLayer(t))
+	store := &imageStore{layouts: []string{layoutDir}, dir: t.TempDir()}
+	img, err := store.lookup("registry.example/probe@" + digest.String())
+	if err != nil || img == nil {
+		t.Fatalf("lookup: %v %v", img, err)
+	}
+	const token = "/var/run/secrets/kubernetes.io/serviceaccount"
+	mounts := func(dir string) []sandboxMount {
+		return []sandboxMount{
+			{Source: filepath.Join(dir, "volumes", "tmp"), Target: "/tmp"},
+			{Source: filepath.Join(dir, "volumes", "sa"), Target: token, ReadOnly: true},
+			{Source: filepath.Join(dir, "hosts"), Target: "/etc/hosts", ReadOnly: true},
+		}
+	}
+	i64 := func(v int64) *int64 { return &v }
+	yes, no := true, false
+	for _, tt := range []struct {
+		name string
+		sc   *corev1.SecurityContext
+		want string
+	}{
+		{
+			name: "read-only root, arbitrary UID",
+			sc:   &corev1.SecurityContext{RunAsUser: i64(1000650000), RunAsGroup: i64(0), ReadOnlyRootFilesystem: &yes},
+			want: "uid=1000650000 gid=0 groups=[]\ncwd /tmp <nil>\nwrite /x open /x: read-only file system\n" +
+				"write /tmp/y ok\ncat " + token + "/token tok\nenv HOME=/tmp\n",
+		},
+		{
+			name: "writable root, image user",
+			sc:   &corev1.SecurityContext{ReadOnlyRootFilesystem: &no},
+			// The image's user is not root: / belongs to root, so it cannot write there either; /tmp it can.
+			want: "uid=65532 gid=0 groups=[]\ncwd /tmp <nil>\nwrite /x open /x: permission denied\n" +
+				"write /tmp/y ok\ncat " + token + "/token tok\nenv HOME=/tmp\n",
+		},
+		{
+			name: "writable root as root writes to the overlay only",
+			sc:   &corev1.SecurityContext{RunAsUser: i64(0)},
+			want: "uid=0 gid=0 groups=[]\ncwd /tmp <nil>\nwrite /x ok\nwrite /tmp/y ok\ncat " + token + "/token tok\nenv HOME=/tmp\n",
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newTestAgent(t)
+			c := corev1.Container{Name: "hcpsnap", Image: "registry.example/probe@" + digest.String(), SecurityContext: tt.sc}
+			pod := testPod("job", c)
+			rt := newTestRuntime(t, a, pod, "127.0.0.43", mounts)
+			if err := os.MkdirAll(filepath.Join(rt.dir, "volumes", "tmp"), 0o777); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(filepath.Join(rt.dir, "volumes", "tmp"), 0o777); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, filepath.Join(rt.dir, "volumes", "sa", "token"), "tok", 0o644)
+			writeFile(t, filepath.Join(rt.dir, "hosts"), renderHosts(hostsSpec{PodIP: rt.ip, Hostname: rt.name}), 0o644)
+			cr := rt.containers[0]
+			cr.env = baseEnv(img, nil)
+			cr.argv = imageCommand(&c, img.Config)
+			cr.workingDir = "/tmp"
+			user, err := runAs(pod, &c, img.Config.User, img.RootFS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cr.root = &sandboxRoot{RootFS: img.RootFS, ReadOnly: readOnlyRoot(&c), User: user}
+			argv := append(cr.argv, "id", "cwd", "write", "/x", "write", "/tmp/y", "cat", token+"/token", "env", "HOME")
+			var out, errOut bytes.Buffer
+			code, err := rt.exec(context.Background(), cr, argv, execStreams{out: &out, err: &errOut})
+			if err != nil || code != 0 {
+				t.Fatalf("exec: code %d, err %v, stderr %s", code, err, errOut.String())
+			}
+			if out.String() != tt.want {
+				t.Errorf("output\n%s\nwant\n%s", out.String(), tt.want)
+			}
+			if _, err := os.Stat(filepath.Join(rt.dir, "volumes", "tmp", "y")); err != nil {
+				t.Errorf("the write to /tmp did not reach the emptyDir: %v", err)
+			}
+			for _, p := range []string{"x", "var", "etc/hosts"} {
+				if _, err := os.Lstat(filepath.Join(img.RootFS, p)); err == nil {
+					t.Errorf("%s was created in the unpacked image", p)
+				}
+			}
+			if _, err := os.Lstat("/x"); err == nil {
+				t.Error("/x was created on the host")
+			}
+			assertHostClean(t, rt.dir)
+		})
+	}
 }

@@ -34,7 +34,11 @@ func (w *volumeWriter) prepareVolumes(ctx context.Context, pod *corev1.Pod, volD
 		var err error
 		switch {
 		case v.EmptyDir != nil:
-			err = os.MkdirAll(dir, 0o777)
+			// World-writable whatever the umask, as the kubelet makes it, so that a container's non-root user
+			// can write there.
+			if err = os.MkdirAll(dir, 0o777); err == nil {
+				err = os.Chmod(dir, 0o777)
+			}
 		case v.HostPath != nil:
 			dir, err = hostPathVolume(v.HostPath)
 		case v.Secret != nil:

@@ -221,7 +221,7 @@ func (o *BackupOptions) flags() []cli.Flag {
 		&cli.BoolFlag{Name: FlagYes, Destination: &o.Yes,
 			Usage: "Release the lock with --abandon without asking; needed when stdin is not a terminal."},
 		&cli.StringFlag{Name: FlagStateDir, Sources: cli.EnvVars("HCPSNAP_STATE_DIR"), Destination: &o.StateDir,
-			Usage: "Folder of run files (default $XDG_STATE_HOME/hcpsnap/runs or ~/.local/state/hcpsnap/runs)."},
+			Usage: "Folder of run files (default $XDG_STATE_HOME/hcpsnap/runs, else ~/.local/state/hcpsnap/runs when the home folder is writable, else hcpsnap/runs in $TMPDIR or /tmp)."},
 		&cli.StringFlag{Name: FlagKeyOut, Sources: cli.EnvVars(env(FlagKeyOut)), Destination: &o.KeyOut,
 			Usage: "Write the key bundle to this local file (mode 0600) instead of the bucket. The file is not encrypted: it holds the AES key in clear, so keep it as you keep that key."},
 		&cli.StringFlag{Name: FlagSSE, Sources: cli.EnvVars(env(FlagSSE)), Destination: &o.SSE,

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -103,7 +104,13 @@ func run(ctx context.Context, cmd string, args []string, logger *log.Logger) err
 		fs.StringVar(&cfg.KeyFile, "key", "", "serving key")
 		fs.StringVar(&cfg.ClientCAFile, "client-ca", "", "CA of accepted client certificates")
 		fs.StringVar(&cfg.StateDir, "state-dir", "", "per-pod state folder")
+		layouts := fs.String("image-layouts", "", "comma-separated OCI image layouts of digest-pinned images")
 		_ = fs.Parse(args)
+		for _, l := range strings.Split(*layouts, ",") {
+			if l != "" {
+				cfg.ImageLayouts = append(cfg.ImageLayouts, l)
+			}
+		}
 		return nodeagent.Run(ctx, cfg)
 	case "operator":
 		fs := flag.NewFlagSet(cmd, flag.ExitOnError)
