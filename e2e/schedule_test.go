@@ -615,6 +615,35 @@ func TestScheduleRunsForReal(t *testing.T) {
 		t.Errorf("etcdutl: revision %d with %d keys; manifest says revision %d", st.Revision, st.TotalKey, m.Etcd.Revision)
 	}
 
+	// The pod's output: JSON lines only (logs and results), the summary
+	// naming the manifest found above.
+	pods, err := env.kube.CoreV1().Pods(env.namespace).List(ctx, metav1.ListOptions{LabelSelector: "job-name=" + job})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("pods of Job %s: %d, %v", job, len(pods.Items), err)
+	}
+	pod := pods.Items[0]
+	if pod.Spec.ServiceAccountName != name || pod.Spec.Containers[0].Image != image {
+		t.Errorf("pod ran as %s with image %s", pod.Spec.ServiceAccountName, pod.Spec.Containers[0].Image)
+	}
+	logs, err := env.kube.CoreV1().Pods(env.namespace).GetLogs(pod.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+	if err != nil {
+		t.Fatalf("logs of %s: %v", pod.Name, err)
+	}
+	var sawSummary bool
+	for _, line := range strings.Split(strings.TrimSpace(string(logs)), "\n") {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Errorf("the job wrote a line that is not JSON: %q", line)
+			continue
+		}
+		if ev["message_type"] == "summary" {
+			sawSummary = ev["manifest"] == "s3://"+env.bucket+"/"+manifestKey
+		}
+	}
+	if !sawSummary {
+		t.Errorf("no summary naming s3://%s/%s in the job's output:\n%s", env.bucket, manifestKey, logs)
+	}
+
 	res := env.hcpsnap(t, state, "-o", "json", "schedule", "--list")
 	var ls schedule.Status
 	if err := json.Unmarshal([]byte(strings.TrimSpace(res.stdout)), &ls); err != nil || ls.LastResult != schedule.ResultComplete || ls.LastJob != job {
