@@ -7,6 +7,10 @@
 package e2e
 
 import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -77,4 +81,44 @@ func loadEnv(t *testing.T) *testEnv {
 		t.Fatalf("local environment: %v", envErr)
 	}
 	return envVal
+}
+
+// ImageRepository is the made-up registry and repository of the image reference that pods of the tests use for
+// hcpsnap's image. The node agent finds an image by its digest in the layout `make image` wrote, whatever the
+// repository; nothing is pulled.
+const ImageRepository = "registry.example/hcpsnap"
+
+// hcpsnapImage returns the reference by which a pod runs the image that `make image` wrote:
+// ImageRepository@<manifest digest of the layout in $HCPSNAP_IMAGE_LAYOUT, else ../bin/image/oci>.
+func hcpsnapImage(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("HCPSNAP_IMAGE_LAYOUT")
+	if dir == "" {
+		dir = filepath.Join("..", "bin", "image", "oci")
+	}
+	digest, err := layoutDigest(dir)
+	if err != nil {
+		t.Fatalf("hcpsnap's image: %v (run 'make image', or the tests through 'make test')", err)
+	}
+	return ImageRepository + "@" + digest
+}
+
+// layoutDigest reads the manifest digest of the only image of an OCI image layout from its index.json.
+func layoutDigest(dir string) (string, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	if err != nil {
+		return "", err
+	}
+	var index struct {
+		Manifests []struct {
+			Digest string `json:"digest"`
+		} `json:"manifests"`
+	}
+	if err := json.Unmarshal(data, &index); err != nil {
+		return "", fmt.Errorf("%s/index.json: %w", dir, err)
+	}
+	if len(index.Manifests) != 1 {
+		return "", fmt.Errorf("%s/index.json lists %d images, want 1", dir, len(index.Manifests))
+	}
+	return index.Manifests[0].Digest, nil
 }

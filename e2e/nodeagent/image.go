@@ -184,6 +184,10 @@ func unpackLayer(r io.Reader, root string) error {
 		mode := os.FileMode(h.Mode)&os.ModePerm | tarModeBits(h.Mode)
 		switch h.Typeflag {
 		case tar.TypeDir:
+			// A folder that exists as a symbolic link would have its mode set on the link's target.
+			if err := noSymlinkBelow(root, rel); err != nil {
+				return err
+			}
 			if err := os.MkdirAll(target, 0o755); err != nil {
 				return err
 			}

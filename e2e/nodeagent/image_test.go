@@ -258,11 +258,15 @@ func TestImageStoreUnpacks(t *testing.T) {
 // and nothing is written outside the root.
 func TestUnpackRefuses(t *testing.T) {
 	victim := t.TempDir()
+	if err := os.Chmod(victim, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	tests := map[string][]tarEntry{
-		"whiteout":     {{name: "etc/.wh.passwd", typ: tar.TypeReg, mode: 0o644}},
-		"escape":       {{name: "../outside", typ: tar.TypeReg, mode: 0o644, data: "x"}},
-		"through link": {{name: "etc", typ: tar.TypeSymlink, link: victim}, {name: "etc/outside", typ: tar.TypeReg, mode: 0o644, data: "x"}},
-		"device":       {{name: "dev/null", typ: tar.TypeChar, mode: 0o666}},
+		"whiteout":           {{name: "etc/.wh.passwd", typ: tar.TypeReg, mode: 0o644}},
+		"escape":             {{name: "../outside", typ: tar.TypeReg, mode: 0o644, data: "x"}},
+		"through link":       {{name: "etc", typ: tar.TypeSymlink, link: victim}, {name: "etc/outside", typ: tar.TypeReg, mode: 0o644, data: "x"}},
+		"device":             {{name: "dev/null", typ: tar.TypeChar, mode: 0o666}},
+		"folder over a link": {{name: "etc", typ: tar.TypeSymlink, link: victim}, {name: "etc/", typ: tar.TypeDir, mode: 0o777}},
 	}
 	for name, entries := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -275,6 +279,9 @@ func TestUnpackRefuses(t *testing.T) {
 				if _, err := os.Stat(p); err == nil {
 					t.Errorf("%s was written outside the root", p)
 				}
+			}
+			if fi, err := os.Stat(victim); err != nil || fi.Mode().Perm() != 0o700 {
+				t.Errorf("the folder a link points to changed: %v, %v", fi.Mode(), err)
 			}
 		})
 	}
