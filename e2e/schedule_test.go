@@ -482,41 +482,13 @@ func rulesOf(lines []string) []rbacv1.PolicyRule {
 	return rules
 }
 
-// scheduleImage returns a reference to the hcpsnap image that `make image`
-// wrote as an OCI layout ($HCPSNAP_IMAGE_LAYOUT, else ../bin/image/oci),
-// which the node agent finds by its digest whatever the repository; it
-// skips the test when no image was built.
-func scheduleImage(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("HCPSNAP_IMAGE_LAYOUT")
-	if dir == "" {
-		dir = filepath.Join("..", "bin", "image", "oci")
-	}
-	data, err := os.ReadFile(filepath.Join(dir, "index.json"))
-	if os.IsNotExist(err) {
-		t.Skipf("no hcpsnap image at %s: run 'make image' (and a node agent that runs images) to run a scheduled backup for real", dir)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var index struct {
-		Manifests []struct {
-			Digest string `json:"digest"`
-		} `json:"manifests"`
-	}
-	if err := json.Unmarshal(data, &index); err != nil || len(index.Manifests) != 1 {
-		t.Fatalf("%s/index.json: want one image, got %d (%v)", dir, len(index.Manifests), err)
-	}
-	return "registry.example/hcpsnap@" + index.Manifests[0].Digest
-}
-
 // TestScheduleRunsForReal applies a schedule with the image `make image`
 // built, starts a Job from its CronJob as `kubectl create job --from` does,
 // and checks that the pod's backup is in the bucket, read with the aws CLI
 // and etcdutl, and that --list reports the run.
 func TestScheduleRunsForReal(t *testing.T) {
 	env := loadEnv(t)
-	image := scheduleImage(t)
+	image := hcpsnapImage(t)
 	ctx := context.Background()
 	env.deleteHcpsnapObjects(t)
 	t.Cleanup(func() { env.deleteHcpsnapObjects(t) })
