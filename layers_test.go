@@ -27,6 +27,7 @@ var layers = map[string]int{
 	"internal/etcdclient":    2,
 	"checkpoint":             1,
 	"manifest":               1,
+	"retention":              1,
 	"internal/exitcode":      1,
 	"internal/version":       1,
 	"internal/fsutil":        1,
