@@ -18,6 +18,7 @@ var layers = map[string]int{
 	"internal/command":       5,
 	"steps":                  4,
 	"restore":                4,
+	"prune":                  4,
 	"runbook":                3,
 	"s3":                     2,
 	"internal/kube":          2,
