@@ -139,6 +139,15 @@ type pruneLine struct {
 	Failed      int      `json:"failed"`
 }
 
+// prune runs the built binary with every cluster in reach: the
+// environment's HCPSNAP_CLUSTER would otherwise limit it to that one.
+func (e *testEnv) prune(t *testing.T, args ...string) hcpsnapResult {
+	t.Helper()
+	r := e.startHcpsnap(t, t.TempDir(), []string{"HCPSNAP_CLUSTER="}, args...)
+	code := r.wait(t)
+	return hcpsnapResult{r.stdout.String(), r.stderr.String(), code}
+}
+
 func pruneLines(t *testing.T, stdout string) map[string]pruneLine {
 	t.Helper()
 	lines := map[string]pruneLine{}
@@ -208,7 +217,7 @@ func TestPruneSyntheticHistory(t *testing.T) {
 			{[]string{"--keep-within", "1fortnight"}, `--keep-within "1fortnight" is not a duration`},
 			{[]string{"--keep-within", "-1d"}, "--keep-within -1d is negative"},
 		} {
-			res := env.hcpsnap(t, t.TempDir(), append(append([]string{"prune"}, flags...), c.args...)...)
+			res := env.prune(t, append(append([]string{"prune"}, flags...), c.args...)...)
 			lines := strings.Split(strings.TrimSpace(res.stderr), "\n")
 			if res.code != 2 || len(lines) != 1 || !strings.Contains(lines[0], c.want) || res.stdout != "" {
 				t.Errorf("prune %q: exit %d, stderr %q, stdout %q; want exit 2 and one line with %q", c.args, res.code, res.stderr, res.stdout, c.want)
@@ -221,7 +230,7 @@ func TestPruneSyntheticHistory(t *testing.T) {
 
 	policy := []string{"--keep-daily", "2", "--keep-monthly", "3"}
 	t.Run("dry run changes nothing", func(t *testing.T) {
-		res := env.hcpsnap(t, t.TempDir(), append(append([]string{"-o", "json", "prune", "--dry-run"}, flags...), policy...)...)
+		res := env.prune(t, append(append([]string{"-o", "json", "prune", "--dry-run"}, flags...), policy...)...)
 		if res.code != 0 {
 			t.Fatalf("exit %d: %s", res.code, res.stderr)
 		}
@@ -234,7 +243,7 @@ func TestPruneSyntheticHistory(t *testing.T) {
 		if got := env.awsList(t, env.bucket, prefix, s.keyPrefix); !slices.Equal(got, all) {
 			t.Fatalf("--dry-run changed the bucket:\n%q\n%q", got, all)
 		}
-		text := env.hcpsnap(t, t.TempDir(), append(append([]string{"prune", "--dry-run"}, flags...), policy...)...)
+		text := env.prune(t, append(append([]string{"prune", "--dry-run"}, flags...), policy...)...)
 		if text.code != 0 || !strings.Contains(text.stdout, "would-remove") || !strings.Contains(text.stdout, "keep-daily 1/2") {
 			t.Errorf("text dry run: exit %d\n%s", text.code, text.stdout)
 		}
@@ -244,7 +253,7 @@ func TestPruneSyntheticHistory(t *testing.T) {
 		// Expected keeps, worked out by hand. alpha: keep-daily 2 keeps the
 		// newest of 03-10 and of 03-09; keep-monthly 3 the newest of March,
 		// February and January. beta: both, by either rule.
-		res := env.hcpsnap(t, t.TempDir(), append(append([]string{"-o", "json", "prune"}, flags...), policy...)...)
+		res := env.prune(t, append(append([]string{"-o", "json", "prune"}, flags...), policy...)...)
 		if res.code != 0 {
 			t.Fatalf("exit %d: %s", res.code, res.stderr)
 		}
@@ -270,7 +279,7 @@ func TestPruneSyntheticHistory(t *testing.T) {
 		// Measured from now (December 2026), 1d would keep nothing but the
 		// newest; from the newest backup it keeps alpha's 03-10 and 03-09
 		// (exactly 1d before: inclusive) and beta's 03-10.
-		res := env.hcpsnap(t, t.TempDir(), append([]string{"-o", "json", "prune", "--keep-within", "1d", "--include-incomplete"}, flags...)...)
+		res := env.prune(t, append([]string{"-o", "json", "prune", "--keep-within", "1d", "--include-incomplete"}, flags...)...)
 		if res.code != 0 {
 			t.Fatalf("exit %d: %s", res.code, res.stderr)
 		}
@@ -305,7 +314,7 @@ func TestPruneInterrupted(t *testing.T) {
 	// Prune works newest first, so the first doomed backup is the 4th
 	// newest, and its key bundle is the first object deleted.
 	first := s.keys("gamma", tss[len(tss)-4])[2]
-	r := env.startHcpsnap(t, t.TempDir(), nil, flags...)
+	r := env.startHcpsnap(t, t.TempDir(), []string{"HCPSNAP_CLUSTER="}, flags...)
 	deadline := time.Now().Add(time.Minute)
 	killed := false
 	for time.Now().Before(deadline) {
@@ -342,7 +351,7 @@ func TestPruneInterrupted(t *testing.T) {
 			t.Fatalf("gamma/%s is half deleted without a tombstone: %q", ts, left)
 		}
 	}
-	res := env.hcpsnap(t, t.TempDir(), flags...)
+	res := env.prune(t, flags...)
 	if res.code != 0 {
 		t.Fatalf("rerun: exit %d: %s", res.code, res.stderr)
 	}
@@ -360,7 +369,7 @@ func TestPruneInterrupted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	res = env.hcpsnap(t, t.TempDir(), "-o", "json", "prune", "--prefix", prefix, "--key-prefix", s.keyPrefix, "--keep-last", "10")
+	res = env.prune(t, "-o", "json", "prune", "--prefix", prefix, "--key-prefix", s.keyPrefix, "--keep-last", "10")
 	if res.code != 0 {
 		t.Fatalf("finishing: exit %d: %s", res.code, res.stderr)
 	}
@@ -390,7 +399,7 @@ func TestPruneObjectLock(t *testing.T) {
 	s.lockUntil = &until
 	s.backup("delta", "20260101T000000Z")
 	before := env.awsList(t, bucket, "backups", "hcpsnap-keys")
-	res := env.hcpsnap(t, t.TempDir(), "-o", "json", "prune", "--bucket", bucket, "--keep-last", "1")
+	res := env.prune(t, "-o", "json", "prune", "--bucket", bucket, "--keep-last", "1")
 	if res.code != 0 {
 		t.Fatalf("exit %d, want 0 (a lock is reported, not a failure): %s", res.code, res.stderr)
 	}
