@@ -423,6 +423,7 @@ func TestBackupPrune(t *testing.T) {
 	prefix := uniquePrefix("backup-prune")
 	s := env.synthetic(t, prefix)
 	old := s.backup(env.cluster, "20260101T000000Z")
+	slices.Sort(old)
 	flags := []string{"-o", "json", "backup", "--online", "--prefix", prefix, "--key-prefix", s.keyPrefix, "--prune", "--keep-last", "1"}
 
 	failed := env.hcpsnap(t, t.TempDir(), append(flags, "--member", "etcd-9")...)
