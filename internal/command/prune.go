@@ -220,6 +220,11 @@ func runPrune(ctx context.Context, store prune.Store, r pruneRun) error {
 		switch oc.Result {
 		case prune.ResultKept:
 			sum.Kept++
+			// A damaged folder is never kept silently: a scheduled job's
+			// log says so on every run, not only its output.
+			if f.State == retention.Incomplete && r.opts.Retention.Now.Sub(f.Time) >= retention.DefaultIncompleteGuard {
+				logger.Warn("backup folder without a usable backup kept", "backup", line.Backup, "why", strings.Join(line.Rules, "; "))
+			}
 		case prune.ResultRemoved:
 			sum.Removed++
 		case prune.ResultWouldRemove:
