@@ -9,7 +9,10 @@
 // any point leaves recoverable and recognisable:
 //
 //  1. every object is checked for an object lock (retention date or legal
-//     hold); a locked backup is reported and left whole;
+//     hold); a locked backup is reported and left whole (a delete that the
+//     server refuses later as ObjectLocked is reported as locked too; the
+//     folder then keeps its tombstone, and a prune after the lock ends
+//     finishes it);
 //  2. a tombstone, <folder>/deleting.json, is written: from here on the
 //     folder is being removed, and the next prune finishes the removal
 //     whatever its policy says;

@@ -24,8 +24,10 @@ type memStore struct {
 	// crashAt, when > 0, fails the crashAt-th write and every later one.
 	crashAt int
 	refuse  map[string]bool
-	failGet map[string]bool
-	log     []string
+	// lockedDelete refuses deletes of keys as MinIO does for a lock.
+	lockedDelete map[string]bool
+	failGet      map[string]bool
+	log          []string
 }
 
 type memObject struct {
@@ -36,7 +38,7 @@ type memObject struct {
 var errCrash = errors.New("crashed")
 
 func newMemStore() *memStore {
-	return &memStore{objects: map[string]memObject{}, refuse: map[string]bool{}, failGet: map[string]bool{}}
+	return &memStore{objects: map[string]memObject{}, refuse: map[string]bool{}, lockedDelete: map[string]bool{}, failGet: map[string]bool{}}
 }
 
 func (m *memStore) put(key string, data []byte, meta map[string]string) {
@@ -113,6 +115,9 @@ func (m *memStore) Put(_ context.Context, key string, data []byte, opts s3.PutOp
 func (m *memStore) Delete(_ context.Context, key string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.lockedDelete[key] {
+		return fmt.Errorf("delete %s: %w: %w (ObjectLocked)", key, s3.ErrDeleteRefused, s3.ErrObjectLocked)
+	}
 	if m.refuse[key] {
 		return fmt.Errorf("delete %s: %w (AccessDenied)", key, s3.ErrDeleteRefused)
 	}

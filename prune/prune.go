@@ -336,6 +336,9 @@ func Remove(ctx context.Context, store Store, f *Folder, rules []string, now tim
 	}
 	for _, k := range keys {
 		if err := store.Delete(ctx, k); err != nil {
+			if errors.Is(err, s3.ErrObjectLocked) {
+				return Locked, fmt.Errorf("%w: %w; the folder keeps its tombstone and a prune after the lock ends finishes it", ErrLocked, err)
+			}
 			if errors.Is(err, s3.ErrDeleteRefused) {
 				return Failed, fmt.Errorf("%w; the folder keeps its tombstone and the next prune tries again", err)
 			}

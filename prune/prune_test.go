@@ -310,6 +310,7 @@ func TestLockedAndRefused(t *testing.T) {
 	o.info.RetainUntil = now.Add(time.Hour)
 	m.objects[lockedKey] = o
 	m.refuse["backups/a/20260301T120000Z/snapshot.db"] = true
+	m.lockedDelete["backups/a/20260201T120000Z/manifest.json"] = true
 	out, err := prune(t, m, opts(retention.Policy{Last: 2}), false)
 	if err != nil {
 		t.Fatal(err)
@@ -321,7 +322,7 @@ func TestLockedAndRefused(t *testing.T) {
 			t.Errorf("locked without ErrLocked: %v", o.Err)
 		}
 	}
-	if got["a/20260308T120000Z"] != ResultLocked || got["a/20260301T120000Z"] != ResultFailed || got["a/20260201T120000Z"] != ResultRemoved {
+	if got["a/20260308T120000Z"] != ResultLocked || got["a/20260301T120000Z"] != ResultFailed || got["a/20260201T120000Z"] != ResultLocked || got["b/20260220T010000Z"] != ResultKept {
 		t.Errorf("results %v", got)
 	}
 	keys := m.keys()

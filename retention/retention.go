@@ -174,6 +174,7 @@ const (
 	Finish
 )
 
+// String is the action as prune reports it.
 func (a Action) String() string {
 	switch a {
 	case Remove:

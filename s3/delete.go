@@ -19,6 +19,12 @@ import (
 // round it (a governance bypass, a new version).
 var ErrDeleteRefused = errors.New("delete refused")
 
+// ErrObjectLocked marks a refusal that the server said is an object lock
+// (MinIO's ObjectLocked); it also wraps ErrDeleteRefused. S3 says
+// AccessDenied for a lock and for a missing permission alike, so a lock
+// there is only known from the object's headers (ObjectInfo.Locked).
+var ErrObjectLocked = errors.New("object locked")
+
 // deleteRefusedCodes are the error codes of a refused delete.
 var deleteRefusedCodes = map[string]bool{
 	"AccessDenied": true,
@@ -37,6 +43,9 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 		return nil
 	}
 	var api smithy.APIError
+	if errors.As(err, &api) && api.ErrorCode() == "ObjectLocked" {
+		return fmt.Errorf("delete %s: %w: %w (ObjectLocked; hcpsnap does not get round it)", s.loc(key), ErrDeleteRefused, ErrObjectLocked)
+	}
 	if errors.As(err, &api) && deleteRefusedCodes[api.ErrorCode()] {
 		return fmt.Errorf("delete %s: %w (%s: an object lock or a policy without s3:DeleteObject; hcpsnap does not get round it)", s.loc(key), ErrDeleteRefused, api.ErrorCode())
 	}

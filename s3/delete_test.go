@@ -39,6 +39,9 @@ func TestDelete(t *testing.T) {
 		if msg := err.Error(); !strings.Contains(msg, "s3://bkt/a/c") || !strings.Contains(msg, code) || strings.ContainsAny(msg, "\n") {
 			t.Errorf("%s: message %q should name the object and the code on one line", code, msg)
 		}
+		if errors.Is(err, ErrObjectLocked) != (code == "ObjectLocked") {
+			t.Errorf("%s: errors.Is(ErrObjectLocked) = %v", code, errors.Is(err, ErrObjectLocked))
+		}
 	}
 	fake.deleteCode = "InternalError"
 	if err := store.Delete(ctx, "a/c"); err == nil || errors.Is(err, ErrDeleteRefused) {
