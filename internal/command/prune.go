@@ -182,9 +182,11 @@ type pruneSummary struct {
 // result exitcode.Partial.
 func runPrune(ctx context.Context, store prune.Store, r pruneRun) error {
 	logger := log.FromContext(ctx)
-	location := "s3://" + r.opts.Bucket + "/" + strings.Trim(r.opts.Prefix, "/") + "/"
-	if r.opts.Cluster != "" {
-		location += r.opts.Cluster + "/"
+	location := "s3://" + r.opts.Bucket + "/"
+	for _, p := range []string{strings.Trim(r.opts.Prefix, "/"), r.opts.Cluster} {
+		if p != "" {
+			location += p + "/"
+		}
 	}
 	r.opts.Retention.Now = time.Now()
 	items, ignored, err := prune.Plan(ctx, store, r.opts)
