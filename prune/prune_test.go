@@ -392,3 +392,39 @@ func TestIgnoredAndEmpty(t *testing.T) {
 		t.Error("planning wrote")
 	}
 }
+
+// TestEmptyPrefix: backups at the top of the bucket; the key bundles' own
+// prefix is not a cluster, and is left alone.
+func TestEmptyPrefix(t *testing.T) {
+	m := newMemStore()
+	for _, ts := range historyA[:3] {
+		addBackup(m, "a", ts)
+	}
+	for k, v := range m.objects {
+		if strings.HasPrefix(k, "backups/") {
+			delete(m.objects, k)
+			m.objects[strings.TrimPrefix(k, "backups/")] = v
+		}
+	}
+	// The manifests still name backups/...: rewrite them as a backup with
+	// an empty prefix writes them.
+	for _, ts := range historyA[:3] {
+		key := "a/" + ts + "/" + manifest.ManifestObject
+		o := m.objects[key]
+		o.data = []byte(strings.ReplaceAll(string(o.data), `"backups/a/`, `"a/`))
+		m.objects[key] = o
+	}
+	o := opts(retention.Policy{Last: 1})
+	o.Prefix = ""
+	out, err := prune(t, m, o, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != 3 || out[0].Result != ResultKept || out[1].Result != ResultRemoved || out[2].Result != ResultRemoved {
+		t.Fatalf("outcomes %+v", out)
+	}
+	want := []string{"a/20260310T120000Z/manifest.json", "a/20260310T120000Z/snapshot.db", "hcpsnap-keys/a/20260310T120000Z/key-bundle.json"}
+	if got := m.keys(); !slices.Equal(got, want) {
+		t.Errorf("left %q, want %q", got, want)
+	}
+}
