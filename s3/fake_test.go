@@ -41,6 +41,8 @@ type fakeS3 struct {
 	partHook func(number int) (code string)
 	// abortCode, when set, fails AbortMultipartUpload with that code (403).
 	abortCode string
+	// deleteCode, when set, fails DeleteObject with that code (403).
+	deleteCode string
 	// discard keeps only the checksums of parts, so that a test can count
 	// the client's allocations without the server's.
 	discard bool
@@ -135,6 +137,9 @@ func (f *fakeS3) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.put(w, r, key)
 	case r.Method == http.MethodHead || r.Method == http.MethodGet:
 		f.get(w, r, key)
+	case r.Method == http.MethodDelete && f.deleteCode != "":
+		f.record("refuse delete " + key)
+		s3Error(w, http.StatusForbidden, f.deleteCode)
 	case r.Method == http.MethodDelete:
 		f.record("delete " + key)
 		f.mu.Lock()
@@ -352,6 +357,12 @@ func (f *fakeS3) get(w http.ResponseWriter, r *http.Request, key string) {
 	}
 	for k, v := range o.metadata {
 		w.Header().Set("x-amz-meta-"+k, v)
+	}
+	// The object lock a PutObject asked for is reported by HEAD, as S3 does.
+	for _, h := range []string{"x-amz-object-lock-retain-until-date", "x-amz-object-lock-mode", "x-amz-object-lock-legal-hold"} {
+		if v := o.headers.Get(h); v != "" {
+			w.Header().Set(h, v)
+		}
 	}
 	w.Header().Set("Content-Length", strconv.Itoa(len(o.data)))
 	if r.Method == http.MethodGet {

@@ -67,7 +67,7 @@ func joinKey(prefix, name string) string {
 	return prefix + "/" + name
 }
 
-// Head returns the object's size and metadata, or ok=false when the key does
+// Head returns the object's size, metadata and object lock, or ok=false when the key does
 // not exist, so that a re-run can skip an upload that already completed.
 // A HEAD response has no body, so a missing bucket also reads as a missing
 // key; CheckWritable tells them apart.
@@ -79,7 +79,12 @@ func (s *Store) Head(ctx context.Context, key string) (ObjectInfo, bool, error) 
 		}
 		return ObjectInfo{}, false, fmt.Errorf("head %s: %w", s.loc(key), Explain(err, s.bucket))
 	}
-	return ObjectInfo{Key: key, Size: aws.ToInt64(out.ContentLength), Metadata: out.Metadata}, true, nil
+	info := ObjectInfo{Key: key, Size: aws.ToInt64(out.ContentLength), Metadata: out.Metadata}
+	if out.LastModified != nil {
+		info.LastModified = *out.LastModified
+	}
+	lockInfo(out, &info)
+	return info, true, nil
 }
 
 // isNotFound reports whether err says the object does not exist.
@@ -216,7 +221,7 @@ func (s *Store) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {
 			return nil, fmt.Errorf("list %s: %w", s.loc(prefix), Explain(err, s.bucket))
 		}
 		for _, o := range page.Contents {
-			objs = append(objs, ObjectInfo{Key: aws.ToString(o.Key), Size: aws.ToInt64(o.Size)})
+			objs = append(objs, ObjectInfo{Key: aws.ToString(o.Key), Size: aws.ToInt64(o.Size), LastModified: aws.ToTime(o.LastModified)})
 		}
 	}
 	return objs, nil

@@ -1,5 +1,7 @@
 package s3
 
+import "time"
+
 // The values below cross the store's interface. They belong to this adapter
 // (not to a workflow) so that the workflows that declare the narrow store
 // interfaces they need (steps.Store, restore.Store) and every implementation
@@ -11,6 +13,12 @@ type ObjectInfo struct {
 	Key      string
 	Size     int64
 	Metadata map[string]string
+	// LastModified is when the object was stored (List and Head).
+	LastModified time.Time
+	// RetainUntil and LegalHold are the object lock of the object (Head
+	// only): it cannot be deleted before RetainUntil, nor while LegalHold.
+	RetainUntil time.Time
+	LegalHold   bool
 }
 
 // UploadOptions tune a streamed multipart upload.

@@ -24,6 +24,7 @@ import (
 
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
 	"github.com/hcpsnap/hcpsnap/internal/kube"
+	"github.com/hcpsnap/hcpsnap/manifest"
 )
 
 // HyperShift is what the steps need of HyperShift's API.
@@ -47,11 +48,11 @@ const (
 	StepCleanupPodFile  = "cleanup-pod-file"
 	StepWriteManifest   = "write-manifest"
 	pollInterval        = 200 * time.Millisecond
-	timestampFormat     = "20060102T150405Z"
+	timestampFormat     = manifest.TimestampFormat
 	defaultWaitTimeout  = 5 * time.Minute
-	snapshotObjectName  = "snapshot.db"
-	manifestObjectName  = "manifest.json"
-	keyBundleObjectName = "key-bundle.json"
+	snapshotObjectName  = manifest.SnapshotObject
+	manifestObjectName  = manifest.ManifestObject
+	keyBundleObjectName = manifest.KeyBundleObject
 )
 
 // Backup returns the backup workflow in the order the runbook performs it.

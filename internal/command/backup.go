@@ -24,6 +24,8 @@ import (
 	"github.com/hcpsnap/hcpsnap/internal/etcdclient"
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
 	"github.com/hcpsnap/hcpsnap/internal/kube"
+	"github.com/hcpsnap/hcpsnap/prune"
+	"github.com/hcpsnap/hcpsnap/retention"
 	"github.com/hcpsnap/hcpsnap/runbook"
 	"github.com/hcpsnap/hcpsnap/s3"
 	"github.com/hcpsnap/hcpsnap/steps"
@@ -161,6 +163,10 @@ type BackupOptions struct {
 	Yes         bool
 	StateDir    string
 	UndoTimeout time.Duration
+	// Prune and Keep prune the cluster's backups after a backup that
+	// completed; never after one that failed.
+	Prune bool
+	Keep  RetentionOptions
 
 	Global *GlobalOptions
 	In     io.Reader
@@ -178,6 +184,8 @@ type BackupOptions struct {
 	hyper      *kube.HyperShift
 	kube       kubernetes.Interface
 	store      steps.Store
+	pruneStore prune.Store
+	policy     retention.Policy
 }
 
 func (o *BackupOptions) flags() []cli.Flag {
@@ -243,6 +251,9 @@ func (o *BackupOptions) flags() []cli.Flag {
 		&cli.StringFlag{Name: FlagSnapshotDir, Value: steps.DefaultSnapshotDir, Sources: cli.EnvVars(env(FlagSnapshotDir)), Destination: &o.Etcd.SnapshotDir,
 			Usage: "Folder inside the pod where the snapshot file is written; it must have room for the database."},
 	}
+	f = append(f, &cli.BoolFlag{Name: FlagPrune, Sources: cli.EnvVars(env(FlagPrune)), Destination: &o.Prune,
+		Usage: "After a backup that completed (manifest written), prune this cluster's backups by the --keep-* policy, as hcpsnap prune does. Never after a failed backup. A prune that fails leaves the backup standing and ends with exit code 6."})
+	f = append(f, o.Keep.flags()...)
 	return append(f, o.S3.flags(true)...)
 }
 
@@ -283,6 +294,25 @@ func (o *BackupOptions) Validate() error {
 	if o.UndoTimeout <= 0 {
 		return exitcode.Usagef("--%s %s must be a positive duration", FlagUndoTimeout, o.UndoTimeout)
 	}
+	return o.validatePrune()
+}
+
+// validatePrune checks --prune and its policy: the --keep-* flags only make
+// sense with it, and it needs a policy.
+func (o *BackupOptions) validatePrune() error {
+	switch {
+	case !o.Prune && o.Keep.set():
+		return exitcode.Usagef("the --keep-* and --%s flags apply to --%s: add --%s, or run hcpsnap prune", FlagIncludeIncomplete, FlagPrune, FlagPrune)
+	case o.Prune && o.Abandon:
+		return exitcode.Usagef("--%s and --%s exclude each other: an abandoned run wrote no backup to prune after", FlagPrune, FlagAbandon)
+	case !o.Prune:
+		return nil
+	}
+	p, err := o.Keep.policy()
+	if err != nil {
+		return err
+	}
+	o.policy = p
 	return nil
 }
 
@@ -343,6 +373,7 @@ func (o *BackupOptions) openStore(ctx context.Context) error {
 	// Only the backup holds part buffers; restore and backups do not.
 	limitMemory(o.S3.PartSizeMiB<<20, o.S3.Concurrency)
 	o.store = store
+	o.pruneStore = store
 	if o.DryRun {
 		o.store = dryrun.Store{Next: store}
 	}
@@ -355,6 +386,9 @@ func (o *BackupOptions) Run(ctx context.Context) error {
 	cluster := checkpoint.Cluster{Namespace: o.Namespace, Name: o.Cluster}
 	host, _ := os.Hostname()
 	if o.DryRun && !o.Abandon {
+		if o.Prune {
+			log.FromContext(ctx).Info("a dry run of backup does not prune: run hcpsnap prune --dry-run with the same --keep-* flags to see what would go")
+		}
 		state := o.newState(&steps.Outputs{})
 		state.Run = checkpoint.New("backup", cluster, host, engine.Names(), time.Now())
 		return o.printRunbook(ctx, engine, state)
@@ -425,7 +459,29 @@ func (o *BackupOptions) Run(ctx context.Context) error {
 		out.event(steps.Event{MessageType: "run_failed", Error: runErr.Error()})
 		return runErr
 	}
-	return out.summary(state)
+	if err := out.summary(state); err != nil {
+		return err
+	}
+	return o.pruneAfterBackup(ctx, state)
+}
+
+// pruneAfterBackup prunes the cluster's backups after a backup that
+// completed. Any failure of the prune ends with exitcode.Partial: the backup
+// stands, and a scheduled job must still see that its bucket is not pruned.
+func (o *BackupOptions) pruneAfterBackup(ctx context.Context, state *steps.State) error {
+	if !o.Prune {
+		return nil
+	}
+	err := runPrune(ctx, o.pruneStore, pruneRun{
+		opts: prune.Options{Bucket: o.Bucket, Prefix: o.Prefix, KeyPrefix: o.KeyPrefix, Cluster: o.Cluster,
+			Retention: retention.Options{Policy: o.policy, IncludeIncomplete: o.Keep.IncludeIncomplete}},
+		format: o.Global.Output, out: o.Out,
+	})
+	if err == nil {
+		return nil
+	}
+	log.FromContext(ctx).Warn("the backup is complete, but the prune after it failed", "manifest", "s3://"+o.Bucket+"/"+state.Out.ManifestKey, "err", oneLineError(err))
+	return exitcode.New(exitcode.Partial, fmt.Errorf("backup complete (s3://%s/%s), but --%s failed: %w", o.Bucket, state.Out.ManifestKey, FlagPrune, err))
 }
 
 // newState is the state every step receives, with the options and clients

@@ -117,6 +117,7 @@ func New(stdin io.Reader, stdout, stderr io.Writer) *cli.Command {
 		Commands: []*cli.Command{
 			newBackupCommand(stdin, stdout, stderr),
 			newBackupsCommand(stdout),
+			newPruneCommand(stdout),
 			newRestoreCommand(stdin, stdout),
 			newScheduleCommand(stdout),
 			newVersionCommand(stdout),

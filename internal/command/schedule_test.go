@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -45,18 +46,6 @@ func clearHCPSNAPEnv(t *testing.T) {
 			os.Unsetenv(k)
 		}
 	}
-}
-
-// runErr executes the root command as main would and returns stdout, the
-// error main would print, and the exit code.
-func runErr(t *testing.T, args ...string) (stdout, errMsg string, code exitcode.Code) {
-	t.Helper()
-	var out, errOut bytes.Buffer
-	err := New(strings.NewReader(""), &out, &errOut).Run(context.Background(), append([]string{"hcpsnap"}, args...))
-	if err != nil {
-		errMsg = err.Error()
-	}
-	return out.String(), errMsg, exitcode.Of(err)
 }
 
 // renderedCronJob runs schedule with args and returns the rendered
@@ -199,7 +188,8 @@ func TestScheduleBadInput(t *testing.T) {
 			if tt.name == "markdown" {
 				args = append([]string{"-o", "markdown"}, args[:len(args)-2]...)
 			}
-			stdout, stderr, code := runErr(t, args...)
+			stdout, err := runErr(t, args...)
+			stderr, code := fmt.Sprint(err), exitcode.Of(err)
 			if code != exitcode.Usage {
 				t.Fatalf("exit %d, want %d; stderr %q", code, exitcode.Usage, stderr)
 			}

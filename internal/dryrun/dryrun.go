@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"k8s.io/client-go/rest"
 
@@ -50,6 +51,9 @@ type Backend interface {
 	Get(ctx context.Context, key string) (io.ReadCloser, s3.ObjectInfo, error)
 	GetRange(ctx context.Context, key string, off, n int64) ([]byte, error)
 	AbortUploads(ctx context.Context, key string) error
+	List(ctx context.Context, prefix string) ([]s3.ObjectInfo, error)
+	Presign(ctx context.Context, key string, expires time.Duration) (string, time.Time, error)
+	Delete(ctx context.Context, key string) error
 }
 
 var (
@@ -93,4 +97,19 @@ func (s Store) Put(_ context.Context, key string, _ []byte, _ s3.PutOptions) err
 // AbortUploads is refused.
 func (s Store) AbortUploads(_ context.Context, key string) error {
 	return &ErrWrite{What: "abort uploads of " + key}
+}
+
+// List passes through.
+func (s Store) List(ctx context.Context, prefix string) ([]s3.ObjectInfo, error) {
+	return s.Next.List(ctx, prefix)
+}
+
+// Presign passes through: it signs locally and sends no request.
+func (s Store) Presign(ctx context.Context, key string, expires time.Duration) (string, time.Time, error) {
+	return s.Next.Presign(ctx, key, expires)
+}
+
+// Delete is refused.
+func (s Store) Delete(_ context.Context, key string) error {
+	return &ErrWrite{What: "delete " + key}
 }

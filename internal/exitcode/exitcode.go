@@ -27,6 +27,11 @@ const (
 	// ManualAction: a step failed and at least one change could not be undone;
 	// the message says what is left and how to finish (often `--resume`).
 	ManualAction Code = 5
+	// Partial: the command did part of its work and the rest failed, each
+	// failure reported: a prune that could not remove some backups it chose
+	// (the next prune finishes them), or a backup that completed whose
+	// --prune failed (the backup stands).
+	Partial Code = 6
 	// Interrupted: SIGINT or SIGTERM ended the run after every change was undone.
 	Interrupted Code = 130
 )
@@ -42,6 +47,7 @@ var Table = []struct {
 	{Precondition, "precondition failed: a check before any change failed; nothing was changed"},
 	{Restored, "a step failed; every change was undone and the cluster is as it was"},
 	{ManualAction, "a step failed and a change could not be undone: manual action needed (see the message; often --resume)"},
+	{Partial, "partly done: some of the work failed and is reported (a prune that left backups it chose, or a backup that completed but whose --prune failed)"},
 	{Interrupted, "interrupted by SIGINT or SIGTERM; every change was undone"},
 }
 
