@@ -87,6 +87,18 @@ func TestSchedulePassesBackupOptionsThrough(t *testing.T) {
 	}
 }
 
+// TestSchedulePassesPruneThrough checks that the retention options of
+// `backup --prune` reach the job like any other backup option.
+func TestSchedulePassesPruneThrough(t *testing.T) {
+	cj := renderedCronJob(t, nil, append(slices.Clone(scheduleBase), "--prune", "--keep-daily", "7", "--keep-within", "48h")...)
+	args := jobArgs(cj)
+	for _, want := range []string{"--prune=true", "--keep-daily=7", "--keep-within=48h"} {
+		if !slices.Contains(args, want) {
+			t.Errorf("job args %q lack %s", args, want)
+		}
+	}
+}
+
 // TestSchedulePassThroughReparses parses the job's arguments with the real
 // backup command and checks they mean what was given to schedule.
 func TestSchedulePassThroughReparses(t *testing.T) {
@@ -166,6 +178,7 @@ func TestScheduleBadInput(t *testing.T) {
 		{name: "backup's own rules", args: []string{"--part-size-mib", "1"}, want: "--part-size-mib 1 is out of range"},
 		{name: "backup's bucket rules", replace: map[string]string{"backups": "B"}, want: "--bucket \"B\""},
 		{name: "unknown step", args: []string{"--skip-steps", "nap"}, want: "nap"},
+		{name: "prune without a policy", args: []string{"--prune"}, want: "retention policy is empty"},
 		{name: "excluded --resume", args: []string{"--resume"}, want: "flag provided but not defined"},
 		{name: "excluded --key-out", args: []string{"--key-out", "k"}, want: "flag provided but not defined"},
 		{name: "excluded --state-dir", args: []string{"--state-dir", "d"}, want: "flag provided but not defined"},
