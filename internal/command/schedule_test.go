@@ -266,7 +266,8 @@ func scheduleOptions(t *testing.T, kubeObjs []runtime.Object, hostedClusters []r
 	return captured, cs, &out
 }
 
-func hostedCluster(ns, name string, labels map[string]string) *unstructured.Unstructured {
+// fakeHostedCluster is a HostedCluster for the fake dynamic client.
+func fakeHostedCluster(ns, name string, labels map[string]string) *unstructured.Unstructured {
 	u := &unstructured.Unstructured{}
 	u.SetAPIVersion("hypershift.openshift.io/v1beta1")
 	u.SetKind("HostedCluster")
@@ -301,7 +302,7 @@ func kubeWrites(cs *fake.Clientset) []string {
 
 func TestScheduleApplyPreconditions(t *testing.T) {
 	ready := append(namespaces("clusters", "clusters-example"), s3Secret("clusters"))
-	hc := []runtime.Object{hostedCluster("clusters", "example", map[string]string{"backup": "nightly"})}
+	hc := []runtime.Object{fakeHostedCluster("clusters", "example", map[string]string{"backup": "nightly"})}
 	tests := []struct {
 		name     string
 		kubeObjs []runtime.Object
@@ -345,7 +346,7 @@ func TestScheduleApplyPreconditions(t *testing.T) {
 
 func TestScheduleApplyAndDryRun(t *testing.T) {
 	objs := append(namespaces("clusters", "clusters-example"), s3Secret("clusters"))
-	hc := []runtime.Object{hostedCluster("clusters", "example", nil)}
+	hc := []runtime.Object{fakeHostedCluster("clusters", "example", nil)}
 
 	o, cs, out := scheduleOptions(t, objs, hc, append(slices.Clone(scheduleBase), "--dry-run=server")...)
 	var dryRuns int
