@@ -288,8 +288,8 @@ func (o *ScheduleOptions) validateTarget() error {
 	t := o.target()
 	switch {
 	case t.Cluster != "" && (t.Selector != "" || t.AllNamespaces):
-		return exitcode.Usagef("--%s names one cluster, --%s/--%s choose many: keep one", FlagCluster, FlagScheduleSelector, FlagScheduleAllNamespaces)
-	case t.Cluster == "" && t.Selector == "" && !t.AllNamespaces && o.Name == "":
+		return exitcode.Usagef("--%s names one cluster, --%s/--%s choose many: keep one (unset %s if it is set)", FlagCluster, FlagScheduleSelector, FlagScheduleAllNamespaces, env(FlagCluster))
+	case t.Cluster == "" && t.Selector == "" && !t.AllNamespaces && !(o.Delete && o.Name != ""):
 		return exitcode.Usagef("no clusters named: pass --%s NAME (one HostedCluster), --%s LABELS or --%s", FlagCluster, FlagScheduleSelector, FlagScheduleAllNamespaces)
 	case t.AllNamespaces && o.JobNamespace == "":
 		return exitcode.Usagef("--%s needs --%s: the namespace where the CronJob and its ServiceAccount live", FlagScheduleAllNamespaces, FlagScheduleJobNamespace)

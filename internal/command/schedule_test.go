@@ -168,6 +168,7 @@ func TestScheduleBadInput(t *testing.T) {
 		{name: "role not an ARN", replace: map[string]string{"--s3-credentials-secret": "--role-arn"}, want: "is not an ARN"},
 		{name: "no schedule", replace: map[string]string{"--schedule": "--prefix", "0 2 * * *": "p"}, want: "--schedule is required"},
 		{name: "no cluster", replace: map[string]string{"--cluster": "--prefix"}, want: "no clusters named"},
+		{name: "a name is no cluster", replace: map[string]string{"--cluster": "--name"}, want: "no clusters named"},
 		{name: "cluster and selector", args: []string{"--selector", "a=b"}, want: "keep one"},
 		{name: "bad selector", replace: map[string]string{"--cluster": "--selector", "example": "a b c"}, want: "is not a label selector"},
 		{name: "all namespaces without a job namespace", replace: map[string]string{"--cluster": "--all-namespaces", "example": "--online"}, want: "--all-namespaces needs --job-namespace"},
