@@ -486,9 +486,11 @@ func rulesOf(lines []string) []rbacv1.PolicyRule {
 }
 
 // TestScheduleRunsForReal applies a schedule with the image `make image`
-// built, starts a Job from its CronJob as `kubectl create job --from` does,
-// and checks that the pod's backup is in the bucket, read with the aws CLI
-// and etcdutl, and that --list reports the run.
+// built and with `backup --prune --keep-last 1` passed through, starts two
+// Jobs from its CronJob one after the other as `kubectl create job --from`
+// does, and checks with the aws CLI and etcdutl that the pod backed up the
+// cluster and that the second run pruned the first run's backup; then that
+// --list reports the run.
 func TestScheduleRunsForReal(t *testing.T) {
 	env := loadEnv(t)
 	image := hcpsnapImage(t)
@@ -500,39 +502,37 @@ func TestScheduleRunsForReal(t *testing.T) {
 	state := t.TempDir()
 	prefix := fmt.Sprintf("scheduled-%d", time.Now().Unix())
 
-	args := env.scheduleArgs(image, "--prefix", prefix, "--apply")
+	args := env.scheduleArgs(image, "--prefix", prefix, "--prune", "--keep-last", "1", "--apply")
 	if res := env.hcpsnap(t, state, args...); res.code != 0 {
 		t.Fatalf("schedule --apply: exit %d: %s", res.code, res.stderr)
 	}
-	job := name + "-manual"
 	kubectl := filepath.Join(env.vars["LOCALENV_BIN_DIR"], "kubectl")
-	cmd := exec.Command(kubectl, "create", "job", job, "--from=cronjob/"+name, "-n", env.namespace)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.vars["KUBECONFIG"])
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("kubectl create job --from: %v: %s", err, out)
-	}
-	deadline := time.Now().Add(5 * time.Minute)
-	var result schedule.Result
-	for time.Now().Before(deadline) {
-		j, err := env.kube.BatchV1().Jobs(env.namespace).Get(ctx, job, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
+	runJob := func(job string) {
+		t.Helper()
+		cmd := exec.Command(kubectl, "create", "job", job, "--from=cronjob/"+name, "-n", env.namespace)
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+env.vars["KUBECONFIG"])
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("kubectl create job --from: %v: %s", err, out)
 		}
-		for _, c := range j.Status.Conditions {
-			if c.Status == corev1.ConditionTrue && (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) {
-				result = schedule.Result(c.Type)
+		deadline := time.Now().Add(5 * time.Minute)
+		var result schedule.Result
+		for result == "" && time.Now().Before(deadline) {
+			time.Sleep(time.Second)
+			j, err := env.kube.BatchV1().Jobs(env.namespace).Get(ctx, job, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range j.Status.Conditions {
+				if c.Status == corev1.ConditionTrue && (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) {
+					result = schedule.Result(c.Type)
+				}
 			}
 		}
-		if result != "" {
-			break
+		if result != schedule.ResultComplete {
+			t.Fatalf("Job %s ended %q, want Complete; its pods:\n%s", job, result, env.podReport(t, job))
 		}
-		time.Sleep(2 * time.Second)
 	}
-	if result != schedule.ResultComplete {
-		t.Fatalf("Job %s ended %q, want Complete; its pods:\n%s", job, result, env.podReport(t, job))
-	}
-
-	// The backup, as the aws CLI sees the bucket.
+	// The bucket as the aws CLI sees it.
 	aws := func(args ...string) string {
 		t.Helper()
 		cmd := exec.Command("aws", append([]string{"--endpoint-url", env.vars["AWS_ENDPOINT_URL_S3"]}, args...)...)
@@ -546,21 +546,48 @@ func TestScheduleRunsForReal(t *testing.T) {
 		}
 		return string(out)
 	}
-	var listing struct {
-		Contents []struct{ Key string }
+	listPrefix := func() (keys, manifests []string) {
+		t.Helper()
+		out := aws("s3api", "list-objects-v2", "--bucket", env.bucket, "--prefix", prefix+"/")
+		var listing struct {
+			Contents []struct{ Key string }
+		}
+		if strings.TrimSpace(out) != "" {
+			if err := json.Unmarshal([]byte(out), &listing); err != nil {
+				t.Fatalf("aws s3api list-objects-v2: %v: %q", err, out)
+			}
+		}
+		for _, o := range listing.Contents {
+			keys = append(keys, o.Key)
+			if strings.HasSuffix(o.Key, "/manifest.json") {
+				manifests = append(manifests, o.Key)
+			}
+		}
+		return keys, manifests
 	}
-	if err := json.Unmarshal([]byte(aws("s3api", "list-objects-v2", "--bucket", env.bucket, "--prefix", prefix+"/")), &listing); err != nil {
-		t.Fatal(err)
+
+	first, second := name+"-1", name+"-2"
+	runJob(first)
+	_, manifests := listPrefix()
+	if len(manifests) != 1 {
+		t.Fatalf("after the first run: manifests %v, want one", manifests)
 	}
-	var manifestKey string
-	for _, o := range listing.Contents {
-		if strings.HasSuffix(o.Key, "/manifest.json") {
-			manifestKey = o.Key
+	firstManifest := manifests[0]
+	// Backups are named by the second they are taken in.
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+	runJob(second)
+	keys, manifests := listPrefix()
+	if len(manifests) != 1 || manifests[0] == firstManifest {
+		t.Fatalf("after the second run with --keep-last 1: manifests %v, want only a new one (the first was %s)", manifests, firstManifest)
+	}
+	manifestKey := manifests[0]
+	backupDir := strings.TrimSuffix(manifestKey, "manifest.json")
+	for _, k := range keys {
+		if !strings.HasPrefix(k, backupDir) {
+			t.Errorf("%s is left of a pruned backup", k)
 		}
 	}
-	if manifestKey == "" {
-		t.Fatalf("no manifest under s3://%s/%s/: %+v", env.bucket, prefix, listing.Contents)
-	}
+
 	dir := t.TempDir()
 	aws("s3", "cp", "s3://"+env.bucket+"/"+manifestKey, filepath.Join(dir, "manifest.json"))
 	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
@@ -590,11 +617,11 @@ func TestScheduleRunsForReal(t *testing.T) {
 		t.Errorf("etcdutl: revision %d with %d keys; manifest says revision %d", st.Revision, st.TotalKey, m.Etcd.Revision)
 	}
 
-	// The pod's output: JSON lines only (logs and results), the summary
-	// naming the manifest found above.
-	pods, err := env.kube.CoreV1().Pods(env.namespace).List(ctx, metav1.ListOptions{LabelSelector: "job-name=" + job})
+	// The second pod's output: JSON lines only (logs and results), the
+	// summary naming the manifest found above.
+	pods, err := env.kube.CoreV1().Pods(env.namespace).List(ctx, metav1.ListOptions{LabelSelector: "job-name=" + second})
 	if err != nil || len(pods.Items) != 1 {
-		t.Fatalf("pods of Job %s: %d, %v", job, len(pods.Items), err)
+		t.Fatalf("pods of Job %s: %d, %v", second, len(pods.Items), err)
 	}
 	pod := pods.Items[0]
 	if pod.Spec.ServiceAccountName != name || pod.Spec.Containers[0].Image != image {
@@ -621,8 +648,8 @@ func TestScheduleRunsForReal(t *testing.T) {
 
 	res := env.hcpsnap(t, state, "-o", "json", "schedule", "--list")
 	var ls schedule.Status
-	if err := json.Unmarshal([]byte(strings.TrimSpace(res.stdout)), &ls); err != nil || ls.LastResult != schedule.ResultComplete || ls.LastJob != job {
-		t.Errorf("--list after the run: %+v %v\n%s", ls, err, res.stderr)
+	if err := json.Unmarshal([]byte(strings.TrimSpace(res.stdout)), &ls); err != nil || ls.LastResult != schedule.ResultComplete || ls.LastJob != second {
+		t.Errorf("--list after the runs: %+v %v\n%s", ls, err, res.stderr)
 	}
 }
 
