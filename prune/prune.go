@@ -46,6 +46,9 @@ type Options struct {
 	// Retention is the policy and its safety settings; Retention.Now is
 	// filled by Plan when zero.
 	Retention retention.Options
+	// Running names the folders (Folder.Key) that unfinished backup runs
+	// write, with their run IDs: they are kept whatever the policy.
+	Running map[string]string
 }
 
 // Folder is one backup folder and what was found in it.
@@ -125,7 +128,7 @@ func Plan(ctx context.Context, store Store, opts Options) ([]Item, []Ignored, er
 		var bs []retention.Backup
 		for _, f := range fs {
 			byID[f.Key] = f
-			bs = append(bs, retention.Backup{ID: f.Key, Time: f.Time, State: f.State, Reason: f.Reason})
+			bs = append(bs, retention.Backup{ID: f.Key, Time: f.Time, State: f.State, Reason: f.Reason, Run: opts.Running[f.Key]})
 		}
 		ds, err := retention.Apply(opts.Retention, bs)
 		if err != nil {

@@ -285,6 +285,31 @@ func TestCorruptManifest(t *testing.T) {
 	}
 }
 
+// TestRunningFolderStays: a folder an unfinished run writes is kept even
+// with --include-incomplete and past the guard; the others of its kind go.
+func TestRunningFolderStays(t *testing.T) {
+	m := seeded()
+	for _, ts := range []string{"20260305T120000Z", "20260304T120000Z"} { // a stuck run and a dead one, both past the guard
+		m.put("backups/a/"+ts+"/snapshot.db", []byte("x"), map[string]string{manifest.MetaRunID: "r-" + ts})
+	}
+	o := opts(retention.Policy{Last: 1})
+	o.Retention.IncludeIncomplete = true
+	o.Running = map[string]string{"backups/a/20260305T120000Z": "20260305T120000Z-0000abcd"}
+	out, err := prune(t, m, o, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := expect([]string{"backups/a/20260305T120000Z/snapshot.db"}, map[string][]string{"a": historyA[:1], "b": historyB[:1]})
+	if got := m.keys(); !slices.Equal(got, want) {
+		t.Errorf("left %q\nwant %q", got, want)
+	}
+	for _, oc := range out {
+		if oc.Folder.Timestamp == "20260305T120000Z" && !strings.Contains(strings.Join(oc.Decision.Rules, ";"), "20260305T120000Z-0000abcd in progress") {
+			t.Errorf("rules %q do not name the run in progress", oc.Decision.Rules)
+		}
+	}
+}
+
 // TestNewestVerifiedStays: the newest backup has lost its snapshot, so the
 // next one is the newest verified and stays even with keep-last 1.
 func TestNewestVerifiedStays(t *testing.T) {

@@ -160,6 +160,9 @@ type Backup struct {
 	State State
 	// Reason says why an Incomplete folder is not a usable backup.
 	Reason string
+	// Run is the ID of an unfinished backup run that writes this folder
+	// (from the cluster's run annotation); such a folder is always kept.
+	Run string
 }
 
 // Action is what happens to a folder.
@@ -237,6 +240,8 @@ func Apply(opts Options, backups []Backup) ([]Decision, error) {
 		case Incomplete:
 			age := opts.Now.Sub(d.Backup.Time)
 			switch {
+			case d.Backup.Run != "":
+				d.Rules = []string{fmt.Sprintf("incomplete: %s; run %s in progress writes it", d.Backup.Reason, d.Backup.Run)}
 			case age < guard:
 				d.Rules = []string{fmt.Sprintf("incomplete: %s; younger than %s, may be a backup in progress", d.Backup.Reason, FormatDuration(guard))}
 			case opts.IncludeIncomplete:
@@ -255,6 +260,9 @@ func Apply(opts Options, backups []Backup) ([]Decision, error) {
 		newest.Rules = append([]string{"newest verified"}, newest.Rules...)
 	}
 	for _, d := range verified {
+		if len(d.Rules) == 0 && d.Backup.Run != "" {
+			d.Rules = []string{fmt.Sprintf("run %s in progress writes it", d.Backup.Run)}
+		}
 		if len(d.Rules) == 0 {
 			d.Action = Remove
 			d.Rules = []string{"no rule keeps it"}

@@ -152,6 +152,31 @@ func TestSafetyRules(t *testing.T) {
 	}
 }
 
+// TestRunInProgress: a folder that an unfinished run writes is kept whatever
+// its age, state or the policy, and says so.
+func TestRunInProgress(t *testing.T) {
+	now := mustTime(t, "2026-03-11T00:00:00Z")
+	bs := backups(t)
+	bs[3] = Backup{ID: "D", Time: bs[3].Time, State: Incomplete, Reason: "manifest missing", Run: "20260309T120000Z-0000abcd"} // 36h: past the guard
+	bs[6].Run = "20260301T120000Z-0000abcd"                                                                                    // G: verified, no rule keeps it
+	ds, err := Apply(Options{Policy: Policy{Last: 1}, IncludeIncomplete: true, Now: now}, bs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got strings.Builder
+	for _, d := range ds {
+		got.WriteByte(d.Action.String()[0])
+	}
+	if want := "krrkrrkrrr"; got.String() != want {
+		t.Errorf("actions %s, want %s", got.String(), want)
+	}
+	for _, i := range []int{3, 6} {
+		if r := strings.Join(ds[i].Rules, "; "); !strings.Contains(r, "in progress") {
+			t.Errorf("%s kept by %q, want the run in progress named", ds[i].Backup.ID, r)
+		}
+	}
+}
+
 // TestRefused: an empty policy, a negative count or duration are refused.
 func TestRefused(t *testing.T) {
 	for _, c := range []struct {

@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"encoding/json"
 	"fmt"
 	"path"
 	"regexp"
@@ -123,4 +124,25 @@ func CheckOutputs(o *Outputs, opts Options, runID string) error {
 		return fmt.Errorf("recorded sizes are negative: the run was edited")
 	}
 	return nil
+}
+
+// RunFolder is the bucket and the backup folder (<prefix>/<cluster>/<timestamp>,
+// as prune names folders) that a backup run writes, read from what the run
+// recorded; ok is false until its preflight chose the timestamp, or when the
+// record is not a backup's. The values are only compared, never used to
+// name something to change.
+func RunFolder(run *checkpoint.Run) (bucket, folder string, ok bool) {
+	if run == nil || run.Command != "backup" || len(run.Options) == 0 || len(run.Outputs) == 0 {
+		return "", "", false
+	}
+	var opts Options
+	var out Outputs
+	if json.Unmarshal(run.Options, &opts) != nil || json.Unmarshal(run.Outputs, &out) != nil || out.Timestamp == "" {
+		return "", "", false
+	}
+	cluster := opts.Cluster
+	if cluster == "" {
+		cluster = run.Cluster.Name
+	}
+	return opts.Bucket, strings.TrimSuffix(objectKey(opts.Prefix, cluster, out.Timestamp, ""), "/"), true
 }

@@ -472,11 +472,18 @@ func (o *BackupOptions) pruneAfterBackup(ctx context.Context, state *steps.State
 	if !o.Prune {
 		return nil
 	}
-	err := runPrune(ctx, o.pruneStore, pruneRun{
-		opts: prune.Options{Bucket: o.Bucket, Prefix: o.Prefix, KeyPrefix: o.KeyPrefix, Cluster: o.Cluster,
-			Retention: retention.Options{Policy: o.policy, IncludeIncomplete: o.Keep.IncludeIncomplete}},
-		format: o.Global.Output, out: o.Out,
-	})
+	var running map[string]string
+	var err error
+	if o.Keep.IncludeIncomplete {
+		running, err = runsInProgress(ctx, o.hyper, o.Bucket)
+	}
+	if err == nil {
+		err = runPrune(ctx, o.pruneStore, pruneRun{
+			opts: prune.Options{Bucket: o.Bucket, Prefix: o.Prefix, KeyPrefix: o.KeyPrefix, Cluster: o.Cluster,
+				Retention: retention.Options{Policy: o.policy, IncludeIncomplete: o.Keep.IncludeIncomplete}, Running: running},
+			format: o.Global.Output, out: o.Out,
+		})
+	}
 	if err == nil {
 		return nil
 	}

@@ -11,14 +11,18 @@ import (
 
 	"github.com/charmbracelet/log"
 	"github.com/urfave/cli/v3"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/dynamic"
 
 	"github.com/hcpsnap/hcpsnap/checkpoint"
 	"github.com/hcpsnap/hcpsnap/internal/dryrun"
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
+	"github.com/hcpsnap/hcpsnap/internal/kube"
 	"github.com/hcpsnap/hcpsnap/prune"
 	"github.com/hcpsnap/hcpsnap/retention"
 	"github.com/hcpsnap/hcpsnap/s3"
+	"github.com/hcpsnap/hcpsnap/steps"
 )
 
 // Flag names of the retention policy, shared by `hcpsnap prune` and
@@ -57,7 +61,7 @@ func (o *RetentionOptions) flags() []cli.Flag {
 		&cli.StringFlag{Name: FlagKeepWithin, Sources: cli.EnvVars(env(FlagKeepWithin)), Destination: &o.Within,
 			Usage: "Keep every backup younger than this duration (72h, 14d, 1d12h), measured from the newest backup rather than from now, so that backups that stopped coming are not lost one by one."},
 		&cli.BoolFlag{Name: FlagIncludeIncomplete, Sources: cli.EnvVars(env(FlagIncludeIncomplete)), Destination: &o.IncludeIncomplete,
-			Usage: "Also remove backup folders without a usable backup (manifest missing or unreadable, snapshot missing or not the manifest's) once they are older than 24 hours. Without it they are reported and kept."},
+			Usage: "Also remove backup folders without a usable backup (manifest missing or unreadable, snapshot missing or not the manifest's) once they are older than 24 hours and no backup run in progress writes them (read from the HostedClusters' run annotations: needs list on hostedclusters). Without it they are reported and kept."},
 	}
 }
 
@@ -94,8 +98,9 @@ type PruneOptions struct {
 	Global    *GlobalOptions
 	Out       io.Writer
 
-	policy retention.Policy
-	store  prune.Store
+	policy  retention.Policy
+	store   prune.Store
+	running map[string]string
 }
 
 // Validate checks the options without any I/O.
@@ -129,14 +134,55 @@ func (o *PruneOptions) Complete(ctx context.Context) error {
 	if o.DryRun {
 		o.store = dryrun.Store{Next: store}
 	}
-	return nil
+	if !o.Keep.IncludeIncomplete {
+		return nil
+	}
+	cfg, err := kube.RESTConfig(o.Global.Kubeconfig, o.Global.Context)
+	if err != nil {
+		return exitcode.Preconditionf("--%s: %v; the management cluster is read for backup runs in progress, whose folders are incomplete: give access to it, or leave out --%s", FlagIncludeIncomplete, err, FlagIncludeIncomplete)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	o.running, err = runsInProgress(ctx, &kube.HyperShift{Dynamic: dyn}, o.S3.Bucket)
+	return err
+}
+
+// runsInProgress names the backup folders of bucket that unfinished runs
+// write (folder key to run ID), from the run annotations of every
+// HostedCluster: such a folder has no manifest yet and must survive
+// --include-incomplete however long the run waits for --resume.
+func runsInProgress(ctx context.Context, hyper *kube.HyperShift, bucket string) (map[string]string, error) {
+	hcs, err := hyper.HostedClusters(ctx, metav1.NamespaceAll)
+	if err != nil {
+		return nil, exitcode.Preconditionf("--%s: list HostedClusters for backup runs in progress: %v; grant list on hostedclusters in every namespace, or leave out --%s", FlagIncludeIncomplete, oneLineError(err), FlagIncludeIncomplete)
+	}
+	running := map[string]string{}
+	for i := range hcs {
+		hc := &hcs[i]
+		run, err := steps.Holder(hc)
+		if err != nil {
+			// A garbled annotation names no folder: the folder of the run
+			// that wrote it, if any, is kept by the age guard alone.
+			log.FromContext(ctx).Warn("unreadable run annotation; its run's folder, if any, is not known", "hostedcluster", hc.Namespace+"/"+hc.Name, "err", oneLineError(err))
+			continue
+		}
+		if run == nil || !run.Active() {
+			continue
+		}
+		if b, folder, ok := steps.RunFolder(run); ok && b == bucket {
+			running[folder] = run.RunID
+		}
+	}
+	return running, nil
 }
 
 // Run prunes and reports each backup.
 func (o *PruneOptions) Run(ctx context.Context) error {
 	return runPrune(ctx, o.store, pruneRun{
 		opts: prune.Options{Bucket: o.S3.Bucket, Prefix: o.Prefix, KeyPrefix: o.KeyPrefix, Cluster: o.Cluster,
-			Retention: retention.Options{Policy: o.policy, IncludeIncomplete: o.Keep.IncludeIncomplete}},
+			Retention: retention.Options{Policy: o.policy, IncludeIncomplete: o.Keep.IncludeIncomplete}, Running: o.running},
 		dryRun: o.DryRun, format: o.Global.Output, out: o.Out,
 	})
 }
