@@ -67,12 +67,16 @@ type Unreadable struct {
 	Err error
 }
 
-// List returns the backups of cluster under prefix, newest first, and the
+// List returns the backups of cluster under prefix (of every cluster when
+// cluster is empty), newest first, and the
 // manifests it skipped: one damaged, foreign or unreadable manifest must not
 // hide every other backup. Only a failure to list, or the end of ctx, is an
 // error.
 func List(ctx context.Context, store Store, prefix, cluster string) ([]*Backup, []Unreadable, error) {
-	dir := strings.TrimPrefix(pathpkg.Join(prefix, cluster), "/") + "/"
+	dir := strings.TrimPrefix(pathpkg.Join(prefix, cluster), "/")
+	if dir != "" {
+		dir += "/"
+	}
 	objs, err := store.List(ctx, dir)
 	if err != nil {
 		return nil, nil, err

@@ -27,6 +27,12 @@ const (
 	// ManualAction: a step failed and at least one change could not be undone;
 	// the message says what is left and how to finish (often `--resume`).
 	ManualAction Code = 5
+	// SomeFailed: a fleet backup (--selector, --all-namespaces) where the
+	// backup of at least one cluster failed and each failed one was undone;
+	// the summary has a line per cluster. It is also the code when every
+	// cluster failed. ManualAction wins over it: when any cluster needs a
+	// hand, the fleet exits 5; Interrupted when Ctrl-C ended the fleet.
+	SomeFailed Code = 6
 	// Interrupted: SIGINT or SIGTERM ended the run after every change was undone.
 	Interrupted Code = 130
 )
@@ -42,6 +48,7 @@ var Table = []struct {
 	{Precondition, "precondition failed: a check before any change failed; nothing was changed"},
 	{Restored, "a step failed; every change was undone and the cluster is as it was"},
 	{ManualAction, "a step failed and a change could not be undone: manual action needed (see the message; often --resume)"},
+	{SomeFailed, "fleet backup: one or more clusters' backups failed and were undone, the others succeeded; see the summary (5 wins when a cluster needs manual action)"},
 	{Interrupted, "interrupted by SIGINT or SIGTERM; every change was undone"},
 }
 
