@@ -81,6 +81,7 @@ type apiWatch struct {
 	everDown  map[string]bool
 	allDownAt []string
 	events    int
+	err       error
 }
 
 func (e *testEnv) watchAPIServers(t *testing.T, hcpNamespaces ...string) *apiWatch {
@@ -114,9 +115,12 @@ func (e *testEnv) watchAPIServers(t *testing.T, hcpNamespaces ...string) *apiWat
 		defer wi.Stop()
 		for ev := range wi.ResultChan() {
 			d, ok := ev.Object.(*appsv1.Deployment)
+			if ctx.Err() != nil {
+				return
+			}
 			if ev.Type == watch.Error || !ok {
 				w.mu.Lock()
-				w.allDownAt = append(w.allDownAt, fmt.Sprintf("watch error: %v", ev.Object))
+				w.err = fmt.Errorf("watch of the kube-apiserver Deployments ended early: %v", ev.Object)
 				w.mu.Unlock()
 				return
 			}
@@ -151,12 +155,17 @@ func (w *apiWatch) see(d *appsv1.Deployment) {
 	}
 }
 
-// stop ends the watch and returns what it saw.
-func (w *apiWatch) stop() (everDown map[string]bool, allDownAt []string, events int) {
+// stop ends the watch and returns what it saw; a watch that ended before
+// (an error) fails the test, since it may have missed a change.
+func (w *apiWatch) stop(t *testing.T) (everDown map[string]bool, allDownAt []string, events int) {
+	t.Helper()
 	w.cancel()
 	<-w.done
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.err != nil {
+		t.Fatal(w.err)
+	}
 	return w.everDown, w.allDownAt, w.events
 }
 
@@ -190,6 +199,10 @@ func (e *testEnv) awsList(t *testing.T, prefix string) []string {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	out, err := cmd.Output()
+	// aws s3 ls exits 1 when nothing is under the prefix.
+	if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 1 && len(out) == 0 {
+		return nil
+	}
 	if err != nil {
 		t.Fatalf("aws s3 ls %s: %v", prefix, err)
 	}
@@ -257,7 +270,7 @@ func TestFleetParallelOne(t *testing.T) {
 	const prefix = "fleet-p1"
 	r := one.startHcpsnap(t, t.TempDir(), noClusterEnv, "-o", "json", "backup", "--selector", fleetSelector, "--parallel", "1", "--prefix", prefix)
 	code := r.wait(t)
-	everDown, allDown, events := w.stop()
+	everDown, allDown, events := w.stop(t)
 	if code != 0 {
 		t.Fatalf("fleet exit %d\nstdout:\n%s\nstderr:\n%s", code, r.stdout.String(), r.stderr.String())
 	}
@@ -383,5 +396,47 @@ func TestFleetSelectorMatchesNothing(t *testing.T) {
 	}
 	if got := env.listObjects(t, ""); strings.Join(got, ",") != strings.Join(objsBefore, ",") {
 		t.Errorf("the bucket changed: %v → %v", objsBefore, got)
+	}
+}
+
+// TestFleetDryRun: a fleet's dry run lists the clusters and prints each
+// one's runbook with its own values, changing nothing.
+func TestFleetDryRun(t *testing.T) {
+	one, two := fleetEnvs(t)
+	ctx := context.Background()
+	var rvs []string
+	for _, e := range []*testEnv{one, two} {
+		hc, err := e.hyper.GetHostedCluster(ctx, e.namespace, e.cluster)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rvs = append(rvs, hc.ResourceVersion)
+	}
+	objsBefore := one.listObjects(t, "")
+	r := one.startHcpsnap(t, t.TempDir(), noClusterEnv, "backup", "--selector", fleetSelector, "--dry-run", "--prefix", "fleet-dry")
+	if code := r.wait(t); code != 0 {
+		t.Fatalf("dry run exit %d\nstderr:\n%s", code, r.stderr.String())
+	}
+	out := r.stdout.String()
+	for _, want := range []string{"Fleet backup of 2 HostedClusters, at most 1 at once", "  " + one.namespace + "/" + one.cluster + "\n", "  " + two.namespace + "/" + two.cluster + "\n",
+		"-n " + one.hcpNamespace + " ", "-n " + two.hcpNamespace + " ", "fleet-dry/" + one.cluster + "/", "fleet-dry/" + two.cluster + "/"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry run output lacks %q", want)
+		}
+	}
+	if n := strings.Count(out, "pause-reconciliation"); n < 2 {
+		t.Errorf("dry run names pause-reconciliation %d times, want a runbook per cluster", n)
+	}
+	for i, e := range []*testEnv{one, two} {
+		hc, err := e.hyper.GetHostedCluster(ctx, e.namespace, e.cluster)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hc.ResourceVersion != rvs[i] {
+			t.Errorf("the dry run changed HostedCluster %s/%s", e.namespace, e.cluster)
+		}
+	}
+	if got := one.listObjects(t, ""); strings.Join(got, ",") != strings.Join(objsBefore, ",") {
+		t.Errorf("the dry run changed the bucket: %v → %v", objsBefore, got)
 	}
 }

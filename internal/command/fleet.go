@@ -45,7 +45,7 @@ func (f *FleetOptions) flags() []cli.Flag {
 		&cli.StringFlag{Name: FlagSelector, Aliases: []string{"l"}, Sources: cli.EnvVars(env(FlagSelector)), Destination: &f.Selector,
 			Usage: "Back up every HostedCluster of --namespace whose labels match this selector (kubectl's syntax, e.g. env=prod,tier!=dev) instead of one --cluster: a fleet. Each cluster has its own run, lock and undo; one failure does not stop the others."},
 		&cli.BoolFlag{Name: FlagAllNamespaces, Aliases: []string{"A"}, Sources: cli.EnvVars(env(FlagAllNamespaces)), Destination: &f.AllNamespaces,
-			Usage: "Back up the HostedClusters of every namespace (those matching --selector, if given) instead of one --cluster: a fleet."},
+			Usage: "Back up the HostedClusters of every namespace (those matching --selector, if given) instead of one --cluster: a fleet. --namespace is then ignored."},
 		&cli.IntFlag{Name: FlagParallel, Value: 1, Sources: cli.EnvVars(env(FlagParallel)), Destination: &f.Parallel,
 			Usage: "In a fleet, how many clusters are backed up at once: never more than this many control planes are down together (1 to 64)."},
 	}
@@ -69,8 +69,6 @@ func (o *BackupOptions) validateFleet() error {
 		return exitcode.Usagef("--%s and %s exclude each other: abandon each unfinished run with --%s NAME --%s", FlagAbandon, what, FlagCluster, FlagAbandon)
 	case o.KeyOut != "":
 		return exitcode.Usagef("--%s and %s exclude each other: the key bundles of a fleet go to the bucket, one per cluster", FlagKeyOut, what)
-	case o.Fleet.AllNamespaces && o.isSet != nil && o.isSet(FlagNamespace):
-		return exitcode.Usagef("--%s and --%s contradict each other: keep one", FlagNamespace, FlagAllNamespaces)
 	case o.Fleet.Parallel < 1 || o.Fleet.Parallel > maxParallel:
 		return exitcode.Usagef("--%s %d is out of range: use 1 to %d", FlagParallel, o.Fleet.Parallel, maxParallel)
 	}

@@ -258,7 +258,6 @@ func TestFleetUsageErrors(t *testing.T) {
 		{"bad selector", append(base, "--selector", "a==b=c"), nil, `--selector "a==b=c" is not a label selector`},
 		{"parallel zero", append(base, "-A", "--parallel", "0"), nil, "--parallel 0 is out of range"},
 		{"parallel too high", append(base, "-A", "--parallel", "65"), nil, "--parallel 65 is out of range"},
-		{"namespace and all namespaces", append(base, "-A", "--namespace", "other"), nil, "--namespace and --all-namespaces contradict"},
 		{"key-out in a fleet", append(base, "-A", "--key-out", "/tmp/k"), nil, "--key-out and --all-namespaces exclude each other"},
 		{"bucket still required", []string{"backup", "-A"}, nil, "--bucket is required"},
 	}
