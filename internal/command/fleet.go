@@ -13,6 +13,7 @@ import (
 
 	"github.com/charmbracelet/log"
 	"github.com/urfave/cli/v3"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
@@ -128,6 +129,13 @@ func (o *BackupOptions) runFleet(ctx context.Context) error {
 		namespace = ""
 	}
 	clusters, err := o.hyper.ListHostedClusters(ctx, namespace, o.Fleet.Selector)
+	if apierrors.IsForbidden(err) {
+		where, binding := "in namespace "+namespace, "a RoleBinding there"
+		if namespace == "" {
+			where, binding = "in every namespace", "a ClusterRoleBinding"
+		}
+		return exitcode.Preconditionf("list HostedClusters %s: forbidden: a fleet needs the list verb of deploy/rbac.yaml's hcpsnap-backup role through %s", where, binding)
+	}
 	if err != nil {
 		return exitcode.New(exitcode.Precondition, fmt.Errorf("list HostedClusters: %w", err))
 	}
