@@ -348,6 +348,12 @@ func TestFleetFaultInOneCluster(t *testing.T) {
 	if last := lastLine(r.stderr.String()); !strings.Contains(last, "1 of 2 clusters' backups failed ("+two.namespace+"/"+two.cluster+")") {
 		t.Errorf("last stderr line %q", last)
 	}
+	// Each cluster's log lines say which cluster they are about.
+	for _, e := range []*testEnv{one, two} {
+		if !strings.Contains(r.stderr.String(), "cluster="+e.namespace+"/"+e.cluster+" ") {
+			t.Errorf("no log line carries cluster=%s/%s:\n%s", e.namespace, e.cluster, r.stderr.String())
+		}
+	}
 	one.checkFleetBackup(t, prefix, map[string]any{"result": "succeeded", "manifest": manifestURLIn(out)})
 	one.checkClusterAsBefore(t, before1)
 	one.checkReleased(t)

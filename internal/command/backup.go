@@ -541,7 +541,9 @@ resume-reconciliation run as soon as the snapshot file exists, so the API
 downtime does not include the upload. A run that was killed is finished with
 --resume, from any machine: it goes on with the options it recorded. A run
 that cannot be finished (exit 5 after a manual fix) releases the cluster with
---abandon, which prints what the run changed and left undone first.`,
+--abandon, which prints what the run changed and left undone first.
+
+` + fleetHelp,
 		Flags: o.flags(),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			o.isSet = cmd.IsSet

@@ -28,6 +28,20 @@ const (
 	FlagParallel      = "parallel"
 )
 
+// fleetHelp is the part of `backup --help` about fleets.
+const fleetHelp = `FLEETS: --selector L (HostedClusters of --namespace whose labels match L) or
+--all-namespaces (with or without --selector) backs up many clusters, each
+exactly as --cluster would: its own run, lock, run file and undo. At most
+--parallel N run at once (default 1), so never more than N control planes are
+down together. One failure does not stop the others; Ctrl-C starts no new
+one and undoes the running ones. Two selected clusters of one name in two
+namespaces are refused (their backups would share <prefix>/<name>/). The
+summary has one line per cluster (-o json: every event carries its cluster,
+then one cluster_result object per cluster). Exit 0 when every backup
+succeeded, 6 when any failed or was refused (also when all did), 5 when any
+needs manual action, 130 after Ctrl-C; a selector matching nothing is exit 3.
+--resume and --abandon take one --cluster.`
+
 // maxParallel bounds --parallel: each backup holds its own upload buffers.
 const maxParallel = 64
 
