@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -350,7 +351,7 @@ func TestFleetFaultInOneCluster(t *testing.T) {
 	}
 	// Each cluster's log lines say which cluster they are about.
 	for _, e := range []*testEnv{one, two} {
-		if !strings.Contains(r.stderr.String(), "cluster="+e.namespace+"/"+e.cluster+" ") {
+		if !regexp.MustCompile(`(?m)cluster=` + regexp.QuoteMeta(e.namespace+"/"+e.cluster) + `(\s|$)`).MatchString(r.stderr.String()) {
 			t.Errorf("no log line carries cluster=%s/%s:\n%s", e.namespace, e.cluster, r.stderr.String())
 		}
 	}
