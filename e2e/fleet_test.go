@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -445,5 +446,34 @@ func TestFleetDryRun(t *testing.T) {
 	}
 	if got := one.listObjects(t, ""); strings.Join(got, ",") != strings.Join(objsBefore, ",") {
 		t.Errorf("the dry run changed the bucket: %v → %v", objsBefore, got)
+	}
+}
+
+// TestFleetInterrupted: SIGINT while the first cluster's API is down undoes
+// that backup and starts no other; exit 130, both clusters as they were.
+func TestFleetInterrupted(t *testing.T) {
+	one, two := fleetEnvs(t)
+	before1, before2 := one.state(t), two.state(t)
+	const prefix = "fleet-int"
+	r := one.startHcpsnap(t, t.TempDir(), noClusterEnv, "-o", "json", "backup", "--selector", fleetSelector, "--parallel", "1", "--prefix", prefix)
+	r.waitEvent(t, "scale-down done", stepDone("scale-down-apiservers"))
+	_ = r.cmd.Process.Signal(syscall.SIGINT)
+	if code := r.wait(t); exitcode.Code(code) != exitcode.Interrupted {
+		t.Fatalf("exit %d, want 130\nstderr:\n%s", code, r.stderr.String())
+	}
+	if last := lastLine(r.stderr.String()); !strings.Contains(last, "interrupted") || !strings.Contains(last, "undone") {
+		t.Errorf("last message %q does not say it was interrupted and undone", last)
+	}
+	results := clusterResults(t, r.stdout.String())
+	if got := results[one.namespace+"/"+one.cluster]["result"]; got != "interrupted" {
+		t.Errorf("%s: result %v, want interrupted", one.cluster, got)
+	}
+	if got := results[two.namespace+"/"+two.cluster]["result"]; got != "not-started" {
+		t.Errorf("%s: result %v, want not-started", two.cluster, got)
+	}
+	one.invariants(t, before1, prefix+"/"+one.cluster)
+	two.invariants(t, before2, prefix+"/"+two.cluster)
+	if got := one.listObjects(t, prefix+"/"); len(got) != 0 {
+		t.Fatalf("an interrupted fleet left objects: %v", got)
 	}
 }
