@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,7 +14,10 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -475,5 +479,43 @@ func TestFleetInterrupted(t *testing.T) {
 	two.invariants(t, before2, prefix+"/"+two.cluster)
 	if got := one.listObjects(t, prefix+"/"); len(got) != 0 {
 		t.Fatalf("an interrupted fleet left objects: %v", got)
+	}
+}
+
+// TestFleetSameNameInTwoNamespaces: backups live under <prefix>/<name>/, so
+// a HostedCluster of the same name in another namespace shares the folder.
+// `backups` names each one's namespace, and `restore --latest` refuses to
+// guess between them. (A fleet refuses to back both up in one run: unit
+// tested in internal/command.)
+func TestFleetSameNameInTwoNamespaces(t *testing.T) {
+	env := loadEnv(t)
+	ctx := context.Background()
+	const prefix = "fleet-ns"
+	res := env.hcpsnap(t, t.TempDir(), "-o", "json", "backup", "--online", "--prefix", prefix)
+	if res.code != 0 {
+		t.Fatalf("backup exit %d: %s", res.code, res.stderr)
+	}
+	// The same backup as if HostedCluster other/<name> had written it later.
+	m := env.readManifest(t, lastSummary(t, res.stdout).Manifest)
+	m.Namespace, m.HCPNamespace = "other", "other-"+env.cluster
+	m.Times.Finished = m.Times.Finished.Add(time.Hour)
+	body, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := prefix + "/" + env.cluster + "/20990101T000000Z/manifest.json"
+	if _, err := env.s3Client(env.vars["AWS_SECRET_ACCESS_KEY"]).PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(env.bucket), Key: aws.String(key), Body: bytes.NewReader(body)}); err != nil {
+		t.Fatal(err)
+	}
+
+	res = env.hcpsnap(t, t.TempDir(), "backups", "--prefix", prefix)
+	lines := strings.Split(strings.TrimSpace(res.stdout), "\n")
+	if res.code != 0 || len(lines) != 3 || !strings.HasPrefix(lines[0], "CLUSTER") ||
+		!strings.HasPrefix(lines[1], env.namespace+"/"+env.cluster+" ") || !strings.HasPrefix(lines[2], "other/"+env.cluster+" ") {
+		t.Fatalf("backups --cluster %s (exit %d):\n%s", env.cluster, res.code, res.stdout)
+	}
+	res = env.hcpsnap(t, t.TempDir(), "restore", "--latest", "--prefix", prefix, "-f", renderFile, "--out", t.TempDir()+"/out.yaml")
+	if last := lastLine(res.stderr); exitcode.Code(res.code) != exitcode.Precondition || !strings.Contains(last, "several namespaces ("+env.namespace+", other)") {
+		t.Fatalf("restore --latest: exit %d, %q; want 3 naming both namespaces", res.code, last)
 	}
 }

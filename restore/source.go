@@ -103,6 +103,23 @@ func List(ctx context.Context, store Store, prefix, cluster string) ([]*Backup, 
 	return backups, skipped, nil
 }
 
+// Namespaces returns the namespaces, sorted, of the HostedClusters whose
+// backups are listed. Backups live under <prefix>/<name>/, so HostedClusters
+// of one name in several namespaces share a folder; more than one namespace
+// means "the newest backup of NAME" names no single cluster.
+func Namespaces(backups []*Backup) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, b := range backups {
+		if ns := b.Manifest.Namespace; !seen[ns] {
+			seen[ns] = true
+			out = append(out, ns)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // CheckSnapshot refuses a backup whose snapshot object is missing or does
 // not match its manifest (the size, and the run recorded on the object).
 func CheckSnapshot(ctx context.Context, store Store, b *Backup) error {
