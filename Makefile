@@ -162,7 +162,7 @@ check-versions: ## Fail when a go.mod disagrees with deps/versions.mk.
 # The local environment.
 
 .PHONY: env-up
-env-up: deps $(OUT)/localenv $(IMAGE_DIGEST_FILE) ## Start the local environment (HOSTED_ETCD_VERSION, ETCD_DATA_MB, ETCD_VOLUME_MB) and write .localenv/env.
+env-up: deps $(OUT)/localenv $(IMAGE_DIGEST_FILE) ## Start the local environment (HOSTED_ETCD_VERSION, ETCD_DATA_MB, ETCD_VOLUME_MB, HOSTED_CLUSTERS=2 for a second HostedCluster) and write .localenv/env.
 	$(OUT)/localenv up
 
 # stop_running_env stops an environment left running (by `make demo` or
@@ -182,7 +182,7 @@ env-down: $(OUT)/localenv ## Stop the local environment; fail if anything is lef
 # Tests.
 
 .PHONY: test
-test: unit fuzz image-reproducible e2e e2e-etcd35 ## Unit tests, a short fuzz run, the image built twice, e2e on the default etcd (3.6), the round trip on etcd 3.5.
+test: unit fuzz image-reproducible e2e e2e-etcd35 e2e-fleet ## Unit tests, a short fuzz run, the image built twice, e2e on the default etcd (3.6), the round trip on etcd 3.5, fleets on two HostedClusters.
 
 .PHONY: unit
 unit: ## Unit tests (no environment needed).
@@ -209,7 +209,7 @@ e2e: deps $(OUT)/hcpsnap $(OUT)/localenv $(IMAGE_DIGEST_FILE) ## e2e tests: env 
 	@$(stop_running_env)
 	ETCD_DATA_MB=1 ./e2e/env-cycle.sh $(OUT)/localenv 2
 	$(OUT)/localenv up
-	status=0; HCPSNAP_BIN=$(OUT)/hcpsnap HCPSNAP_IMAGE_LAYOUT=$(IMAGE_LAYOUT) $(GO) test -tags e2e -count=1 -timeout 40m $(E2E_PACKAGES) || status=$$?; \
+	status=0; HCPSNAP_BIN=$(OUT)/hcpsnap HCPSNAP_IMAGE_LAYOUT=$(IMAGE_LAYOUT) $(GO) test -tags e2e -count=1 -timeout 40m -skip '$(FLEET_TESTS)' $(E2E_PACKAGES) || status=$$?; \
 	$(OUT)/localenv down || status=$$((status ? status : 1)); exit $$status
 
 # The backup and restore round trip, run again on the 3.5 line.
@@ -220,6 +220,18 @@ e2e-etcd35: deps $(OUT)/hcpsnap $(OUT)/localenv ## The backup/restore round trip
 	@$(stop_running_env)
 	HOSTED_ETCD_VERSION=$(ETCD_35_VERSION) $(OUT)/localenv up
 	status=0; HOSTED_ETCD_VERSION=$(ETCD_35_VERSION) HCPSNAP_BIN=$(OUT)/hcpsnap $(GO) test -tags e2e -count=1 -timeout 20m -run '$(ROUND_TRIP_TESTS)' ./e2e/ || status=$$?; \
+	$(OUT)/localenv down || status=$$((status ? status : 1)); exit $$status
+
+# The fleet backups (backup --selector/--all-namespaces), on a fresh
+# environment with a second HostedCluster (HOSTED_CLUSTERS=2): the only tests
+# that need it, so the others keep their one-cluster environment.
+FLEET_TESTS := ^TestFleet
+
+.PHONY: e2e-fleet
+e2e-fleet: deps $(OUT)/hcpsnap $(OUT)/localenv ## Fleet backups on a fresh environment with two HostedClusters.
+	@$(stop_running_env)
+	HOSTED_CLUSTERS=2 $(OUT)/localenv up
+	status=0; HCPSNAP_BIN=$(OUT)/hcpsnap $(GO) test -tags e2e -count=1 -timeout 20m -run '$(FLEET_TESTS)' ./e2e/ || status=$$?; \
 	$(OUT)/localenv down || status=$$((status ? status : 1)); exit $$status
 
 # ---------------------------------------------------------------------------

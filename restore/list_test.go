@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hcpsnap/hcpsnap/manifest"
 	"github.com/hcpsnap/hcpsnap/s3"
 )
 
@@ -90,5 +91,16 @@ func TestListSkipsUnreadableManifests(t *testing.T) {
 	cancel()
 	if _, _, err := List(ctx, store, "backups", "example"); !errors.Is(err, context.Canceled) {
 		t.Errorf("a cancelled listing returned %v, want context.Canceled", err)
+	}
+}
+
+// TestNamespaces: the namespaces of listed backups, once each, sorted.
+func TestNamespaces(t *testing.T) {
+	b := func(ns string) *Backup { return &Backup{Manifest: &manifest.Manifest{Namespace: ns, Cluster: "x"}} }
+	if got := Namespaces([]*Backup{b("b"), b("a"), b("b")}); strings.Join(got, ",") != "a,b" {
+		t.Fatalf("Namespaces = %v, want [a b]", got)
+	}
+	if got := Namespaces([]*Backup{b("clusters"), b("clusters")}); len(got) != 1 {
+		t.Fatalf("Namespaces = %v, want one", got)
 	}
 }

@@ -67,12 +67,16 @@ type Unreadable struct {
 	Err error
 }
 
-// List returns the backups of cluster under prefix, newest first, and the
+// List returns the backups of cluster under prefix (of every cluster when
+// cluster is empty), newest first, and the
 // manifests it skipped: one damaged, foreign or unreadable manifest must not
 // hide every other backup. Only a failure to list, or the end of ctx, is an
 // error.
 func List(ctx context.Context, store Store, prefix, cluster string) ([]*Backup, []Unreadable, error) {
-	dir := strings.TrimPrefix(pathpkg.Join(prefix, cluster), "/") + "/"
+	dir := strings.TrimPrefix(pathpkg.Join(prefix, cluster), "/")
+	if dir != "" {
+		dir += "/"
+	}
 	objs, err := store.List(ctx, dir)
 	if err != nil {
 		return nil, nil, err
@@ -97,6 +101,23 @@ func List(ctx context.Context, store Store, prefix, cluster string) ([]*Backup, 
 		return backups[i].Manifest.Times.Finished.After(backups[j].Manifest.Times.Finished)
 	})
 	return backups, skipped, nil
+}
+
+// Namespaces returns the namespaces, sorted, of the HostedClusters whose
+// backups are listed. Backups live under <prefix>/<name>/, so HostedClusters
+// of one name in several namespaces share a folder; more than one namespace
+// means "the newest backup of NAME" names no single cluster.
+func Namespaces(backups []*Backup) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, b := range backups {
+		if ns := b.Manifest.Namespace; !seen[ns] {
+			seen[ns] = true
+			out = append(out, ns)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // CheckSnapshot refuses a backup whose snapshot object is missing or does

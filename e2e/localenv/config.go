@@ -54,7 +54,21 @@ type Config struct {
 	// ImageLayouts are the OCI image layouts the node agent runs digest-pinned
 	// images from (bin/image/oci, written by `make image`).
 	ImageLayouts []string
+	// HostedClusters is how many HostedClusters the environment holds (1 to
+	// MaxHostedClusters): Cluster, then Cluster-2, ... in Namespace, each
+	// with its own control plane namespace, etcd members, volumes and PKI,
+	// for fleet backups. The extra ones hold ExtraDataMB of data.
+	HostedClusters int
 }
+
+// MaxHostedClusters bounds HOSTED_CLUSTERS: each cluster's members take
+// three loopback addresses of 127.0.0.11-13, .21-23, ... .41-43.
+const MaxHostedClusters = 4
+
+// ExtraDataMB is the most data written into a HostedCluster after the
+// first: a fleet backup needs clusters to back up, not large ones, and
+// every MiB costs start time.
+const ExtraDataMB = 32
 
 // The etcd versions a localenv binary built by make falls back to when
 // HOSTED_ETCD_VERSION or MGMT_ETCD_VERSION is not set, so that `bin/localenv
@@ -73,8 +87,8 @@ var APIDeployments = []string{"kube-apiserver", "openshift-apiserver", "openshif
 // HOSTED_ETCD_VERSION and MGMT_ETCD_VERSION (set by make from
 // deps/versions.mk), HCPSNAP_CLUSTER, HCPSNAP_NAMESPACE, HCPSNAP_BUCKET,
 // ETCD_DATA_MB, ETCD_VOLUME_MB, API_REPLICAS (e.g.
-// "kube-apiserver=3,openshift-apiserver=2") and LOCALENV_IMAGE_LAYOUTS
-// (comma-separated folders, default bin/image/oci).
+// "kube-apiserver=3,openshift-apiserver=2"), HOSTED_CLUSTERS (default 1) and
+// LOCALENV_IMAGE_LAYOUTS (comma-separated folders, default bin/image/oci).
 func ConfigFromEnv() (Config, error) {
 	self, err := os.Executable()
 	if err != nil {
@@ -104,6 +118,9 @@ func ConfigFromEnv() (Config, error) {
 		if cfg.VolumeMB, err = strconv.Atoi(v); err != nil || cfg.VolumeMB < fixture.MinVolumeMB {
 			return Config{}, fmt.Errorf("ETCD_VOLUME_MB=%q is not a volume size: set a whole number of MiB of at least %d", v, fixture.MinVolumeMB)
 		}
+	}
+	if cfg.HostedClusters, err = strconv.Atoi(envOr("HOSTED_CLUSTERS", "1")); err != nil || cfg.HostedClusters < 1 || cfg.HostedClusters > MaxHostedClusters {
+		return Config{}, fmt.Errorf("HOSTED_CLUSTERS=%q is not a number of HostedClusters: set 1 to %d", os.Getenv("HOSTED_CLUSTERS"), MaxHostedClusters)
 	}
 	if r := os.Getenv("API_REPLICAS"); r != "" {
 		if err := parseReplicas(r, cfg.Replicas); err != nil {

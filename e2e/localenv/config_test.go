@@ -49,3 +49,46 @@ func TestConfigFromEnvEtcdSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestHostedClusters: HOSTED_CLUSTERS=N lays out N clusters, each with its
+// own name, state folder and member addresses; bad values are refused.
+func TestHostedClusters(t *testing.T) {
+	t.Setenv("LOCALENV_DIR", "/tmp/le")
+	t.Setenv("ETCD_DATA_MB", "64")
+	t.Setenv("HOSTED_CLUSTERS", "")
+	cfg, err := ConfigFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fxs := cfg.FixtureConfigs(nil); len(fxs) != 1 || fxs[0].Name != "example" || fxs[0].StateDir != "/tmp/le/fixture" {
+		t.Fatalf("default: %+v", fxs)
+	}
+	t.Setenv("HOSTED_CLUSTERS", "3")
+	if cfg, err = ConfigFromEnv(); err != nil {
+		t.Fatal(err)
+	}
+	fxs := cfg.FixtureConfigs(nil)
+	if len(fxs) != 3 {
+		t.Fatalf("%d clusters, want 3", len(fxs))
+	}
+	want := []struct {
+		name, state, ips string
+		dataMB           int
+	}{
+		{"example", "/tmp/le/fixture", "", 64},
+		{"example-2", "/tmp/le/fixture/example-2", "127.0.0.21,127.0.0.22,127.0.0.23", ExtraDataMB},
+		{"example-3", "/tmp/le/fixture/example-3", "127.0.0.31,127.0.0.32,127.0.0.33", ExtraDataMB},
+	}
+	for i, w := range want {
+		f := fxs[i]
+		if f.Name != w.name || f.Namespace != "clusters" || f.StateDir != w.state || strings.Join(f.MemberIPs, ",") != w.ips || f.DataMB != w.dataMB {
+			t.Errorf("cluster %d: %s/%s state %s members %v data %d; want %+v", i+1, f.Namespace, f.Name, f.StateDir, f.MemberIPs, f.DataMB, w)
+		}
+	}
+	for _, bad := range []string{"0", "5", "two"} {
+		t.Setenv("HOSTED_CLUSTERS", bad)
+		if _, err := ConfigFromEnv(); err == nil || !strings.Contains(err.Error(), "HOSTED_CLUSTERS") {
+			t.Errorf("HOSTED_CLUSTERS=%s: %v", bad, err)
+		}
+	}
+}

@@ -45,6 +45,14 @@ func (c Config) writeEnv(s secrets) error {
 	// no flag for it; run it inside a member with kubectl exec instead).
 	vars["LOCALENV_ETCD_SERVER_NAME"] = fixture.EtcdServerName(c.HCPNamespace())
 	vars["LOCALENV_BIN_DIR"] = c.BinDir
+	// Every HostedCluster, namespace/name separated by spaces: the first is
+	// HCPSNAP_CLUSTER; the others are there for fleet backups
+	// (HOSTED_CLUSTERS).
+	var clusters []string
+	for _, f := range c.FixtureConfigs(nil) {
+		clusters = append(clusters, f.Namespace+"/"+f.Name)
+	}
+	vars["LOCALENV_HOSTED_CLUSTERS"] = strings.Join(clusters, " ")
 	keys := make([]string, 0, len(vars))
 	for k := range vars {
 		keys = append(keys, k)

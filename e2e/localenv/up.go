@@ -114,15 +114,16 @@ func Up(ctx context.Context, cfg Config, logger *log.Logger) (err error) {
 	if err := cfg.start(daemon{name: "operator", bin: cfg.Self, args: []string{"operator", "--kubeconfig", cfg.Kubeconfig()}}); err != nil {
 		return err
 	}
-	fx := cfg.FixtureConfig(logger)
-	volumeMB := cfg.VolumeMB
-	if volumeMB == 0 {
-		volumeMB = fixture.DefaultVolumeMB(cfg.DataMB)
-	}
-	logger.Info("laying out the hosted control plane", "cluster", cfg.Namespace+"/"+cfg.Cluster,
-		"etcd", cfg.HostedEtcdVersion, "dataMB", cfg.DataMB, "volumeMB", volumeMB)
-	if err := fixture.Apply(ctx, fx); err != nil {
-		return fmt.Errorf("hosted control plane: %w (logs in %s)", err, cfg.path("logs"))
+	for _, fx := range cfg.FixtureConfigs(logger) {
+		volumeMB := fx.VolumeMB
+		if volumeMB == 0 {
+			volumeMB = fixture.DefaultVolumeMB(fx.DataMB)
+		}
+		logger.Info("laying out the hosted control plane", "cluster", fx.Namespace+"/"+fx.Name,
+			"etcd", cfg.HostedEtcdVersion, "dataMB", fx.DataMB, "volumeMB", volumeMB, "members", strings.Join(fx.MemberIPs, ","))
+		if err := fixture.Apply(ctx, fx); err != nil {
+			return fmt.Errorf("hosted control plane %s/%s: %w (logs in %s)", fx.Namespace, fx.Name, err, cfg.path("logs"))
+		}
 	}
 	if err := cfg.writeEnv(secrets); err != nil {
 		return err
@@ -162,6 +163,27 @@ func (c Config) FixtureConfig(logger *log.Logger) fixture.Config {
 		NodeName:   NodeName,
 		Log:        logger,
 	}
+}
+
+// FixtureConfigs are the configurations of every hosted control plane:
+// FixtureConfig first, then one per extra HostedCluster (HostedClusters).
+// The i-th cluster (from 1) is named Cluster-i; its members have the
+// addresses 127.0.0.<10i+1..10i+3>; its PKI and volumes live in
+// <Dir>/fixture/<name>/; it holds at most ExtraDataMB of data.
+func (c Config) FixtureConfigs(logger *log.Logger) []fixture.Config {
+	out := []fixture.Config{c.FixtureConfig(logger)}
+	for i := 2; i <= c.HostedClusters; i++ {
+		fx := c.FixtureConfig(logger)
+		fx.Name = fmt.Sprintf("%s-%d", c.Cluster, i)
+		fx.StateDir = c.path("fixture", fx.Name)
+		fx.DataMB = min(c.DataMB, ExtraDataMB)
+		fx.MemberIPs = nil
+		for m := 1; m <= 3; m++ {
+			fx.MemberIPs = append(fx.MemberIPs, fmt.Sprintf("127.0.0.%d", 10*i+m))
+		}
+		out = append(out, fx)
+	}
+	return out
 }
 
 func (c Config) writePKI() (secrets, error) {

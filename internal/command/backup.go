@@ -168,10 +168,17 @@ type BackupOptions struct {
 	Prune bool
 	Keep  RetentionOptions
 
+	// Fleet selects many HostedClusters instead of --cluster (fleet.go).
+	Fleet FleetOptions
+
 	Global *GlobalOptions
 	In     io.Reader
 	Out    io.Writer
 	ErrOut io.Writer
+
+	// report, when set, receives the run's events and summary: a fleet
+	// gives each cluster's run its own (fleet.go).
+	report *reporter
 
 	// isSet reports whether the user set a flag (on the command line or in
 	// its environment variable); nil means none was set.
@@ -191,7 +198,7 @@ type BackupOptions struct {
 func (o *BackupOptions) flags() []cli.Flag {
 	f := []cli.Flag{
 		&cli.StringFlag{Name: FlagCluster, Sources: cli.EnvVars(env(FlagCluster)), Destination: &o.Cluster,
-			Usage: "Name of the HostedCluster to back up (required)."},
+			Usage: "Name of the HostedCluster to back up (required, unless --selector or --all-namespaces selects a fleet)."},
 		&cli.StringFlag{Name: FlagNamespace, Value: "clusters", Sources: cli.EnvVars(env(FlagNamespace)), Destination: &o.Namespace,
 			Usage: "Namespace of the HostedCluster; its control plane runs in <namespace>-<cluster>."},
 		&cli.StringFlag{Name: FlagPrefix, Value: "backups", Sources: cli.EnvVars(env(FlagPrefix)), Destination: &o.Prefix,
@@ -254,6 +261,7 @@ func (o *BackupOptions) flags() []cli.Flag {
 	f = append(f, &cli.BoolFlag{Name: FlagPrune, Sources: cli.EnvVars(env(FlagPrune)), Destination: &o.Prune,
 		Usage: "After a backup that completed (manifest written), prune this cluster's backups by the --keep-* policy, as hcpsnap prune does. Never after a failed backup. A prune that fails leaves the backup standing and ends with exit code 6."})
 	f = append(f, o.Keep.flags()...)
+	f = append(f, o.Fleet.flags()...)
 	return append(f, o.S3.flags(true)...)
 }
 
@@ -266,8 +274,12 @@ func stepNames() []string {
 // only --cluster and --namespace are needed; the run's recorded options are
 // checked by the same rules once it is read (validateOptions).
 func (o *BackupOptions) Validate() error {
-	if o.Cluster == "" {
-		return exitcode.Usagef("--%s is required: name the HostedCluster to back up (or set %s)", FlagCluster, env(FlagCluster))
+	if o.Fleet.selected() {
+		if err := o.validateFleet(); err != nil {
+			return err
+		}
+	} else if o.Cluster == "" {
+		return exitcode.Usagef("--%s is required: name the HostedCluster to back up (or set %s), or select many with --%s or --%s", FlagCluster, env(FlagCluster), FlagSelector, FlagAllNamespaces)
 	}
 	switch {
 	case o.DryRun && o.Resume:
@@ -288,7 +300,7 @@ func (o *BackupOptions) Validate() error {
 	if err := o.S3.validate(); err != nil {
 		return err
 	}
-	if err := validateOptions(o.Options); err != nil {
+	if err := validateOptions(o.withValidName()); err != nil {
 		return err
 	}
 	if o.UndoTimeout <= 0 {
@@ -382,6 +394,9 @@ func (o *BackupOptions) openStore(ctx context.Context) error {
 
 // Run performs the backup, or prints its runbook for a dry run.
 func (o *BackupOptions) Run(ctx context.Context) error {
+	if o.Fleet.selected() {
+		return o.runFleet(ctx)
+	}
 	engine := &steps.Engine{Steps: steps.Backup(), UndoTimeout: o.UndoTimeout, Retakes: o.SnapshotRetries}
 	cluster := checkpoint.Cluster{Namespace: o.Namespace, Name: o.Cluster}
 	host, _ := os.Hostname()
@@ -441,7 +456,10 @@ func (o *BackupOptions) Run(ctx context.Context) error {
 	}
 	saver := &steps.ClusterSaver{Dir: o.StateDir, Client: o.hyper}
 	state.Saver = saver
-	out := newReporter(o.Global.Output, o.Out, o.ErrOut)
+	out := o.report
+	if out == nil {
+		out = newReporter(o.Global.Output, o.Out, o.ErrOut)
+	}
 	state.Events = out.event
 	out.event(steps.Event{MessageType: "run_started", Message: fmt.Sprintf("backup of %s, run %s", cluster, state.Run.RunID)})
 
@@ -586,7 +604,9 @@ resume-reconciliation run as soon as the snapshot file exists, so the API
 downtime does not include the upload. A run that was killed is finished with
 --resume, from any machine: it goes on with the options it recorded. A run
 that cannot be finished (exit 5 after a manual fix) releases the cluster with
---abandon, which prints what the run changed and left undone first.`,
+--abandon, which prints what the run changed and left undone first.
+
+` + fleetHelp,
 		Flags: o.flags(),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			o.isSet = cmd.IsSet

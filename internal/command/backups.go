@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -27,15 +28,12 @@ type BackupsOptions struct {
 	Global  *GlobalOptions
 	Out     io.Writer
 
-	store *s3.Store
+	store restore.Store
 }
 
 // Validate checks the options without any I/O.
 func (o *BackupsOptions) Validate() error {
-	if o.Cluster == "" {
-		return exitcode.Usagef("--%s is required: name the backed-up cluster", FlagCluster)
-	}
-	if errs := validation.IsDNS1123Label(o.Cluster); len(errs) > 0 {
+	if errs := validation.IsDNS1123Label(o.Cluster); o.Cluster != "" && len(errs) > 0 {
 		return exitcode.Usagef("--%s %q is not a valid Kubernetes name: %s", FlagCluster, o.Cluster, errs[0])
 	}
 	if o.S3.Bucket == "" {
@@ -57,13 +55,24 @@ func (o *BackupsOptions) Complete(ctx context.Context) error {
 	return nil
 }
 
-// Run lists the backups, newest first.
+// Run lists the backups, newest first; without --cluster, those of every
+// cluster, grouped by cluster (namespace/name, as each manifest records it)
+// and newest first within each.
 func (o *BackupsOptions) Run(ctx context.Context) error {
 	backups, skipped, err := restore.List(ctx, o.store, o.Prefix, o.Cluster)
 	if err != nil {
 		return exitcode.New(exitcode.Precondition, s3.Explain(err, o.S3.Bucket))
 	}
 	warnUnreadable(ctx, o.S3.Bucket, skipped)
+	// Backups live under <prefix>/<name>/, so two HostedClusters of one
+	// name in two namespaces share a folder: the CLUSTER column, with the
+	// namespace, tells them apart whenever a listing holds more than one.
+	clusters := map[string]bool{}
+	for _, b := range backups {
+		clusters[clusterOf(b)] = true
+	}
+	sort.SliceStable(backups, func(i, j int) bool { return clusterOf(backups[i]) < clusterOf(backups[j]) })
+	withCluster := o.Cluster == "" || len(clusters) > 1
 	if o.Global.Output == OutputJSON {
 		enc := json.NewEncoder(o.Out)
 		for _, b := range backups {
@@ -80,12 +89,22 @@ func (o *BackupsOptions) Run(ctx context.Context) error {
 		return nil
 	}
 	if len(backups) == 0 {
-		_, err := fmt.Fprintf(o.Out, "no backups of %s under s3://%s/%s/\n", o.Cluster, o.S3.Bucket, o.Prefix)
+		of := o.Cluster
+		if of == "" {
+			of = "any cluster"
+		}
+		_, err := fmt.Fprintf(o.Out, "no backups of %s under s3://%s/%s/\n", of, o.S3.Bucket, o.Prefix)
 		return err
 	}
 	w := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
+	if withCluster {
+		fmt.Fprint(w, "CLUSTER\t")
+	}
 	fmt.Fprintln(w, "TIME\tREVISION\tKEYS\tSIZE\tDOWNTIME\tKEY BUNDLE\tMANIFEST")
 	for _, b := range backups {
+		if withCluster {
+			fmt.Fprintf(w, "%s\t", checkpoint.OneLine(clusterOf(b)))
+		}
 		m := b.Manifest
 		bundle := "bucket"
 		if m.KeyBundle.File != "" {
@@ -102,6 +121,9 @@ func (o *BackupsOptions) Run(ctx context.Context) error {
 	return w.Flush()
 }
 
+// clusterOf is the cluster a backup's manifest names, namespace/name.
+func clusterOf(b *restore.Backup) string { return b.Manifest.Namespace + "/" + b.Manifest.Cluster }
+
 // warnUnreadable names each manifest a listing skipped: the backup it
 // describes is not offered, and a person should know why.
 func warnUnreadable(ctx context.Context, bucket string, skipped []restore.Unreadable) {
@@ -114,11 +136,11 @@ func newBackupsCommand(stdout io.Writer) *cli.Command {
 	o := &BackupsOptions{Out: stdout}
 	return &cli.Command{
 		Name:        "backups",
-		Usage:       "list the backups of a cluster, newest first",
-		Description: "Reads the manifests under <prefix>/<cluster>/ in the bucket: time, etcd revision, keys, size, downtime and manifest URL.",
+		Usage:       "list the backups of a cluster, or of every cluster, newest first",
+		Description: "Reads the manifests under <prefix>/<cluster>/ in the bucket (under <prefix>/ without --cluster): time, etcd revision, keys, size, downtime and manifest URL. Without --cluster, every cluster's backups are listed, grouped by cluster (namespace/name, as the manifest records it), newest first within each.",
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: FlagCluster, Sources: cli.EnvVars(env(FlagCluster)), Destination: &o.Cluster,
-				Usage: "Name of the backed-up HostedCluster (required)."},
+				Usage: "Name of the backed-up HostedCluster; without it, the backups of every cluster under --prefix are listed."},
 			&cli.StringFlag{Name: FlagPrefix, Value: "backups", Sources: cli.EnvVars(env(FlagPrefix)), Destination: &o.Prefix,
 				Usage: "Key prefix of the backups, as given to hcpsnap backup."},
 		}, o.S3.flags(true)...),

@@ -51,7 +51,7 @@ func TestRunsInProgress(t *testing.T) {
 	garbled.SetAnnotations(map[string]string{steps.RunAnnotation: "{"})
 	objs := []runtime.Object{
 		running,
-		runAnnotated(t, "team", "a", "bkt", "20260306T120000Z", true),   // finished
+		runAnnotated(t, "team", "a", "bkt", "20260306T120000Z", true),    // finished
 		runAnnotated(t, "team", "b", "other", "20260306T120000Z", false), // another bucket
 		runAnnotated(t, "team", "c", "bkt", "", false),                   // before preflight
 		garbled,

@@ -22,13 +22,21 @@ type reporter struct {
 	errOut io.Writer
 	tty    bool
 
-	mu       sync.Mutex
+	// cluster, when set, names the cluster of every event line: a fleet
+	// backup writes the events of several runs to one stdout.
+	cluster string
+	// onSummary, when set, receives the summary of the run instead of the
+	// text summary on stdout (the fleet prints one table at the end); with
+	// -o json the summary line is still written.
+	onSummary func(Summary)
+
+	mu       *sync.Mutex
 	enc      *json.Encoder
 	lastDraw time.Time
 }
 
 func newReporter(format string, out, errOut io.Writer) *reporter {
-	r := &reporter{format: format, out: out, errOut: errOut, enc: json.NewEncoder(out)}
+	r := &reporter{format: format, out: out, errOut: errOut, enc: json.NewEncoder(out), mu: &sync.Mutex{}}
 	if f, ok := errOut.(*os.File); ok {
 		r.tty = isatty.IsTerminal(f.Fd())
 	}
@@ -39,10 +47,14 @@ func (r *reporter) event(e steps.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.format == OutputJSON {
+		if r.cluster != "" {
+			_ = r.enc.Encode(clusterEvent{Event: e, Cluster: r.cluster})
+			return
+		}
 		_ = r.enc.Encode(e)
 		return
 	}
-	if !r.tty || e.MessageType != "upload_progress" || e.BytesTotal <= 0 {
+	if !r.tty || r.cluster != "" || e.MessageType != "upload_progress" || e.BytesTotal <= 0 {
 		return
 	}
 	if time.Since(r.lastDraw) < 200*time.Millisecond && e.BytesDone < e.BytesTotal {
@@ -66,6 +78,13 @@ func (r *reporter) event(e steps.Event) {
 	if e.BytesDone >= e.BytesTotal {
 		fmt.Fprintln(r.errOut)
 	}
+}
+
+// clusterEvent is an event of one run of a fleet: the event's fields and
+// the cluster it belongs to.
+type clusterEvent struct {
+	steps.Event
+	Cluster string `json:"cluster"`
 }
 
 // Summary is the result of a backup, printed at the end.
@@ -107,10 +126,16 @@ func (r *reporter) summary(s *steps.State) error {
 	case s.Out.KeyBundleKey != "":
 		sum.KeyBundle = "s3://" + s.Opts.Bucket + "/" + s.Out.KeyBundleKey
 	}
+	if r.onSummary != nil {
+		r.onSummary(sum)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.format == OutputJSON {
 		return r.enc.Encode(sum)
+	}
+	if r.onSummary != nil {
+		return nil
 	}
 	downtime := fmt.Sprintf("%.1fs", sum.DowntimeSeconds)
 	if sum.Online {

@@ -300,6 +300,10 @@ func (o *RestoreOptions) backup(ctx context.Context, store *s3.Store) (*restore.
 	if len(backups) == 0 {
 		return nil, exitcode.Preconditionf("no backup of cluster %s under s3://%s/%s/: check --%s, --%s and --%s", o.Cluster, o.S3.Bucket, o.Prefix, FlagCluster, FlagBucket, FlagPrefix)
 	}
+	if nss := restore.Namespaces(backups); len(nss) > 1 {
+		return nil, exitcode.Preconditionf("backups under s3://%s/%s/%s/ are of HostedClusters named %s in several namespaces (%s): name one with --%s (hcpsnap backups --%s %s lists them)",
+			o.S3.Bucket, o.Prefix, o.Cluster, o.Cluster, strings.Join(nss, ", "), FlagFrom, FlagCluster, o.Cluster)
+	}
 	return backups[0], nil
 }
 

@@ -29,7 +29,8 @@ const (
 	ManualAction Code = 5
 	// Partial: the command did part of its work and the rest failed, each
 	// failure reported, and what was done stands: a fleet backup where some
-	// clusters' backups failed (and were undone) while others completed, a
+	// clusters' backups failed and were undone (also when all failed: the
+	// summary has a line per cluster; 5 wins when one needs a hand), a
 	// prune that could not remove some backups it chose (the next prune
 	// finishes them), or a backup that completed whose --prune failed.
 	Partial Code = 6
@@ -48,7 +49,7 @@ var Table = []struct {
 	{Precondition, "precondition failed: a check before any change failed; nothing was changed"},
 	{Restored, "a step failed; every change was undone and the cluster is as it was"},
 	{ManualAction, "a step failed and a change could not be undone: manual action needed (see the message; often --resume)"},
-	{Partial, "done in part: some of the work failed and is reported, the rest stands (a fleet where some clusters' backups failed and were undone; a prune that left backups it chose; a backup that completed but whose --prune failed)"},
+	{Partial, "done in part: some of the work failed and is reported, the rest stands (a fleet where some or all clusters' backups failed and were undone, see the summary; a prune that left backups it chose; a backup that completed but whose --prune failed)"},
 	{Interrupted, "interrupted by SIGINT or SIGTERM; every change was undone"},
 }
 

@@ -39,6 +39,32 @@ func (h *HyperShift) GetHostedCluster(ctx context.Context, namespace, name strin
 	return hc, fromUnstructured(u, hc, hostedClusterKind)
 }
 
+// HostedClusterRef names a HostedCluster.
+type HostedClusterRef struct {
+	Namespace, Name string
+}
+
+// ListHostedClusters returns the HostedClusters of namespace ("" for every
+// namespace) that match the label selector, following the list's pages. It
+// reads only their names: a fleet backs each one up through the same path as
+// a single cluster, which reads the object again.
+func (h *HyperShift) ListHostedClusters(ctx context.Context, namespace, selector string) ([]HostedClusterRef, error) {
+	var out []HostedClusterRef
+	opts := metav1.ListOptions{LabelSelector: selector, Limit: 500}
+	for {
+		list, err := h.Dynamic.Resource(HostedClusterGVR).Namespace(namespace).List(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range list.Items {
+			out = append(out, HostedClusterRef{Namespace: u.GetNamespace(), Name: u.GetName()})
+		}
+		if opts.Continue = list.GetContinue(); opts.Continue == "" {
+			return out, nil
+		}
+	}
+}
+
 // PatchHostedCluster applies a JSON merge patch to the HostedCluster. It is
 // the only way hcpsnap changes a HostedCluster: a patch names the fields it
 // sets and leaves every other one as the server has it, including fields
