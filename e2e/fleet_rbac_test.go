@@ -4,19 +4,16 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 )
 
 // TestFleetLeastPrivilege runs a fleet backup as a ServiceAccount bound only
@@ -48,22 +45,7 @@ func TestFleetLeastPrivilege(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = one.kube.RbacV1().RoleBindings(ns).Delete(ctx, rb.Name, metav1.DeleteOptions{}) })
 	}
-	tok, err := one.kube.CoreV1().ServiceAccounts(saNS).CreateToken(ctx, saName, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	err = os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: env, cluster: {server: %q, certificate-authority-data: %q}}]
-users: [{name: fleet, user: {token: %q}}]
-contexts: [{name: fleet, context: {cluster: env, user: fleet}}]
-current-context: fleet
-`, one.restConfig.Host, encodeB64(one.restConfig.CAData, one.restConfig.CAFile), tok.Status.Token)), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := serviceAccountKubeconfig(t, one.restConfig, one.kube, saNS, saName)
 	as := append([]string{"KUBECONFIG=" + kubeconfig}, noClusterEnv...)
 
 	// Every namespace needs a list across namespaces, which the role's

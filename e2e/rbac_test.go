@@ -17,6 +17,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 )
 
@@ -74,22 +76,7 @@ func TestLeastPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	tok, err := env.kube.CoreV1().ServiceAccounts(saNS).CreateToken(ctx, saName, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	err = os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: env, cluster: {server: %q, certificate-authority-data: %q}}]
-users: [{name: hcpsnap, user: {token: %q}}]
-contexts: [{name: hcpsnap, context: {cluster: env, user: hcpsnap}}]
-current-context: hcpsnap
-`, env.restConfig.Host, encodeB64(env.restConfig.CAData, env.restConfig.CAFile), tok.Status.Token)), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := serviceAccountKubeconfig(t, env.restConfig, env.kube, saNS, saName)
 	as := "system:serviceaccount:" + saNS + ":" + saName
 	for _, denied := range [][]string{
 		{"delete", "deployments", "-n", env.hcpNamespace},
@@ -140,10 +127,32 @@ func mustRead(t *testing.T, p string) string {
 	return string(b)
 }
 
-// encodeB64 returns the CA of the admin kubeconfig (inline or a file) in base64.
-func encodeB64(data []byte, file string) string {
-	if len(data) == 0 && file != "" {
-		data, _ = os.ReadFile(file)
+// serviceAccountKubeconfig writes a kubeconfig that authenticates as the
+// ServiceAccount namespace/name with a token valid for an hour, against the
+// server and CA of the admin configuration cfg.
+func serviceAccountKubeconfig(t *testing.T, cfg *rest.Config, kube kubernetes.Interface, namespace, name string) string {
+	t.Helper()
+	tok, err := kube.CoreV1().ServiceAccounts(namespace).CreateToken(context.Background(), name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	return base64.StdEncoding.EncodeToString(data)
+	ca := cfg.CAData
+	if len(ca) == 0 && cfg.CAFile != "" {
+		if ca, err = os.ReadFile(cfg.CAFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	err = os.WriteFile(path, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: env, cluster: {server: %q, certificate-authority-data: %q}}]
+users: [{name: %s, user: {token: %q}}]
+contexts: [{name: sa, context: {cluster: env, user: %s}}]
+current-context: sa
+`, cfg.Host, base64.StdEncoding.EncodeToString(ca), name, tok.Status.Token, name)), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

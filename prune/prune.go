@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	pathpkg "path"
 	"sort"
 	"strings"
@@ -206,7 +205,7 @@ func read(ctx context.Context, store Store, opts Options, f *Folder) error {
 		// The tombstone names the key bundle the manifest named; an
 		// unreadable one still marks the folder, and the key prefix
 		// names the bundle instead.
-		if data, err := readSmall(ctx, store, f.Key+"/"+TombstoneObject); err == nil {
+		if data, err := restore.ReadSmall(ctx, store, f.Key+"/"+TombstoneObject, maxSmallObject); err == nil {
 			var ts tombstone
 			if json.Unmarshal(data, &ts) == nil && ownsBundle(f, ts.KeyBundle) {
 				f.KeyBundle = ts.KeyBundle
@@ -222,7 +221,7 @@ func read(ctx context.Context, store Store, opts Options, f *Folder) error {
 		f.Reason = "manifest missing"
 		return nil
 	}
-	data, err := readSmall(ctx, store, f.Key+"/"+manifest.ManifestObject)
+	data, err := restore.ReadSmall(ctx, store, f.Key+"/"+manifest.ManifestObject, maxSmallObject)
 	if err != nil {
 		return fmt.Errorf("read the manifest of %s: %w", f.Key, err)
 	}
@@ -272,22 +271,6 @@ func ownsBundle(f *Folder, key string) bool {
 	}
 	tail := f.Cluster + "/" + f.Timestamp + "/" + manifest.KeyBundleObject
 	return (key == tail || strings.HasSuffix(key, "/"+tail)) && pathpkg.Clean(key) == key && !strings.HasPrefix(key, "/")
-}
-
-func readSmall(ctx context.Context, store Store, key string) ([]byte, error) {
-	rc, _, err := store.Get(ctx, key)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, maxSmallObject+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxSmallObject {
-		return nil, fmt.Errorf("%s is larger than %d bytes", key, maxSmallObject)
-	}
-	return data, nil
 }
 
 func oneLine(s string) string {

@@ -50,7 +50,7 @@ func ManifestKeyFor(key string) (string, error) {
 
 // Load reads and checks the manifest at key.
 func Load(ctx context.Context, store Store, key string) (*Backup, error) {
-	data, err := readSmall(ctx, store, key)
+	data, err := ReadSmall(ctx, store, key, maxManifestBytes)
 	if err != nil {
 		return nil, fmt.Errorf("backup manifest %s: %w; hcpsnap backup writes it last, so a backup without one is incomplete", key, err)
 	}
@@ -154,7 +154,7 @@ func KeyBundle(ctx context.Context, store Store, b *Backup, keyFile string) ([]c
 	case keyFile != "":
 		data, err = os.ReadFile(keyFile)
 	case b.Manifest.KeyBundle.Key != "":
-		data, err = readSmall(ctx, store, b.Manifest.KeyBundle.Key)
+		data, err = ReadSmall(ctx, store, b.Manifest.KeyBundle.Key, maxManifestBytes)
 	default:
 		return nil, fmt.Errorf("backup %s keeps its key bundle in a local file (%s): pass it with --key-file", b.ManifestKey, b.Manifest.KeyBundle.File)
 	}
@@ -227,18 +227,20 @@ func short(s string) string {
 	return s
 }
 
-func readSmall(ctx context.Context, store Store, key string) ([]byte, error) {
+// ReadSmall reads a whole object that is expected to be small (a manifest,
+// a key bundle), refusing one larger than max bytes instead of holding it.
+func ReadSmall(ctx context.Context, store Store, key string, max int) ([]byte, error) {
 	rc, _, err := store.Get(ctx, key)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, maxManifestBytes+1))
+	data, err := io.ReadAll(io.LimitReader(rc, int64(max)+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(data) > maxManifestBytes {
-		return nil, fmt.Errorf("larger than %d bytes", maxManifestBytes)
+	if len(data) > max {
+		return nil, fmt.Errorf("larger than %d bytes", max)
 	}
 	return data, nil
 }
