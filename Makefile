@@ -238,9 +238,9 @@ e2e-fleet: deps $(OUT)/hcpsnap $(OUT)/localenv ## Fleet backups on a fresh envir
 # Demo.
 
 .PHONY: demo
-demo: deps build $(OUT)/localenv ## Build everything, start the environment (or reuse a running one), run hcpsnap on it.
+demo: deps build $(OUT)/localenv $(IMAGE_DIGEST_FILE) ## Build everything, start the environment (or reuse a running one), run hcpsnap on it.
 	@$(OUT)/localenv running 2>/dev/null || $(OUT)/localenv up
-	./e2e/demo.sh $(OUT)/hcpsnap $(LOCALENV)/env
+	./e2e/demo.sh $(OUT)/hcpsnap $(LOCALENV)/env $(IMAGE_DIGEST_FILE)
 
 .PHONY: fmt
 fmt: ## Format the Go sources.

@@ -5,6 +5,7 @@
 set -euo pipefail
 hcpsnap=$1
 envfile=$2
+image_digest=$3
 # shellcheck disable=SC1090
 source "$envfile"
 
@@ -42,5 +43,12 @@ manifest=$("$hcpsnap" -o json backups --cluster "$HCPSNAP_CLUSTER" | head -n 1 |
 "$hcpsnap" restore --from "$manifest" -f e2e/testdata/render-none.yaml --verify --server-dry-run --out "$tmp/cluster.yaml"
 echo "result: written with mode $(stat -c %a "$tmp/cluster.yaml"), restoreSnapshotURL set ($(grep -c "X-Amz-Signature" "$tmp/cluster.yaml") presigned URL, not shown); the file is removed at the end"
 "$hcpsnap" backups --cluster "$HCPSNAP_CLUSTER"
+
+say "retention: what 'hcpsnap prune --keep-last 1' would remove (--dry-run: nothing is removed)"
+"$hcpsnap" prune --cluster "$HCPSNAP_CLUSTER" --keep-last 1 --dry-run
+
+say "a nightly schedule of this backup from hcpsnap's own image (rendered, not applied: its objects and header)"
+"$hcpsnap" schedule --schedule "0 2 * * *" --time-zone Europe/Paris --image "registry.example.com/hcpsnap@$(cat "$image_digest")" \
+  --s3-credentials-secret hcpsnap-s3 --s3-endpoint "$AWS_ENDPOINT_URL_S3" --prune --keep-daily 7 | grep -E '^(#|kind:)'
 
 say "done: the environment keeps running; 'make env-down' stops it ('make test' stops it too, then starts its own)"
