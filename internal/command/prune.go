@@ -154,7 +154,7 @@ func (o *PruneOptions) Complete(ctx context.Context) error {
 // HostedCluster: such a folder has no manifest yet and must survive
 // --include-incomplete however long the run waits for --resume.
 func runsInProgress(ctx context.Context, hyper *kube.HyperShift, bucket string) (map[string]string, error) {
-	hcs, err := hyper.HostedClusters(ctx, metav1.NamespaceAll)
+	hcs, err := hyper.HostedClusters(ctx, metav1.NamespaceAll, "")
 	if err != nil {
 		return nil, exitcode.Preconditionf("--%s: list HostedClusters for backup runs in progress: %v; grant list on hostedclusters in every namespace, or leave out --%s", FlagIncludeIncomplete, oneLineError(err), FlagIncludeIncomplete)
 	}

@@ -49,8 +49,6 @@ const (
 	FlagScheduleS3CAConfigMap     = "s3-ca-configmap"
 	FlagScheduleList              = "list"
 	FlagScheduleDelete            = "delete"
-	FlagScheduleSelector          = "selector"
-	FlagScheduleAllNamespaces     = "all-namespaces"
 	// EnvScheduleName sets --name; HCPSNAP_NAME would be too vague.
 	EnvScheduleName = "HCPSNAP_SCHEDULE_NAME"
 )
@@ -77,7 +75,7 @@ var scheduleExcluded = map[string]string{
 
 // scheduleTargetFlags are the backup flags that choose the clusters: the
 // schedule reads them to render its objects, and the job gets them first.
-var scheduleTargetFlags = []string{FlagCluster, FlagNamespace, FlagScheduleSelector, FlagScheduleAllNamespaces}
+var scheduleTargetFlags = []string{FlagCluster, FlagNamespace, FlagSelector, FlagAllNamespaces}
 
 // ScheduleOptions are the options of `hcpsnap schedule`.
 type ScheduleOptions struct {
@@ -100,20 +98,13 @@ type ScheduleOptions struct {
 	DryRun            string
 	List              bool
 	Delete            bool
-	// Selector and AllNamespaces choose a fleet. They are the backup's flags
-	// when backup has them, schedule's own otherwise.
-	Selector      string
-	AllNamespaces bool
-
-	Global *GlobalOptions
-	Out    io.Writer
+	Global            *GlobalOptions
+	Out               io.Writer
 
 	// backup receives the backup flags passed through; passThrough names
 	// them in the order `backup --help` lists them.
 	backup      BackupOptions
 	passThrough []string
-	// backupTakesSelector says whether `hcpsnap backup` has --selector.
-	backupTakesSelector bool
 	// isSet and value read a flag of the parsed command line (or its
 	// environment variable); nil means no flag was set.
 	isSet func(string) bool
@@ -169,14 +160,6 @@ func (o *ScheduleOptions) flags() []cli.Flag {
 			Usage: "Delete what --apply created for the schedule (--name, or the name derived from the target): only objects that carry its labels."},
 	}
 	backupFlags := o.backup.flags()
-	o.backupTakesSelector = hasFlag(backupFlags, FlagScheduleSelector)
-	if !o.backupTakesSelector {
-		f = append(f,
-			&cli.StringFlag{Name: FlagScheduleSelector, Sources: cli.EnvVars(env(FlagScheduleSelector)), Destination: &o.Selector,
-				Usage: "Label selector of the HostedClusters to back up, in --namespace: one CronJob backs up all that match when it runs. Instead of --cluster."},
-			&cli.BoolFlag{Name: FlagScheduleAllNamespaces, Sources: cli.EnvVars(env(FlagScheduleAllNamespaces)), Destination: &o.AllNamespaces,
-				Usage: "Back up the HostedClusters of every namespace (those matching --selector, if given); with --list, list the schedules of every namespace."})
-	}
 	own := map[string]bool{}
 	for _, fl := range f {
 		for _, n := range fl.Names() {
@@ -198,15 +181,6 @@ func (o *ScheduleOptions) flags() []cli.Flag {
 	return f
 }
 
-func hasFlag(flags []cli.Flag, name string) bool {
-	for _, f := range flags {
-		if slices.Contains(f.Names(), name) {
-			return true
-		}
-	}
-	return false
-}
-
 // mode is what the command was asked to do.
 func (o *ScheduleOptions) mode() string {
 	switch {
@@ -224,7 +198,7 @@ func (o *ScheduleOptions) mode() string {
 
 // target is the clusters the flags name.
 func (o *ScheduleOptions) target() schedule.Target {
-	t := schedule.Target{Namespace: o.backup.Namespace, Cluster: o.backup.Cluster, Selector: o.Selector, AllNamespaces: o.AllNamespaces}
+	t := schedule.Target{Namespace: o.backup.Namespace, Cluster: o.backup.Cluster, Selector: o.backup.Fleet.Selector, AllNamespaces: o.backup.Fleet.AllNamespaces}
 	if t.AllNamespaces {
 		t.Namespace = ""
 	}
@@ -233,7 +207,7 @@ func (o *ScheduleOptions) target() schedule.Target {
 
 // jobNamespace is --job-namespace, else the HostedClusters' --namespace.
 func (o *ScheduleOptions) jobNamespace() string {
-	if o.JobNamespace != "" || o.AllNamespaces {
+	if o.JobNamespace != "" || o.backup.Fleet.AllNamespaces {
 		return o.JobNamespace
 	}
 	return o.backup.Namespace
@@ -288,11 +262,11 @@ func (o *ScheduleOptions) validateTarget() error {
 	t := o.target()
 	switch {
 	case t.Cluster != "" && (t.Selector != "" || t.AllNamespaces):
-		return exitcode.Usagef("--%s names one cluster, --%s/--%s choose many: keep one (unset %s if it is set)", FlagCluster, FlagScheduleSelector, FlagScheduleAllNamespaces, env(FlagCluster))
+		return exitcode.Usagef("--%s names one cluster, --%s/--%s choose many: keep one (unset %s if it is set)", FlagCluster, FlagSelector, FlagAllNamespaces, env(FlagCluster))
 	case t.Cluster == "" && t.Selector == "" && !t.AllNamespaces && !(o.Delete && o.Name != ""):
-		return exitcode.Usagef("no clusters named: pass --%s NAME (one HostedCluster), --%s LABELS or --%s", FlagCluster, FlagScheduleSelector, FlagScheduleAllNamespaces)
+		return exitcode.Usagef("no clusters named: pass --%s NAME (one HostedCluster), --%s LABELS or --%s", FlagCluster, FlagSelector, FlagAllNamespaces)
 	case t.AllNamespaces && o.JobNamespace == "":
-		return exitcode.Usagef("--%s needs --%s: the namespace where the CronJob and its ServiceAccount live", FlagScheduleAllNamespaces, FlagScheduleJobNamespace)
+		return exitcode.Usagef("--%s needs --%s: the namespace where the CronJob and its ServiceAccount live", FlagAllNamespaces, FlagScheduleJobNamespace)
 	}
 	if t.Cluster != "" {
 		if errs := validation.IsDNS1123Label(t.Cluster); len(errs) > 0 {
@@ -309,7 +283,7 @@ func (o *ScheduleOptions) validateTarget() error {
 	}
 	if t.Selector != "" {
 		if _, err := labels.Parse(t.Selector); err != nil {
-			return exitcode.Usagef("--%s %q is not a label selector: %v; write it as kubectl -l takes it, such as backup=daily", FlagScheduleSelector, t.Selector, err)
+			return exitcode.Usagef("--%s %q is not a label selector: %v; write it as kubectl -l takes it, such as backup=daily", FlagSelector, t.Selector, err)
 		}
 	}
 	return nil
@@ -395,11 +369,6 @@ func (o *ScheduleOptions) validateBackup() error {
 	b.Global = &GlobalOptions{LogLevel: "info", LogFormat: logging.FormatJSON, Output: OutputJSON}
 	b.Deployments = slices.Clone(b.Deployments)
 	b.SkipSteps = slices.Clone(b.SkipSteps)
-	if o.target().IsFleet() && !o.backupTakesSelector {
-		// This backup names one cluster only; its other options are
-		// checked as for any cluster until backup takes --selector itself.
-		b.Cluster = "fleet"
-	}
 	if err := b.Validate(); err != nil {
 		return fmt.Errorf("as options of the scheduled backup: %w", err)
 	}
@@ -417,12 +386,12 @@ func (o *ScheduleOptions) backupArgs() ([]string, error) {
 	case !t.IsFleet():
 		args = append(args, "--"+FlagCluster+"="+t.Cluster, "--"+FlagNamespace+"="+t.Namespace)
 	case t.AllNamespaces:
-		args = append(args, "--"+FlagScheduleAllNamespaces)
+		args = append(args, "--"+FlagAllNamespaces)
 		if t.Selector != "" {
-			args = append(args, "--"+FlagScheduleSelector+"="+t.Selector)
+			args = append(args, "--"+FlagSelector+"="+t.Selector)
 		}
 	default:
-		args = append(args, "--"+FlagScheduleSelector+"="+t.Selector, "--"+FlagNamespace+"="+t.Namespace)
+		args = append(args, "--"+FlagSelector+"="+t.Selector, "--"+FlagNamespace+"="+t.Namespace)
 	}
 	if o.isSet == nil {
 		return args, nil
@@ -622,7 +591,7 @@ func (o *ScheduleOptions) checkCluster(ctx context.Context) error {
 			if t.AllNamespaces {
 				where = "any namespace"
 			}
-			return exitcode.Preconditionf("--%s %q matches no HostedCluster in %s: check the labels (kubectl get hostedclusters -A --show-labels)", FlagScheduleSelector, t.Selector, where)
+			return exitcode.Preconditionf("--%s %q matches no HostedCluster in %s: check the labels (kubectl get hostedclusters -A --show-labels)", FlagSelector, t.Selector, where)
 		}
 	}
 	if name := s.Credentials.Secret; name != "" {
@@ -685,7 +654,7 @@ func (o *ScheduleOptions) runDelete(ctx context.Context) error {
 
 func (o *ScheduleOptions) runList(ctx context.Context) error {
 	ns := o.jobNamespace()
-	if o.AllNamespaces {
+	if o.backup.Fleet.AllNamespaces {
 		ns = metav1.NamespaceAll
 	}
 	list, err := schedule.List(ctx, o.kube, ns, o.now())
@@ -791,8 +760,6 @@ result and its next run.`,
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			o.isSet = cmd.IsSet
 			o.value = cmd.Value
-			o.Selector = cmd.String(FlagScheduleSelector)
-			o.AllNamespaces = cmd.Bool(FlagScheduleAllNamespaces)
 			return run(ctx, cmd)
 		},
 		OnUsageError: usageError,

@@ -518,3 +518,12 @@ func TestScheduleFleetArgs(t *testing.T) {
 		})
 	}
 }
+
+func hasFlag(flags []cli.Flag, name string) bool {
+	for _, f := range flags {
+		if slices.Contains(f.Names(), name) {
+			return true
+		}
+	}
+	return false
+}

@@ -44,20 +44,38 @@ type HostedClusterRef struct {
 	Namespace, Name string
 }
 
-// ListHostedClusters returns the HostedClusters of namespace ("" for every
-// namespace) that match the label selector, following the list's pages. It
-// reads only their names: a fleet backs each one up through the same path as
-// a single cluster, which reads the object again.
+// ListHostedClusters names the HostedClusters of namespace ("" for every
+// namespace) that match the label selector: a fleet backs each one up
+// through the same path as a single cluster, which reads the object again.
 func (h *HyperShift) ListHostedClusters(ctx context.Context, namespace, selector string) ([]HostedClusterRef, error) {
-	var out []HostedClusterRef
+	hcs, err := h.HostedClusters(ctx, namespace, selector)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]HostedClusterRef, len(hcs))
+	for i, hc := range hcs {
+		out[i] = HostedClusterRef{Namespace: hc.Namespace, Name: hc.Name}
+	}
+	return out, nil
+}
+
+// HostedClusters returns the HostedClusters of namespace ("" for every
+// namespace) that match the label selector, following the list's pages,
+// converted for reading.
+func (h *HyperShift) HostedClusters(ctx context.Context, namespace, selector string) ([]hyperv1.HostedCluster, error) {
+	var out []hyperv1.HostedCluster
 	opts := metav1.ListOptions{LabelSelector: selector, Limit: 500}
 	for {
 		list, err := h.Dynamic.Resource(HostedClusterGVR).Namespace(namespace).List(ctx, opts)
 		if err != nil {
 			return nil, err
 		}
-		for _, u := range list.Items {
-			out = append(out, HostedClusterRef{Namespace: u.GetNamespace(), Name: u.GetName()})
+		for i := range list.Items {
+			var hc hyperv1.HostedCluster
+			if err := fromUnstructured(&list.Items[i], &hc, hostedClusterKind); err != nil {
+				return nil, err
+			}
+			out = append(out, hc)
 		}
 		if opts.Continue = list.GetContinue(); opts.Continue == "" {
 			return out, nil
