@@ -20,6 +20,7 @@ var layers = map[string]int{
 	"restore":                4,
 	"schedule":               4,
 	"prune":                  4,
+	"management":             4,
 	"runbook":                3,
 	"s3":                     2,
 	"internal/kube":          2,
