@@ -46,6 +46,30 @@ const DefaultClusterBackup = "/usr/local/bin/cluster-backup.sh"
 // cluster-backup.sh succeeded.
 const PartialSuffix = ".partial"
 
+// RemovingSuffix marks a complete folder that retention is removing: the
+// script renames a folder out of the complete names before deleting it, so a
+// removal cut short never leaves a half-deleted folder that looks complete.
+// The next run removes what is left, like a PartialSuffix folder.
+const RemovingSuffix = ".removing"
+
+// LockName is the file in the target folder that a run holds (flock) from
+// before it cleans up until it ends; pull-node leaves it alone.
+const LockName = ".hcpsnap-etcd-snapshot.lock"
+
+// MaxKeep is the largest KEEP the script accepts.
+const MaxKeep = 99999
+
+// The script's exit codes besides 0 (done, or not the node named by HOST).
+const (
+	// ExitFailed: the run failed (cluster-backup.sh failed or wrote
+	// something else than expected, another run holds the lock, too little
+	// free space, a removal failed); every complete folder is left as it was,
+	// apart from the removals retention logged.
+	ExitFailed = 1
+	// ExitBadSetting: a setting is invalid; nothing was touched.
+	ExitBadSetting = 2
+)
+
 // completeFolder is the name of a complete run's folder: its start in UTC in
 // manifest.TimestampFormat.
 var completeFolder = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z$`)
