@@ -82,7 +82,10 @@ on_exit() {
 	fi
 }
 trap on_exit EXIT
-trap 'err "unexpected failure (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
+# One line for a command that failed unexpectedly, from the script's own
+# process only (a failure in a $(...) shows again as the failure of the
+# command around it).
+trap 'rc=$?; if [[ $BASHPID == "$$" ]]; then err "unexpected failure (exit $rc) at line $LINENO: $BASH_COMMAND"; fi' ERR
 trap 'exit 143' TERM
 trap 'exit 130' INT
 
@@ -130,9 +133,7 @@ target_problem() {
 # a short name and the other a full name that starts with it.
 node_matches() {
 	local want=${1,,} have=${2,,}
-	[[ $want == "$have" ]] ||
-		[[ $want != *.* && $want == "${have%%.*}" ]] ||
-		[[ $have != *.* && $have == "${want%%.*}" ]]
+	[[ $want == "$have" || $want == "${have%%.*}" || $have == "${want%%.*}" ]]
 }
 
 # check_host: HOST is a node name (checked before comparing it, so that a
@@ -241,7 +242,7 @@ check_space() {
 		return
 	fi
 	db_bytes=$(stat -c %s -- "$ETCD_DB")
-	avail=$(df -P -B1 --output=avail -- "$tgt" | tail -n 1)
+	avail=$(df -B1 --output=avail -- "$tgt" | tail -n 1)
 	avail=${avail//[[:space:]]/}
 	need=$((db_bytes + db_bytes / 10))
 	if [[ ! $avail =~ ^[0-9]+$ ]]; then
