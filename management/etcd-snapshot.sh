@@ -15,14 +15,17 @@
 #   ALLOW_TMPFS     "true" lets TGT_DIR be under /tmp (lost at reboot)
 #   CLUSTER_BACKUP  OpenShift's backup script (/usr/local/bin/cluster-backup.sh)
 #
-# Each run, holding a lock on TGT_DIR/.hcpsnap-etcd-snapshot.lock:
+# Each run, holding a lock on TGT_DIR/.hcpsnap-etcd-snapshot.lock (a second
+# run meanwhile exits 1 at once):
 #   1. removes what earlier runs left behind (<time>.partial, <time>.removing);
-#   2. creates TGT_DIR/<UTC start, YYYYMMDDTHHMMSSZ>.partial and runs
-#      cluster-backup.sh into it;
-#   3. on success, checks that the folder holds exactly one non-empty
+#   2. refuses to start when TGT_DIR has less free space than the etcd
+#      database (/var/lib/etcd/member/snap/db) and a tenth;
+#   3. creates TGT_DIR/<UTC start, YYYYMMDDTHHMMSSZ>.partial (mode 0700) and
+#      runs cluster-backup.sh into it;
+#   4. on success, checks that the folder holds exactly one non-empty
 #      snapshot_*.db and one static_kuberesources_*.tar.gz, and renames it to
 #      TGT_DIR/<time> (a folder with that name is complete);
-#   4. keeps the newest KEEP complete folders and removes older ones. It never
+#   5. keeps the newest KEEP complete folders and removes older ones. It never
 #      removes the newest complete folder nor the one it just made, and it
 #      touches nothing in TGT_DIR but folders with the names above.
 # A failed run removes its own folder, leaves every complete one alone, and
