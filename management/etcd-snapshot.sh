@@ -88,7 +88,8 @@ trap on_exit EXIT
 # One line for a command that failed unexpectedly, from the script's own
 # process only (a failure in a $(...) shows again as the failure of the
 # command around it).
-trap 'rc=$?; if [[ $BASHPID == "$$" ]]; then err "unexpected failure (exit $rc) at line $LINENO: $BASH_COMMAND"; fi' ERR
+trap_rc=0
+trap 'trap_rc=$?; if [[ $BASHPID == "$$" ]]; then err "unexpected failure (exit $trap_rc) at line $LINENO: $BASH_COMMAND"; fi' ERR
 trap 'exit 143' TERM
 trap 'exit 130' INT
 

@@ -484,6 +484,24 @@ func TestScriptOnMaster(t *testing.T) {
 		}
 	})
 
+	t.Run("target cannot be made", func(t *testing.T) {
+		// An allowed target that mkdir fails on (a file in the way): exit 1
+		// with the failing command, nothing written.
+		mnt := t.TempDir()
+		must(t, os.WriteFile(filepath.Join(mnt, "file"), []byte("x"), 0o600))
+		res := m.run(t, run{settings: map[string]string{EnvTargetDir: "/mnt/file/etcd-snapshots", EnvKeep: "1"}, binds: map[string]string{"/mnt": mnt}})
+		if res.code != ExitFailed {
+			t.Errorf("want exit %d:\n%s", ExitFailed, res)
+		}
+		wantLines(t, res.stderr, `^hcpsnap-etcd-snapshot: error: unexpected failure \(exit 1\) at line \d+: mkdir -p -- "\$tgt"$`)
+		if got := strings.Count(res.stderr, "hcpsnap-etcd-snapshot: error:"); got != 1 {
+			t.Errorf("%d error lines, want one:\n%s", got, res)
+		}
+		if got := entries(t, mnt); !slices.Equal(got, []string{"file"}) {
+			t.Errorf("/mnt holds %q", got)
+		}
+	})
+
 	t.Run("tmpfs", func(t *testing.T) {
 		tmp, err := os.MkdirTemp("/tmp", "hcpsnap-script-")
 		must(t, err)
