@@ -57,6 +57,8 @@ readonly EXIT_FAILED=1 # contract: ExitFailed
 readonly EXIT_BAD_SETTING=2 # contract: ExitBadSetting
 readonly MAX_KEEP=99999 # contract: MaxKeep
 readonly TAG=hcpsnap-etcd-snapshot:
+roots=$(printf '%s, ' "${ALLOWED_ROOTS[@]}")
+readonly ROOTS=${roots%, } # "/home/core, /mnt, /var", for messages
 
 # Under systemd, prefix each line with its syslog priority (sd-daemon(3)), so
 # that `journalctl -p err` shows failures; only when stderr is the journal
@@ -70,7 +72,7 @@ warn() { printf '%s%s warning: %s\n' "$p_warn" "$TAG" "$*" >&2; }
 err() { printf '%s%s error: %s\n' "$p_err" "$TAG" "$*" >&2; }
 # bad_setting NAME VALUE REASON: the one line for an invalid setting, exit 2.
 bad_setting() {
-	err "$1=\"$2\" $3; not running (fix the Environment= line of hcpsnap-etcd-snapshot.service, or render the MachineConfig again with hcpsnap schedule management)"
+	err "$1=\"$2\" $3; not running (hcpsnap schedule management renders the settings into the service's Environment= lines)"
 	exit "$EXIT_BAD_SETTING"
 }
 
@@ -98,11 +100,11 @@ trap 'exit 130' INT
 target_problem() {
 	local dir=$1 allow=$2 f r
 	if [[ -z $dir ]]; then
-		echo "is empty: give a folder under ${ALLOWED_ROOTS[*]}"
+		echo "is empty: give a folder under $ROOTS"
 		return
 	fi
 	if [[ $dir != /* ]]; then
-		echo "is not an absolute path: give a folder under ${ALLOWED_ROOTS[*]}"
+		echo "is not an absolute path: give a folder under $ROOTS"
 		return
 	fi
 	if [[ $dir != / && ($dir == */ || $dir == *//* || $dir == */./* || $dir == */../* || $dir == */. || $dir == */..) ]]; then
@@ -121,7 +123,7 @@ target_problem() {
 	done
 	if [[ $dir == "$TMP_ROOT"/* ]]; then
 		if [[ $allow != true ]]; then
-			echo "is on $TMP_ROOT, a tmpfs that a reboot empties: pick a folder under ${ALLOWED_ROOTS[*]}, or set ALLOW_TMPFS=true"
+			echo "is on $TMP_ROOT, a tmpfs that a reboot empties: pick a folder under $ROOTS, or set ALLOW_TMPFS=true"
 		fi
 		return
 	fi
@@ -130,7 +132,7 @@ target_problem() {
 			return
 		fi
 	done
-	echo "is outside the allowed places: pick a folder under ${ALLOWED_ROOTS[*]} (or $TMP_ROOT with ALLOW_TMPFS=true)"
+	echo "is outside the allowed places: pick a folder under $ROOTS (or $TMP_ROOT with ALLOW_TMPFS=true)"
 }
 
 # node_matches HOST NODE: the node names are equal (ignoring case), or one is

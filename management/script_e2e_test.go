@@ -458,23 +458,42 @@ func TestScriptOnMaster(t *testing.T) {
 	})
 
 	t.Run("forbidden target", func(t *testing.T) {
-		mnt := t.TempDir()
+		// /var/lib as on a master: etcd's data is a real folder there.
+		varLib, mnt, outside := t.TempDir(), t.TempDir(), t.TempDir()
+		must(t, os.MkdirAll(filepath.Join(varLib, "etcd", "member"), 0o700))
 		must(t, os.Symlink("/var/lib/etcd/snapshots", filepath.Join(mnt, "into-etcd")))
-		outside := t.TempDir()
 		must(t, os.Symlink("/etc", filepath.Join(mnt, "into-etc")))
 		calls := filepath.Join(t.TempDir(), "calls")
-		for _, dir := range []string{"/etc/hcpsnap", "/var/lib/etcd/x", "/var/lib/etcd", "/var/lib", "/mnt", "/mnt/../etc/x",
-			"/mnt/into-etcd", "/mnt/into-etcd/x", "/mnt/into-etc/hcpsnap", "/home/core", "/tmp/x", "/mnt/a b", outside + "/x"} {
-			res := m.run(t, run{settings: map[string]string{EnvTargetDir: dir, EnvKeep: "2"}, binds: map[string]string{"/mnt": mnt}, calls: calls})
-			if res.code != ExitBadSetting || res.stdout != "" || strings.Count(res.stderr, "\n") != 1 ||
-				!strings.HasPrefix(res.stderr, fmt.Sprintf("hcpsnap-etcd-snapshot: error: TGT_DIR=%q ", dir)) {
-				t.Errorf("TGT_DIR=%s: want exit %d and one line naming TGT_DIR:\n%s", dir, ExitBadSetting, res)
+		for _, tc := range []struct{ dir, why string }{
+			{"/etc/hcpsnap", "is outside the allowed places: pick a folder under /home/core, /mnt, /var (or /tmp with ALLOW_TMPFS=true)"},
+			{"/var/lib/etcd/x", "is or holds /var/lib/etcd, which the node itself uses"},
+			{"/var/lib/etcd", "is or holds /var/lib/etcd"},
+			{"/var/lib", "is or holds /var/lib/etcd"},
+			{"/var/lib/kubelet/x", "is or holds /var/lib/kubelet"},
+			{"/mnt", "is outside the allowed places"},
+			{"/mnt/../etc/x", "is not a clean path"},
+			{"/mnt/into-etcd", "leads to /var/lib/etcd/snapshots, which is or holds /var/lib/etcd"},
+			{"/mnt/into-etcd/x", "leads to /var/lib/etcd/snapshots/x, which is or holds /var/lib/etcd"},
+			{"/mnt/into-etc/hcpsnap", "leads to /etc/hcpsnap, which is outside the allowed places"},
+			{"/home/core", "is outside the allowed places"},
+			{"/tmp/x", "is on /tmp, a tmpfs that a reboot empties: pick a folder under /home/core, /mnt, /var, or set ALLOW_TMPFS=true"},
+			{"/mnt/a b", "holds characters other than letters, digits and . _ - /"},
+			{"mnt/x", "is not an absolute path"},
+			{outside + "/x", "is on /tmp"},
+		} {
+			res := m.run(t, run{settings: map[string]string{EnvTargetDir: tc.dir, EnvKeep: "2"}, binds: map[string]string{"/mnt": mnt, "/var/lib": varLib}, calls: calls})
+			want := fmt.Sprintf("hcpsnap-etcd-snapshot: error: TGT_DIR=%q %s", tc.dir, tc.why)
+			if res.code != ExitBadSetting || res.stdout != "" || strings.Count(res.stderr, "\n") != 1 || !strings.HasPrefix(res.stderr, want) {
+				t.Errorf("TGT_DIR=%s: want exit %d and one line starting %q:\n%s", tc.dir, ExitBadSetting, want, res)
 			}
 		}
 		if got := entries(t, mnt); !slices.Equal(got, []string{"into-etc", "into-etcd"}) {
 			t.Errorf("/mnt holds %q after refused runs, want only the links the test made", got)
 		}
-		for _, p := range []string{"/etc/hcpsnap", filepath.Join(m.varLib, "etcd", "x"), filepath.Join(m.varLib, "etcd", "snapshots"), filepath.Join(outside, "x")} {
+		if got := entries(t, filepath.Join(varLib, "etcd")); !slices.Equal(got, []string{"member"}) {
+			t.Errorf("/var/lib/etcd holds %q after refused runs, want only member", got)
+		}
+		for _, p := range []string{"/etc/hcpsnap", filepath.Join(outside, "x")} {
 			if _, err := os.Lstat(p); err == nil {
 				t.Errorf("%s exists after refused runs", p)
 			}
