@@ -202,7 +202,7 @@ fuzz: ## Every fuzz target for FUZZTIME each (default 10s).
 # environment, the etcd fill against real members, the store against MinIO,
 # the snapshot scanner against etcdutl of both etcd lines, the etcd client
 # against real servers of both lines.
-E2E_PACKAGES := ./e2e/ ./e2e/fixture/ ./s3/ ./internal/etcdsnap/ ./internal/etcdclient/
+E2E_PACKAGES := ./e2e/ ./e2e/fixture/ ./s3/ ./internal/etcdsnap/ ./internal/etcdclient/ ./management/
 
 .PHONY: e2e
 e2e: deps $(OUT)/hcpsnap $(OUT)/localenv $(IMAGE_DIGEST_FILE) ## e2e tests: env up/down twice, then the suite on a fresh environment (etcd HOSTED_ETCD_VERSION).
