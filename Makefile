@@ -201,7 +201,8 @@ fuzz: ## Every fuzz target for FUZZTIME each (default 10s).
 # The packages with tests behind the e2e build tag: the suite on the local
 # environment, the etcd fill against real members, the store against MinIO,
 # the snapshot scanner against etcdutl of both etcd lines, the etcd client
-# against real servers of both lines.
+# against real servers of both lines, the management snapshot script as on a
+# master (as root in a mount namespace, against its own etcd).
 E2E_PACKAGES := ./e2e/ ./e2e/fixture/ ./s3/ ./internal/etcdsnap/ ./internal/etcdclient/ ./management/
 
 .PHONY: e2e
