@@ -112,7 +112,6 @@ func analyzeCalendar(t *testing.T, bin, expr string, base time.Time) systemdCale
 	return out
 }
 
-
 // ourElapses are the parser's next iterations after base, formatted as
 // systemd-analyze prints them in UTC (whole seconds).
 func ourElapses(c *Calendar, base time.Time) []string {
