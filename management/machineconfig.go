@@ -282,14 +282,48 @@ func (c Config) ignition(script []byte) (igntypes.Config, error) {
 			{Name: TimerName, Contents: &timer, Enabled: &yes},
 		}},
 	}
+	return cfg, nil
+}
+
+// ignitionJSON is the config as it goes into the MachineConfig: the JSON of
+// cfg without the empty objects that Go's encoder writes for every unset
+// struct, checked by Ignition's own parser without an error or a warning.
+func ignitionJSON(cfg igntypes.Config) (map[string]any, error) {
 	raw, err := json.Marshal(cfg)
 	if err != nil {
-		return igntypes.Config{}, err
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, err
+	}
+	dropEmpty(m)
+	if raw, err = json.Marshal(m); err != nil {
+		return nil, err
 	}
 	if _, rpt, err := ign.Parse(raw); err != nil || len(rpt.Entries) > 0 {
-		return igntypes.Config{}, fmt.Errorf("the rendered Ignition config does not validate against spec %s (%v): this is a bug: %s", IgnitionVersion, err, rpt.String())
+		return nil, fmt.Errorf("the rendered Ignition config does not validate against spec %s (%v): this is a bug: %s", IgnitionVersion, err, rpt.String())
 	}
-	return cfg, nil
+	return m, nil
+}
+
+// dropEmpty deletes the empty objects of m, innermost first.
+func dropEmpty(m map[string]any) {
+	for k, v := range m {
+		switch x := v.(type) {
+		case map[string]any:
+			dropEmpty(x)
+			if len(x) == 0 {
+				delete(m, k)
+			}
+		case []any:
+			for _, e := range x {
+				if em, ok := e.(map[string]any); ok {
+					dropEmpty(em)
+				}
+			}
+		}
+	}
 }
 
 // MachineConfig renders the MachineConfig as the unstructured object that
@@ -301,12 +335,8 @@ func (c Config) MachineConfig() (*unstructured.Unstructured, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, err := json.Marshal(cfg)
+	config, err := ignitionJSON(cfg)
 	if err != nil {
-		return nil, err
-	}
-	var config map[string]any
-	if err := json.Unmarshal(raw, &config); err != nil {
 		return nil, err
 	}
 	cal, err := c.timerCalendar()
