@@ -136,7 +136,7 @@ $(BIN)/.minio-version: FORCE
 .PHONY: FORCE
 FORCE:
 
-$(CRDS)/.stamp: go.mod
+$(CRDS)/.stamp: go.mod $(CRDS)/machineconfigs.yaml
 	@mkdir -p $(CRDS)
 	$(GO) mod download github.com/openshift/hypershift/api
 	src=$$($(GO) list -m -f '{{.Dir}}' github.com/openshift/hypershift/api)/hypershift/v1beta1/zz_generated.featuregated-crd-manifests; \
@@ -144,6 +144,18 @@ $(CRDS)/.stamp: go.mod
 	  sed '/feature-gate.release.openshift.io\/:/d' $$src/$$crd.hypershift.openshift.io/AAA_ungated.yaml > $(CRDS)/$$crd.yaml; \
 	done
 	touch $@
+
+# OpenShift's MachineConfig CRD, for `hcpsnap schedule management --apply`
+# against the local apiserver; its version is the openshift/api of go.mod.
+# Written beside the HyperShift CRDs (localenv applies every *.yaml there),
+# through a temporary file, so that a cut-short extraction leaves none.
+MACHINECONFIG_CRD := machineconfiguration/v1/zz_generated.crd-manifests/0000_80_machine-config_01_machineconfigs.crd.yaml
+$(CRDS)/machineconfigs.yaml: go.mod
+	@mkdir -p $(CRDS)
+	$(GO) mod download github.com/openshift/api
+	cp "$$($(GO) list -m -f '{{.Dir}}' github.com/openshift/api)/$(MACHINECONFIG_CRD)" $@.tmp
+	chmod 0644 $@.tmp
+	mv $@.tmp $@
 
 .PHONY: deps-mod
 deps-mod: ## Regenerate deps/etcd, deps/etcd36 and deps/kube after changing deps/versions.mk.
@@ -184,8 +196,18 @@ env-down: $(OUT)/localenv ## Stop the local environment; fail if anything is lef
 .PHONY: test
 test: unit fuzz image-reproducible e2e e2e-etcd35 e2e-fleet ## Unit tests, a short fuzz run, the image built twice, e2e on the default etcd (3.6), the round trip on etcd 3.5, fleets on two HostedClusters.
 
+# systemd-analyze checks the units and calendar of `schedule management`
+# in the unit tests (they fail without it unless HCPSNAP_SYSTEMD_OPTIONAL is
+# set); it comes from Debian's systemd package.
+SYSTEMD_ANALYZE ?= /usr/bin/systemd-analyze
+
+$(SYSTEMD_ANALYZE):
+	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "$@ is missing: install Debian's systemd package (apt-get install systemd), or set HCPSNAP_SYSTEMD_OPTIONAL=1 to skip the tests that need it"; exit 3; fi
+	apt-get install -y --no-install-recommends systemd
+
 .PHONY: unit
-unit: ## Unit tests (no environment needed).
+unit: $(SYSTEMD_ANALYZE) ## Unit tests (no environment needed; systemd-analyze is installed if missing, and the units are verified when run as root).
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./...
 	$(GO) test -count=1 ./...

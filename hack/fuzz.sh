@@ -20,6 +20,7 @@ targets=(
 	"./checkpoint FuzzDecode"
 	"./internal/command FuzzRecordedRun"
 	"./internal/etcdsnap FuzzScanner"
+	"./management FuzzParseCalendar"
 	"./manifest FuzzDecode"
 	"./restore FuzzPatch"
 	"./s3 FuzzParseURL"

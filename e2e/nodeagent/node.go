@@ -56,6 +56,10 @@ func (a *agent) ensureNode(ctx context.Context) error {
 				corev1.LabelHostname:   a.cfg.NodeName,
 				corev1.LabelOSStable:   runtime.GOOS,
 				corev1.LabelArchStable: runtime.GOARCH,
+				// A master, as OpenShift labels one (both labels since
+				// 4.9): `hcpsnap schedule management --host` requires it.
+				"node-role.kubernetes.io/master":        "",
+				"node-role.kubernetes.io/control-plane": "",
 			},
 		}}, metav1.CreateOptions{})
 	}

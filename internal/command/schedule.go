@@ -724,7 +724,9 @@ func joinRefs(refs []schedule.Ref) string {
 
 func newScheduleCommand(stdout io.Writer) *cli.Command {
 	o := &ScheduleOptions{Out: stdout}
-	return o.command(action(o, &o.Global))
+	cmd := o.command(action(o, &o.Global))
+	cmd.Commands = []*cli.Command{newScheduleManagementCommand(stdout)}
+	return cmd
 }
 
 // command is schedule's urfave/cli command running run once the flags that
