@@ -206,8 +206,18 @@ $(SYSTEMD_ANALYZE):
 	  echo "$@ is missing: install Debian's systemd package (apt-get install systemd), or set HCPSNAP_SYSTEMD_OPTIONAL=1 to skip the tests that need it"; exit 3; fi
 	apt-get install -y --no-install-recommends systemd
 
+# shellcheck checks the management snapshot script in the unit tests (they
+# fail without it unless HCPSNAP_SHELLCHECK_OPTIONAL is set); Debian's
+# shellcheck package.
+SHELLCHECK ?= /usr/bin/shellcheck
+
+$(SHELLCHECK):
+	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "$@ is missing: install Debian's shellcheck package (apt-get install shellcheck), or set HCPSNAP_SHELLCHECK_OPTIONAL=1 to skip the check"; exit 3; fi
+	apt-get install -y --no-install-recommends shellcheck || { apt-get update && apt-get install -y --no-install-recommends shellcheck; }
+
 .PHONY: unit
-unit: $(SYSTEMD_ANALYZE) ## Unit tests (no environment needed; systemd-analyze is installed if missing, and the units are verified when run as root).
+unit: $(SYSTEMD_ANALYZE) $(SHELLCHECK) ## Unit tests (no environment needed; systemd-analyze and shellcheck are installed if missing, and the units are verified when run as root).
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./...
 	$(GO) test -count=1 ./...

@@ -55,7 +55,7 @@ readonly DEFAULT_CLUSTER_BACKUP=/usr/local/bin/cluster-backup.sh # contract: Def
 readonly ETCD_DB=/var/lib/etcd/member/snap/db
 readonly EXIT_FAILED=1 # contract: ExitFailed
 readonly EXIT_BAD_SETTING=2 # contract: ExitBadSetting
-readonly MAX_KEEP=99999 # contract: MaxKeep
+readonly MAX_KEEP=100 # contract: MaxKeep
 readonly TAG=hcpsnap-etcd-snapshot:
 roots=$(printf '%s, ' "${ALLOWED_ROOTS[@]}")
 readonly ROOTS=${roots%, } # "/home/core, /mnt, /var", for messages
@@ -180,7 +180,7 @@ check_settings() {
 		fi
 	fi
 	keep=${KEEP:-}
-	if [[ ! $keep =~ ^[1-9][0-9]{0,4}$ || $keep -gt $MAX_KEEP ]]; then
+	if [[ ! $keep =~ ^[1-9][0-9]{0,2}$ || $keep -gt $MAX_KEEP ]]; then
 		bad_setting KEEP "$keep" "is not a whole number from 1 to $MAX_KEEP"
 	fi
 	cluster_backup=${CLUSTER_BACKUP:-$DEFAULT_CLUSTER_BACKUP}

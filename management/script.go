@@ -56,9 +56,6 @@ const RemovingSuffix = ".removing"
 // before it cleans up until it ends; pull-node leaves it alone.
 const LockName = ".hcpsnap-etcd-snapshot.lock"
 
-// MaxKeep is the largest KEEP the script accepts.
-const MaxKeep = 99999
-
 // The script's exit codes besides 0 (done, or not the node named by HOST).
 const (
 	// ExitFailed: the run failed (cluster-backup.sh failed or wrote
