@@ -121,6 +121,8 @@ func New(stdin io.Reader, stdout, stderr io.Writer) *cli.Command {
 			newRestoreCommand(stdin, stdout),
 			newScheduleCommand(stdout),
 			newVersionCommand(stdout),
+			newPullNodeCommand(stdout),
+			newNodeFilesCommand(stdout),
 		},
 	}
 	for _, c := range root.Commands {
