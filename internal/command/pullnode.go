@@ -32,6 +32,9 @@ const (
 	FlagImage        = "image"
 	FlagPodNamespace = "pod-namespace"
 	FlagPodDeadline  = "pod-deadline"
+	// FlagManagement selects the management cluster's own backups in
+	// backups and prune.
+	FlagManagement = "management"
 )
 
 // PullNodeOptions are the options of `hcpsnap pull-node`.
