@@ -100,6 +100,16 @@ func Cat(w io.Writer, root, file string, off, n int64) error {
 	if off < 0 || n < 0 {
 		return fmt.Errorf("offset %d and length %d must not be negative", off, n)
 	}
+	// Neither the folder nor the file may be a link out of the target.
+	for _, p := range []string{path.Dir(file), file} {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		if fi.Mode()&os.ModeSymlink != 0 {
+			return fmt.Errorf("%s is a symbolic link", p)
+		}
+	}
 	f, err := os.Open(file)
 	if err != nil {
 		return err
