@@ -40,7 +40,7 @@ func (o *BackupsOptions) Validate() error {
 		return exitcode.Usagef("--%s %q is not a valid Kubernetes name: %s", FlagCluster, o.Cluster, errs[0])
 	}
 	if o.Cluster != "" && o.Management {
-		return exitcode.Usagef("--%s and --%s name two series: keep one", FlagCluster, FlagManagement)
+		return exitcode.Usagef("--%s (or %s) and --%s name two series: keep one", FlagCluster, env(FlagCluster), FlagManagement)
 	}
 	if o.S3.Bucket == "" {
 		return exitcode.Usagef("--%s is required (or %s)", FlagBucket, env(FlagBucket))

@@ -114,7 +114,7 @@ func (o *PruneOptions) Validate() error {
 		}
 	}
 	if o.Cluster != "" && o.Management {
-		return exitcode.Usagef("--%s and --%s name two series: keep one", FlagCluster, FlagManagement)
+		return exitcode.Usagef("--%s (or %s) and --%s name two series: keep one", FlagCluster, env(FlagCluster), FlagManagement)
 	}
 	if o.S3.Bucket == "" {
 		return exitcode.Usagef("--%s is required (or %s)", FlagBucket, env(FlagBucket))

@@ -1,0 +1,406 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/hcpsnap/hcpsnap/e2e/localenv"
+	"github.com/hcpsnap/hcpsnap/manifest"
+	"github.com/hcpsnap/hcpsnap/pullnode"
+)
+
+// mgmtEtcd is the management cluster's own etcd of the local environment
+// (plain HTTP on loopback), the one a master's cluster-backup.sh snapshots.
+const mgmtEtcd = "http://127.0.0.1:32379"
+
+// nodeTarget makes a target folder on the "node" (the node agent serves
+// hostPath volumes from the host) under /var/tmp, an allowed place, and
+// removes it at the end.
+func nodeTarget(t *testing.T) string {
+	t.Helper()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	dir := "/var/tmp/hcpsnap-e2e-" + hex.EncodeToString(b[:])
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// scriptRun writes one folder as the snapshot script leaves it: a real
+// snapshot of the management etcd taken with etcdctl, and a
+// static_kuberesources archive, both root's 0600 as cluster-backup.sh makes
+// them; with suffix ".partial" it is a run in progress.
+func (e *testEnv) scriptRun(t *testing.T, target, ts, suffix string) (snapshot, archive []byte) {
+	t.Helper()
+	dir := filepath.Join(target, ts+suffix)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stamp := strings.ReplaceAll(ts, "T", "_")
+	snap := filepath.Join(dir, "snapshot_"+stamp+".db")
+	out, err := exec.Command(e.vars["ETCDCTL"], "--endpoints", mgmtEtcd, "snapshot", "save", snap).CombinedOutput()
+	if err != nil {
+		t.Fatalf("etcdctl snapshot save: %v: %s", err, out)
+	}
+	if err := os.Chmod(snap, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for _, name := range []string{"static-pod-resources/etcd-pod-1/etcd-pod.yaml", "static-pod-resources/kube-apiserver-pod-2/pod.yaml"} {
+		body := []byte("apiVersion: v1\nkind: Pod\nmetadata:\n  name: " + filepath.Base(filepath.Dir(name)) + "\n")
+		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o600, Size: int64(len(body)), ModTime: time.Unix(0, 0)})
+		tw.Write(body)
+	}
+	tw.Close()
+	gz.Close()
+	if err := os.WriteFile(filepath.Join(dir, "static_kuberesources_"+stamp+".tar.gz"), buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data, buf.Bytes()
+}
+
+// pullNodePods lists the pods pull-node made for the environment's node.
+func (e *testEnv) pullNodePods(t *testing.T) []string {
+	t.Helper()
+	pods, err := e.kube.CoreV1().Pods(metav1.NamespaceAll).List(context.Background(), metav1.ListOptions{LabelSelector: pullnode.Selector(localenv.NodeName)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range pods.Items {
+		names = append(names, p.Namespace+"/"+p.Name)
+	}
+	return names
+}
+
+// multipartUploads lists the unfinished multipart uploads under prefix with
+// the aws CLI.
+func (e *testEnv) multipartUploads(t *testing.T, prefix string) []string {
+	t.Helper()
+	cmd := exec.Command("aws", "s3api", "list-multipart-uploads", "--bucket", e.bucket, "--prefix", prefix+"/",
+		"--endpoint-url", e.vars["AWS_ENDPOINT_URL_S3"], "--query", "Uploads[].Key", "--output", "json")
+	for k, v := range e.vars {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Env = append(cmd.Env, "PATH="+os.Getenv("PATH"), "HOME="+t.TempDir())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("aws s3api list-multipart-uploads: %v: %s", err, stderr.String())
+	}
+	var keys []string
+	if s := strings.TrimSpace(string(out)); s != "" && s != "null" {
+		if err := json.Unmarshal(out, &keys); err != nil {
+			t.Fatalf("aws CLI output %q: %v", out, err)
+		}
+	}
+	return keys
+}
+
+// pullLines parses pull-node's NDJSON output by folder.
+func pullLines(t *testing.T, stdout string) map[string]pullnode.Result {
+	t.Helper()
+	lines := map[string]pullnode.Result{}
+	for _, l := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		if l == "" {
+			continue
+		}
+		var r pullnode.Result
+		if err := json.Unmarshal([]byte(l), &r); err != nil || r.MessageType != "pull" {
+			t.Fatalf("not a pull line: %q", l)
+		}
+		lines[r.Folder] = r
+	}
+	return lines
+}
+
+// checkManagementBackup downloads a pulled backup and checks it against
+// the node's files and with etcdutl, an independent reader.
+func (e *testEnv) checkManagementBackup(t *testing.T, prefix, ts string, snap, archive []byte) *manifest.Manifest {
+	t.Helper()
+	snapKey, staticKey, manifestKey := pullnode.Keys(prefix, ts)
+	m := e.readManifest(t, "s3://"+e.bucket+"/"+manifestKey)
+	fileSum, archiveSum := sha256.Sum256(snap), sha256.Sum256(archive)
+	switch {
+	case !m.IsManagement() || m.Node != localenv.NodeName || m.Cluster != manifest.ManagementSeries:
+		t.Fatalf("manifest of %s: source %q, node %q, cluster %q", ts, m.Source, m.Node, m.Cluster)
+	case m.Snapshot.Key != snapKey || m.Snapshot.Size != int64(len(snap)) || m.Snapshot.SHA256 != hex.EncodeToString(fileSum[:]):
+		t.Fatalf("manifest of %s: snapshot %+v, want the node file's size %d and sha256", ts, m.Snapshot, len(snap))
+	case m.StaticResources == nil || m.StaticResources.Key != staticKey || m.StaticResources.SHA256 != hex.EncodeToString(archiveSum[:]):
+		t.Fatalf("manifest of %s: static resources %+v", ts, m.StaticResources)
+	case m.Etcd.SHA256 != hex.EncodeToString(snap[len(snap)-32:]):
+		t.Fatalf("manifest of %s: etcd sha256 %s is not the snapshot's trailing hash", ts, m.Etcd.SHA256)
+	case m.Original == nil || !strings.HasPrefix(m.Original.Snapshot, "snapshot_") || m.Original.Folder != ts:
+		t.Fatalf("manifest of %s: original names %+v", ts, m.Original)
+	case m.KeyBundle.Key != "" || m.KeyBundle.File != "":
+		t.Fatalf("manifest of %s names a key bundle", ts)
+	}
+	if got := e.get(t, "s3://"+e.bucket+"/"+staticKey); !bytes.Equal(got, archive) {
+		t.Fatalf("static resources of %s differ from the node's file", ts)
+	}
+	// The object is the node's file, and etcdutl reads what the manifest says.
+	data := e.get(t, "s3://"+e.bucket+"/"+snapKey)
+	if !bytes.Equal(data, snap) {
+		t.Fatalf("snapshot of %s differs from the node's file", ts)
+	}
+	p := filepath.Join(t.TempDir(), "snapshot.db")
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(e.vars["ETCDUTL"], "snapshot", "status", p, "-w", "json").CombinedOutput()
+	if err != nil {
+		t.Fatalf("etcdutl snapshot status: %v: %s", err, out)
+	}
+	var st struct {
+		Revision  int64  `json:"revision"`
+		TotalKey  int64  `json:"totalKey"`
+		TotalSize int64  `json:"totalSize"`
+		Version   string `json:"version"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatalf("etcdutl output %q: %v", out, err)
+	}
+	if st.Revision != m.Etcd.Revision || st.TotalSize != m.Etcd.TotalSize || st.Version != m.Etcd.StorageVersion {
+		t.Fatalf("etcdutl says revision %d, size %d, version %q; manifest says %d, %d, %q", st.Revision, st.TotalSize, st.Version, m.Etcd.Revision, m.Etcd.TotalSize, m.Etcd.StorageVersion)
+	}
+	if st.TotalKey < 100 {
+		t.Fatalf("management snapshot holds only %d keys", st.TotalKey)
+	}
+	return m
+}
+
+// TestPullNode: the complete folders of a node's target go to the bucket,
+// verified; a second run uploads nothing; backups --management lists them,
+// prune --management prunes them; restore refuses them with the hint.
+func TestPullNode(t *testing.T) {
+	env := loadEnv(t)
+	image := hcpsnapImage(t)
+	target := nodeTarget(t)
+	prefix := uniquePrefix("pull-node")
+	complete := []string{"20260301T020000Z", "20260302T020000Z"}
+	files := map[string][2][]byte{}
+	for _, ts := range complete {
+		s, a := env.scriptRun(t, target, ts, "")
+		files[ts] = [2][]byte{s, a}
+	}
+	// A run in progress, a failed one and junk, none of which is read.
+	env.scriptRun(t, target, "20260303T020000Z", ".partial")
+	if err := os.Mkdir(filepath.Join(target, "20260304T020000Z.partial"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(target, "README"), []byte("junk"), 0o600)
+	os.Mkdir(filepath.Join(target, "2026-03-05"), 0o700)
+
+	args := []string{"-o", "json", "pull-node", "--node", localenv.NodeName, "--target-dir", target, "--image", image, "--prefix", prefix}
+	r := env.hcpsnap(t, t.TempDir(), args...)
+	if r.code != 0 {
+		t.Fatalf("pull-node: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	lines := pullLines(t, r.stdout)
+	want := map[string]string{complete[0]: "uploaded", complete[1]: "uploaded", "20260303T020000Z.partial": "skipped",
+		"20260304T020000Z.partial": "skipped", "README": "skipped", "2026-03-05": "skipped"}
+	for f, res := range want {
+		if lines[f].Result != res {
+			t.Errorf("%s: %q (%s), want %s", f, lines[f].Result, lines[f].Reason, res)
+		}
+	}
+	if len(lines) != len(want) {
+		t.Errorf("%d lines, want %d: %s", len(lines), len(want), r.stdout)
+	}
+	var wantKeys []string
+	for _, ts := range complete {
+		s, a, m := pullnode.Keys(prefix, ts)
+		wantKeys = append(wantKeys, s, a, m)
+	}
+	slices.Sort(wantKeys)
+	if got := env.awsList(t, env.bucket, prefix); !slices.Equal(got, wantKeys) {
+		t.Fatalf("bucket holds %q\nwant exactly %q", got, wantKeys)
+	}
+	for _, ts := range complete {
+		env.checkManagementBackup(t, prefix, ts, files[ts][0], files[ts][1])
+	}
+	if pods := env.pullNodePods(t); len(pods) != 0 {
+		t.Errorf("pods left: %q", pods)
+	}
+
+	// A second run uploads nothing new.
+	before := env.awsList(t, env.bucket, prefix)
+	r = env.hcpsnap(t, t.TempDir(), args...)
+	if r.code != 0 {
+		t.Fatalf("second pull-node: exit %d\n%s", r.code, r.stderr)
+	}
+	lines = pullLines(t, r.stdout)
+	for _, ts := range complete {
+		if lines[ts].Result != "already-stored" {
+			t.Errorf("second run: %s %q, want already-stored", ts, lines[ts].Result)
+		}
+	}
+	if got := env.awsList(t, env.bucket, prefix); !slices.Equal(got, before) {
+		t.Errorf("second run changed the bucket: %q", got)
+	}
+
+	// backups --management lists both, newest first, with the node.
+	r = env.prune(t, "backups", "--management", "--prefix", prefix)
+	if r.code != 0 {
+		t.Fatalf("backups --management: exit %d\n%s", r.code, r.stderr)
+	}
+	i0, i1 := strings.Index(r.stdout, "2026-03-01T02:00:00Z"), strings.Index(r.stdout, "2026-03-02T02:00:00Z")
+	if !strings.Contains(r.stdout, localenv.NodeName) || i0 < 0 || i1 < 0 || i1 > i0 {
+		t.Errorf("backups --management:\n%s", r.stdout)
+	}
+	// Without a series, they show as "management".
+	r = env.prune(t, "backups", "--prefix", prefix)
+	if r.code != 0 || !strings.Contains(r.stdout, "management") {
+		t.Errorf("backups: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+
+	// restore refuses a management backup, in one line with the hint.
+	_, _, manifestKey := pullnode.Keys(prefix, complete[1])
+	r = env.hcpsnap(t, t.TempDir(), "restore", "--from", "s3://"+env.bucket+"/"+manifestKey, "-f", "/dev/null")
+	if r.code != 3 || !strings.Contains(r.stderr, "cluster-restore.sh") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		t.Errorf("restore of a management backup: exit %d\n%s", r.code, r.stderr)
+	}
+
+	// prune --management --keep-last 1 keeps the newest, whole.
+	r = env.prune(t, "-o", "json", "prune", "--management", "--prefix", prefix, "--keep-last", "1")
+	if r.code != 0 {
+		t.Fatalf("prune --management: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	s, a, m := pullnode.Keys(prefix, complete[1])
+	wantKeys = []string{m, s, a}
+	slices.Sort(wantKeys)
+	if got := env.awsList(t, env.bucket, prefix); !slices.Equal(got, wantKeys) {
+		t.Errorf("after prune the bucket holds %q\nwant %q", got, wantKeys)
+	}
+}
+
+// TestPullNodeInterrupted: SIGINT in the middle of a copy ends with exit
+// 130, no pod and no multipart upload left, and nothing in the bucket.
+func TestPullNodeInterrupted(t *testing.T) {
+	env := loadEnv(t)
+	image := hcpsnapImage(t)
+	target := nodeTarget(t)
+	prefix := uniquePrefix("pull-node-sigint")
+	ts := "20260301T020000Z"
+	dir := filepath.Join(target, ts)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// A large file stands for a large snapshot: the copy takes long enough
+	// to be interrupted (it would fail etcd's check at its end anyway).
+	f, err := os.OpenFile(filepath.Join(dir, "snapshot_big.db"), os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.CopyN(f, rand.Reader, 512<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	os.WriteFile(filepath.Join(dir, "static_kuberesources_big.tar.gz"), []byte("x"), 0o600)
+
+	run := env.startHcpsnap(t, t.TempDir(), nil, "pull-node", "--node", localenv.NodeName, "--target-dir", target, "--image", image,
+		"--prefix", prefix, "--concurrency", "1")
+	deadline := time.Now().Add(2 * time.Minute)
+	for len(env.multipartUploads(t, prefix)) == 0 {
+		select {
+		case <-run.done:
+			t.Fatalf("pull-node ended (exit %d) before its upload began\n%s", run.code, run.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no multipart upload within 2 minutes")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := run.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := run.wait(t); code != 130 {
+		t.Fatalf("exit %d after SIGINT, want 130\n%s", code, run.stderr.String())
+	}
+	if pods := env.pullNodePods(t); len(pods) != 0 {
+		t.Errorf("pods left after SIGINT: %q", pods)
+	}
+	if ups := env.multipartUploads(t, prefix); len(ups) != 0 {
+		t.Errorf("multipart uploads left after SIGINT: %q", ups)
+	}
+	if keys := env.awsList(t, env.bucket, prefix); len(keys) != 0 {
+		t.Errorf("bucket holds %q after SIGINT", keys)
+	}
+}
+
+// TestPullNodeBadInput: each invalid value is one line and its exit code,
+// and neither a pod nor an object is made.
+func TestPullNodeBadInput(t *testing.T) {
+	env := loadEnv(t)
+	image := hcpsnapImage(t)
+	target := nodeTarget(t)
+	env.scriptRun(t, target, "20260301T020000Z", "")
+	prefix := uniquePrefix("pull-node-bad")
+	base := []string{"pull-node", "--prefix", prefix}
+	for _, c := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no node", []string{"--target-dir", target, "--image", image}, 2, "--node is required"},
+		{"bad node name", []string{"--node", "Node_1", "--target-dir", target, "--image", image}, 2, "not a valid node name"},
+		{"missing node", []string{"--node", "master-9", "--target-dir", target, "--image", image}, 3, "node master-9 not found"},
+		{"target outside", []string{"--node", localenv.NodeName, "--target-dir", "/etc", "--image", image}, 2, "outside the allowed places"},
+		{"target on tmpfs", []string{"--node", localenv.NodeName, "--target-dir", "/tmp/snapshots", "--image", image}, 2, "--allow-tmpfs"},
+		{"target etcd's", []string{"--node", localenv.NodeName, "--target-dir", "/var/lib/etcd", "--image", image}, 2, "/var/lib/etcd"},
+		{"relative target", []string{"--node", localenv.NodeName, "--target-dir", "var/tmp", "--image", image}, 2, "absolute"},
+		{"no image", []string{"--node", localenv.NodeName, "--target-dir", target}, 2, "--image is required"},
+		{"image by tag", []string{"--node", localenv.NodeName, "--target-dir", target, "--image", "registry.example/hcpsnap:latest"}, 2, "--image"},
+		{"bad namespace", []string{"--node", localenv.NodeName, "--target-dir", target, "--image", image, "--pod-namespace", "No"}, 2, "--pod-namespace"},
+		{"short deadline", []string{"--node", localenv.NodeName, "--target-dir", target, "--image", image, "--pod-deadline", "5s"}, 2, "--pod-deadline"},
+		{"bad part size", []string{"--node", localenv.NodeName, "--target-dir", target, "--image", image, "--part-size-mib", "2"}, 2, "--part-size-mib"},
+		{"unknown flag", []string{"--node", localenv.NodeName, "--target-dir", target, "--image", image, "--bogus"}, 2, "bogus"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := env.hcpsnap(t, t.TempDir(), append(append([]string{}, base...), c.args...)...)
+			if r.code != c.code {
+				t.Fatalf("exit %d, want %d\n%s", r.code, c.code, r.stderr)
+			}
+			msg := strings.TrimSpace(r.stderr)
+			if !strings.Contains(msg, c.want) || strings.Count(msg, "\n") != 0 {
+				t.Errorf("stderr %q, want one line with %q", msg, c.want)
+			}
+			if pods := env.pullNodePods(t); len(pods) != 0 {
+				t.Errorf("pods made: %q", pods)
+			}
+			if keys := env.awsList(t, env.bucket, prefix); len(keys) != 0 {
+				t.Errorf("objects made: %q", keys)
+			}
+		})
+	}
+}
