@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/hcpsnap/hcpsnap/e2e/localenv"
@@ -100,29 +102,42 @@ func (e *testEnv) pullNodePods(t *testing.T) []string {
 	return names
 }
 
-// multipartUploads lists the unfinished multipart uploads under prefix with
-// the aws CLI.
-func (e *testEnv) multipartUploads(t *testing.T, prefix string) []string {
+// multipartUploads lists the unfinished multipart uploads of the objects
+// with the aws CLI: of each key (MinIO lists uploads by object name, not by
+// any prefix), and of the whole bucket, filtered by the keys.
+func (e *testEnv) multipartUploads(t *testing.T, keys ...string) []string {
 	t.Helper()
-	cmd := exec.Command("aws", "s3api", "list-multipart-uploads", "--bucket", e.bucket, "--prefix", prefix+"/",
-		"--endpoint-url", e.vars["AWS_ENDPOINT_URL_S3"], "--query", "Uploads[].Key", "--output", "json")
-	for k, v := range e.vars {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	cmd.Env = append(cmd.Env, "PATH="+os.Getenv("PATH"), "HOME="+t.TempDir())
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("aws s3api list-multipart-uploads: %v: %s", err, stderr.String())
-	}
-	var keys []string
-	if s := strings.TrimSpace(string(out)); s != "" && s != "null" {
-		if err := json.Unmarshal(out, &keys); err != nil {
-			t.Fatalf("aws CLI output %q: %v", out, err)
+	var found []string
+	for _, prefix := range append([]string{""}, keys...) {
+		args := []string{"s3api", "list-multipart-uploads", "--bucket", e.bucket,
+			"--endpoint-url", e.vars["AWS_ENDPOINT_URL_S3"], "--query", "Uploads[].Key", "--output", "json"}
+		if prefix != "" {
+			args = append(args, "--prefix", prefix)
+		}
+		cmd := exec.Command("aws", args...)
+		for k, v := range e.vars {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		cmd.Env = append(cmd.Env, "PATH="+os.Getenv("PATH"), "HOME="+t.TempDir())
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("aws s3api list-multipart-uploads: %v: %s", err, stderr.String())
+		}
+		var ks []string
+		if s := strings.TrimSpace(string(out)); s != "" && s != "null" {
+			if err := json.Unmarshal(out, &ks); err != nil {
+				t.Fatalf("aws CLI output %q: %v", out, err)
+			}
+		}
+		for _, k := range ks {
+			if slices.Contains(keys, k) && !slices.Contains(found, k) {
+				found = append(found, k)
+			}
 		}
 	}
-	return keys
+	return found
 }
 
 // pullLines parses pull-node's NDJSON output by folder.
@@ -310,26 +325,37 @@ func TestPullNodeInterrupted(t *testing.T) {
 	target := nodeTarget(t)
 	prefix := uniquePrefix("pull-node-sigint")
 	ts := "20260301T020000Z"
+	// A large file stands for a large snapshot, so that the copy takes long
+	// enough to be interrupted: a real snapshot of the management etcd
+	// (whose meta pages the stream's scanner reads), then random bytes (the
+	// copy would fail etcd's check at its end, long after the interrupt).
+	snap, _ := env.scriptRun(t, target, ts, "")
 	dir := filepath.Join(target, ts)
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	// A large file stands for a large snapshot: the copy takes long enough
-	// to be interrupted (it would fail etcd's check at its end anyway).
-	f, err := os.OpenFile(filepath.Join(dir, "snapshot_big.db"), os.O_CREATE|os.O_WRONLY, 0o600)
+	p := filepath.Join(dir, "snapshot_"+strings.ReplaceAll(ts, "T", "_")+".db")
+	f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := io.CopyN(f, rand.Reader, 512<<20); err != nil {
+	if _, err := io.CopyN(f, rand.Reader, 512<<20-int64(len(snap))); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
-	os.WriteFile(filepath.Join(dir, "static_kuberesources_big.tar.gz"), []byte("x"), 0o600)
 
+	snapKey, staticKey, _ := pullnode.Keys(prefix, ts)
 	run := env.startHcpsnap(t, t.TempDir(), nil, "pull-node", "--node", localenv.NodeName, "--target-dir", target, "--image", image,
 		"--prefix", prefix, "--concurrency", "1")
 	deadline := time.Now().Add(2 * time.Minute)
-	for len(env.multipartUploads(t, prefix)) == 0 {
+	// Polled with the SDK, which answers in milliseconds (the aws CLI takes
+	// about a second to start); checked with the CLI at the end.
+	client := env.s3Client(env.vars["AWS_SECRET_ACCESS_KEY"])
+	for {
+		out, err := client.ListMultipartUploads(context.Background(), &awss3.ListMultipartUploadsInput{Bucket: &env.bucket, Prefix: aws.String(snapKey)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(out.Uploads) > 0 {
+			break
+		}
 		select {
 		case <-run.done:
 			t.Fatalf("pull-node ended (exit %d) before its upload began\n%s", run.code, run.stderr.String())
@@ -338,7 +364,7 @@ func TestPullNodeInterrupted(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("no multipart upload within 2 minutes")
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 	if err := run.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
@@ -349,8 +375,19 @@ func TestPullNodeInterrupted(t *testing.T) {
 	if pods := env.pullNodePods(t); len(pods) != 0 {
 		t.Errorf("pods left after SIGINT: %q", pods)
 	}
-	if ups := env.multipartUploads(t, prefix); len(ups) != 0 {
+	if ups := env.multipartUploads(t, snapKey, staticKey); len(ups) != 0 {
 		t.Errorf("multipart uploads left after SIGINT: %q", ups)
+	}
+	// The check sees an upload that is left: one made here, then aborted.
+	probe := prefix + "/probe"
+	up, err := client.CreateMultipartUpload(context.Background(), &awss3.CreateMultipartUploadInput{Bucket: &env.bucket, Key: &probe})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := env.multipartUploads(t, probe)
+	client.AbortMultipartUpload(context.Background(), &awss3.AbortMultipartUploadInput{Bucket: &env.bucket, Key: &probe, UploadId: up.UploadId})
+	if len(seen) != 1 {
+		t.Errorf("the multipart upload check does not see an upload left: %q", seen)
 	}
 	if keys := env.awsList(t, env.bucket, prefix); len(keys) != 0 {
 		t.Errorf("bucket holds %q after SIGINT", keys)

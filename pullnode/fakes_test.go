@@ -31,6 +31,8 @@ type memStore struct {
 	open    int
 	uploads []string
 	aborts  []string
+	// abortCalls are the keys of AbortUploads calls, in order.
+	abortCalls []string
 	// onUpload, when set, runs before an upload reads its stream.
 	onUpload func(key string)
 }
@@ -88,7 +90,12 @@ func (m *memStore) Upload(ctx context.Context, key string, r io.Reader, opts s3.
 	return s3.UploadResult{Size: int64(len(data))}, nil
 }
 
-func (m *memStore) AbortUploads(context.Context, string) error { return nil }
+func (m *memStore) AbortUploads(_ context.Context, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.abortCalls = append(m.abortCalls, key)
+	return nil
+}
 
 func (m *memStore) keys() []string {
 	m.mu.Lock()

@@ -341,6 +341,7 @@ func (p *Puller) upload(ctx context.Context, pod, folder string, f File, key str
 		Metadata: map[string]string{manifest.MetaRunID: p.runID, manifest.MetaSnapshotID: p.runID + "-" + folder},
 	})
 	if err != nil {
+		p.abortLeftovers(ctx, key)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -350,6 +351,40 @@ func (p *Puller) upload(ctx context.Context, pod, folder string, f File, key str
 		return fmt.Errorf("uploaded %d bytes of %s, which has %d", res.Size, f.Name, f.Size)
 	}
 	return nil
+}
+
+// abortLeftovers makes sure that a failed or interrupted upload leaves no
+// multipart upload behind. Upload aborts its own, but a part whose request
+// was cancelled on the client may still be written by the server after
+// that abort, and bring the upload back (seen with MinIO after Ctrl-C); so
+// the uploads of key are aborted again, a few times, under a context of
+// their own.
+func (p *Puller) abortLeftovers(ctx context.Context, key string) {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.Opts.CleanupTimeout)
+	defer cancel()
+	var err error
+	for i := range 3 {
+		if i > 0 {
+			select {
+			case <-actx.Done():
+			case <-time.After(p.abortPause()):
+			}
+		}
+		if err = p.Store.AbortUploads(actx, key); err != nil {
+			break
+		}
+	}
+	if err != nil {
+		log.FromContext(ctx).Warn("could not abort the unfinished multipart upload; abort it by hand (aws s3api list-multipart-uploads, abort-multipart-upload) or let a lifecycle rule do it", "key", key, "err", err)
+	}
+}
+
+// abortPause is the wait between the aborts of abortLeftovers.
+func (p *Puller) abortPause() time.Duration {
+	if p.poll < 500*time.Millisecond {
+		return p.poll
+	}
+	return 500 * time.Millisecond
 }
 
 // warnFunc logs a warning through the context's logger.

@@ -298,6 +298,11 @@ func TestPullCancelled(t *testing.T) {
 	if h.store.open != 0 || len(h.store.aborts) != 1 {
 		t.Errorf("open uploads %d, aborted %q", h.store.open, h.store.aborts)
 	}
+	// Once before the upload, and again after it was cut short: a part the
+	// server writes after Upload's own abort must not leave an upload.
+	if n := len(h.store.abortCalls); n < 2 {
+		t.Errorf("AbortUploads called %d times (%q), want before and after the upload", n, h.store.abortCalls)
+	}
 	if len(h.store.keys()) != 0 {
 		t.Errorf("bucket holds %q", h.store.keys())
 	}
