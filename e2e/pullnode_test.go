@@ -23,11 +23,14 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/hcpsnap/hcpsnap/e2e/localenv"
 	"github.com/hcpsnap/hcpsnap/manifest"
 	"github.com/hcpsnap/hcpsnap/pullnode"
+	"github.com/hcpsnap/hcpsnap/schedule"
 )
 
 // mgmtEtcd is the management cluster's own etcd of the local environment
@@ -439,5 +442,81 @@ func TestPullNodeBadInput(t *testing.T) {
 				t.Errorf("objects made: %q", keys)
 			}
 		})
+	}
+}
+
+// TestSchedulePullNodeRunsForReal applies `schedule pull-node` with the
+// image `make image` built, starts a Job from its CronJob as `kubectl create
+// job --from` does, and checks that the job's pull-node, with only the
+// schedule's permissions, copied the node's snapshot; then --delete removes
+// every object of the schedule.
+func TestSchedulePullNodeRunsForReal(t *testing.T) {
+	env := loadEnv(t)
+	image := hcpsnapImage(t)
+	ctx := context.Background()
+	env.deleteHcpsnapObjects(t)
+	t.Cleanup(func() { env.deleteHcpsnapObjects(t) })
+	env.createS3Secret(t, env.namespace)
+	target := nodeTarget(t)
+	ts := "20260301T020000Z"
+	snap, archive := env.scriptRun(t, target, ts, "")
+	prefix := uniquePrefix("scheduled-pull-node")
+	name := schedule.DefaultPullNodeName(localenv.NodeName)
+
+	args := []string{"schedule", "pull-node", "--node", localenv.NodeName, "--schedule", "0 3 1 1 *", "--job-namespace", env.namespace,
+		"--image", image, "--s3-credentials-secret", scheduleSecret, "--s3-endpoint", env.vars["AWS_ENDPOINT_URL_S3"], "--region", env.vars["AWS_REGION"],
+		"--target-dir", target, "--prefix", prefix}
+	if res := env.hcpsnap(t, t.TempDir(), append(args, "--dry-run=server")...); res.code != 0 {
+		t.Fatalf("schedule pull-node --dry-run=server: exit %d: %s", res.code, res.stderr)
+	}
+	if objs := env.hcpsnapObjects(t); len(objs) != 0 {
+		t.Fatalf("a server-side dry run left %q", objs)
+	}
+	if res := env.hcpsnap(t, t.TempDir(), append(args, "--apply")...); res.code != 0 {
+		t.Fatalf("schedule pull-node --apply: exit %d: %s", res.code, res.stderr)
+	}
+	kubectl := filepath.Join(env.vars["LOCALENV_BIN_DIR"], "kubectl")
+	job := name + "-1"
+	cmd := exec.Command(kubectl, "create", "job", job, "--from=cronjob/"+name, "-n", env.namespace)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.vars["KUBECONFIG"])
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kubectl create job --from: %v: %s", err, out)
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	var result schedule.Result
+	for result == "" && time.Now().Before(deadline) {
+		time.Sleep(time.Second)
+		j, err := env.kube.BatchV1().Jobs(env.namespace).Get(ctx, job, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range j.Status.Conditions {
+			if c.Status == corev1.ConditionTrue && (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) {
+				result = schedule.Result(c.Type)
+			}
+		}
+	}
+	if result != schedule.ResultComplete {
+		t.Fatalf("Job %s ended %q, want Complete; its pods:\n%s", job, result, env.podReport(t, job))
+	}
+	s, a, m := pullnode.Keys(prefix, ts)
+	want := []string{m, s, a}
+	slices.Sort(want)
+	if got := env.awsList(t, env.bucket, prefix); !slices.Equal(got, want) {
+		t.Fatalf("bucket holds %q\nwant %q", got, want)
+	}
+	env.checkManagementBackup(t, prefix, ts, snap, archive)
+	if pods := env.pullNodePods(t); len(pods) != 0 {
+		t.Errorf("pull-node pods left: %q", pods)
+	}
+
+	del := []string{"schedule", "pull-node", "--node", localenv.NodeName, "--job-namespace", env.namespace, "--delete"}
+	if res := env.hcpsnap(t, t.TempDir(), del...); res.code != 0 {
+		t.Fatalf("schedule pull-node --delete: exit %d: %s", res.code, res.stderr)
+	}
+	for _, o := range env.hcpsnapObjects(t) {
+		if strings.Contains(o, name) {
+			t.Errorf("%s left after --delete", o)
+		}
 	}
 }
