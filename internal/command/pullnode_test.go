@@ -125,3 +125,83 @@ func TestBackupsManagement(t *testing.T) {
 		}
 	}
 }
+
+// schedule pull-node: each bad flag is one line and exit 2, nothing printed.
+func TestSchedulePullNodeBadInput(t *testing.T) {
+	ok := []string{"schedule", "pull-node", "--node", "master-0", "--schedule", "30 * * * *", "--job-namespace", "hcpsnap",
+		"--image", testImage, "--s3-credentials-secret", "s3", "--bucket", "bkt"}
+	with := func(extra ...string) []string { return append(append([]string{}, ok...), extra...) }
+	without := func(flag string) []string {
+		var out []string
+		for i := 0; i < len(ok); i++ {
+			if ok[i] == flag {
+				i++
+				continue
+			}
+			out = append(out, ok[i])
+		}
+		return out
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{without("--node"), "--node is required"},
+		{without("--job-namespace"), "--job-namespace is required"},
+		{without("--schedule"), "--schedule is required"},
+		{without("--image"), "--image is required"},
+		{without("--s3-credentials-secret"), "no S3 credentials"},
+		{without("--bucket"), "--bucket is required"},
+		{with("--node", "Master_0"), "not a valid node name"},
+		{with("--schedule", "CRON_TZ=UTC 0 2 * * *"), "time zone"},
+		{with("--schedule", "every day"), "not a valid cron schedule"},
+		{with("--time-zone", "Mars/Olympus"), "--time-zone"},
+		{with("--image", "registry.example/hcpsnap:latest"), "--image"},
+		{with("--target-dir", "/etc"), "--target-dir"},
+		{with("--pod-deadline", "1s"), "--pod-deadline"},
+		{with("--pod-namespace", "other"), "pod-namespace"},
+		{with("--s3-ca-bundle", "/ca.pem"), "s3-ca-bundle"},
+		{with("--name", "Bad_Name"), "--name"},
+		{with("--apply", "--delete"), "different actions"},
+		{with("--dry-run", "maybe"), "not a mode"},
+	} {
+		t.Run(strings.Join(c.args[2:], " "), func(t *testing.T) {
+			t.Setenv("HCPSNAP_BUCKET", "")
+			t.Setenv("KUBECONFIG", "/nonexistent/kubeconfig")
+			var out, errOut bytes.Buffer
+			err := New(strings.NewReader(""), &out, &errOut).Run(context.Background(), append([]string{"hcpsnap"}, c.args...))
+			if code := exitcode.Of(err); code != exitcode.Usage {
+				t.Fatalf("exit code %d (%v), want %d", code, err, exitcode.Usage)
+			}
+			if !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("error %q should be one line containing %q", err, c.want)
+			}
+			if out.String() != "" {
+				t.Errorf("stdout %q, want nothing", out.String())
+			}
+		})
+	}
+}
+
+// The rendered job runs pull-node with --node and --image first, then the
+// flags set here, and never the excluded ones.
+func TestSchedulePullNodeRender(t *testing.T) {
+	t.Setenv("HCPSNAP_BUCKET", "")
+	var out, errOut bytes.Buffer
+	err := New(strings.NewReader(""), &out, &errOut).Run(context.Background(), []string{"hcpsnap", "schedule", "pull-node",
+		"--node", "master-0", "--schedule", "30 * * * *", "--job-namespace", "hcpsnap", "--image", testImage,
+		"--s3-credentials-secret", "s3", "--bucket", "bkt", "--target-dir", "/var/etcd-snapshots", "--s3-ca-configmap", "ca"})
+	if err != nil {
+		t.Fatalf("%v: %s", err, errOut.String())
+	}
+	y := out.String()
+	for _, want := range []string{"- pull-node\n            - --node=master-0\n            - --image=" + testImage + "\n            - --target-dir=/var/etcd-snapshots\n            - --bucket=bkt\n            - --s3-ca-bundle=/etc/hcpsnap/s3-ca/ca.crt",
+		"name: hcpsnap-pull-node:hcpsnap:hcpsnap-pull-node-master-0:nodes", "resourceNames:\n  - hostmount-anyuid", "kind: ClusterRoleBinding", "hcpsnap.io/target: pull-node master-0"} {
+		if !strings.Contains(y, want) {
+			t.Errorf("render lacks %q:\n%s", want, y)
+		}
+	}
+	if strings.Contains(y, "--pod-namespace") {
+		t.Errorf("render passes --pod-namespace:\n%s", y)
+	}
+}
