@@ -520,3 +520,45 @@ func TestSchedulePullNodeRunsForReal(t *testing.T) {
 		}
 	}
 }
+
+// TestPullNodeRefusesADamagedSnapshot: a file that is not an etcd snapshot
+// fails its copy as soon as that shows (exit 4): no object, no multipart
+// upload and no pod are left, and the log is hcpsnap's alone (the exec
+// stream cut short is not reported by client-go on stderr).
+func TestPullNodeRefusesADamagedSnapshot(t *testing.T) {
+	env := loadEnv(t)
+	image := hcpsnapImage(t)
+	target := nodeTarget(t)
+	prefix := uniquePrefix("pull-node-damaged")
+	ts := "20260301T020000Z"
+	env.scriptRun(t, target, ts, "")
+	p := filepath.Join(target, ts, "snapshot_"+strings.ReplaceAll(ts, "T", "_")+".db")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.CopyN(f, rand.Reader, 100<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	r := env.hcpsnap(t, t.TempDir(), "pull-node", "--node", localenv.NodeName, "--target-dir", target, "--image", image, "--prefix", prefix)
+	if r.code != 4 || !strings.Contains(r.stderr, "not a bbolt database") {
+		t.Fatalf("exit %d, want 4 for a snapshot that is not one\n%s", r.code, r.stderr)
+	}
+	if strings.Contains(r.stderr, "Unhandled Error") {
+		t.Errorf("client-go logged on stderr:\n%s", r.stderr)
+	}
+	if !strings.Contains(r.stdout, ts+"  failed") {
+		t.Errorf("stdout %q, want the folder failed", r.stdout)
+	}
+	snapKey, staticKey, _ := pullnode.Keys(prefix, ts)
+	if keys := env.awsList(t, env.bucket, prefix); len(keys) != 0 {
+		t.Errorf("bucket holds %q", keys)
+	}
+	if ups := env.multipartUploads(t, snapKey, staticKey); len(ups) != 0 {
+		t.Errorf("multipart uploads left: %q", ups)
+	}
+	if pods := env.pullNodePods(t); len(pods) != 0 {
+		t.Errorf("pods left: %q", pods)
+	}
+}

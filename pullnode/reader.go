@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/hcpsnap/hcpsnap/internal/kube"
 )
@@ -50,7 +51,7 @@ type rangeRead struct {
 	out    *io.PipeReader
 	done   chan struct{}
 	err    error
-	stderr bytes.Buffer
+	stderr syncBuffer
 	cancel context.CancelFunc
 }
 
@@ -124,7 +125,7 @@ func (r *fileReader) launch(off int64) *rangeRead {
 	cmd := []string{Binary, NodeFilesCommand, "cat", r.path, itoa(off), itoa(end - off)}
 	go func() {
 		defer close(rr.done)
-		err := r.exec.Exec(ctx, r.namespace, r.pod, Container, cmd, nil, pw, &rr.stderr)
+		err := r.exec.Exec(ctx, r.namespace, r.pod, Container, cmd, nil, sink{pw}, &rr.stderr)
 		if err != nil {
 			if msg := oneLine(rr.stderr.String()); msg != "" {
 				err = fmt.Errorf("%w (%s)", err, msg)
@@ -149,10 +150,45 @@ func (r *fileReader) stop() error {
 	return rr.err
 }
 
+// sink is the exec's stdout: the pipe to the reader while it reads, and a
+// drain once it stopped. A write that failed would be logged by client-go
+// on stderr, in its own format, in the middle of hcpsnap's log; and its
+// stream copy may still write after the exec returned.
+type sink struct{ pw *io.PipeWriter }
+
+func (s sink) Write(p []byte) (int, error) {
+	if _, err := s.pw.Write(p); err != nil {
+		return len(p), nil // the reader has stopped: nothing wants these bytes
+	}
+	return len(p), nil
+}
+
 // Close stops the exec still running, if any.
 func (r *fileReader) Close() error {
 	_ = r.stop()
 	return nil
+}
+
+// syncBuffer is a buffer that the exec's stream copy may write after the
+// exec returned; reads of it happen once the exec has returned.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.b.Len() > 64<<10 {
+		return len(p), nil
+	}
+	return s.b.Write(p)
 }
 
 // oneLine joins the fields of s into one line, at most 300 characters.
