@@ -25,6 +25,7 @@ import (
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/hcpsnap/hcpsnap/e2e/localenv"
@@ -560,5 +561,66 @@ func TestPullNodeRefusesADamagedSnapshot(t *testing.T) {
 	}
 	if pods := env.pullNodePods(t); len(pods) != 0 {
 		t.Errorf("pods left: %q", pods)
+	}
+}
+
+// TestPullNodeCleansUpAfterAKilledRun: the pods an earlier run left (a
+// killed hcpsnap cannot delete its pod) are handled by the next run: one
+// that ended is deleted, one still running is warned about and left to its
+// deadline.
+func TestPullNodeCleansUpAfterAKilledRun(t *testing.T) {
+	env := loadEnv(t)
+	image := hcpsnapImage(t)
+	ctx := context.Background()
+	target := nodeTarget(t)
+	prefix := uniquePrefix("pull-node-stale")
+	leftover := func(name string, command ...string) {
+		t.Helper()
+		pod := pullnode.PodSpec(pullnode.Options{Node: localenv.NodeName, TargetDir: target, Image: image, PodNamespace: "default", PodDeadline: 10 * time.Minute})
+		pod.GenerateName, pod.Name = "", name
+		pod.Spec.Containers[0].Command = command
+		if _, err := env.kube.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			// Gone before the next test, which counts pull-node's pods.
+			_ = env.kube.CoreV1().Pods("default").Delete(context.Background(), name, metav1.DeleteOptions{})
+			for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+				if _, err := env.kube.CoreV1().Pods("default").Get(context.Background(), name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+					return
+				}
+			}
+			t.Errorf("leftover pod %s not gone a minute after its deletion", name)
+		})
+	}
+	leftover("hcpsnap-pull-node-ended", pullnode.Binary, "version")
+	leftover("hcpsnap-pull-node-running", pullnode.Binary, pullnode.NodeFilesCommand, "wait", "--deadline", "10m")
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ended, err := env.kube.CoreV1().Pods("default").Get(ctx, "hcpsnap-pull-node-ended", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		running, err := env.kube.CoreV1().Pods("default").Get(ctx, "hcpsnap-pull-node-running", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ended.Status.Phase == corev1.PodSucceeded && running.Status.Phase == corev1.PodRunning {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leftover pods are %s and %s, want Succeeded and Running", ended.Status.Phase, running.Status.Phase)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	r := env.hcpsnap(t, t.TempDir(), "pull-node", "--node", localenv.NodeName, "--target-dir", target, "--image", image, "--prefix", prefix)
+	if r.code != 0 {
+		t.Fatalf("pull-node: exit %d\n%s", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "hcpsnap-pull-node-running") || !strings.Contains(r.stderr, "still there") {
+		t.Errorf("no warning about the running leftover:\n%s", r.stderr)
+	}
+	if pods := env.pullNodePods(t); !slices.Equal(pods, []string{"default/hcpsnap-pull-node-running"}) {
+		t.Errorf("pods after the run: %q, want only the running leftover", pods)
 	}
 }
