@@ -21,6 +21,7 @@ var layers = map[string]int{
 	"schedule":               4,
 	"prune":                  4,
 	"management":             4,
+	"pullnode":               4,
 	"runbook":                3,
 	"s3":                     2,
 	"internal/kube":          2,

@@ -19,6 +19,10 @@ const (
 	BackupRole           = "hcpsnap-backup"
 	RestoreRole          = "hcpsnap-restore"
 	RestoreNamespaceRole = "hcpsnap-restore-namespaces"
+	// PullNodeRole is bound in pull-node's pod namespace, PullNodeNodesRole
+	// cluster-wide.
+	PullNodeRole      = "hcpsnap-pull-node"
+	PullNodeNodesRole = "hcpsnap-pull-node-nodes"
 )
 
 // ClusterRoles decodes every ClusterRole of rbac.yaml, in file order.

@@ -16,7 +16,7 @@ func TestClusterRoles(t *testing.T) {
 	for _, r := range roles {
 		names = append(names, r.Name)
 	}
-	if want := []string{BackupRole, RestoreRole, RestoreNamespaceRole}; !slices.Equal(names, want) {
+	if want := []string{BackupRole, RestoreRole, RestoreNamespaceRole, PullNodeRole, PullNodeNodesRole}; !slices.Equal(names, want) {
 		t.Fatalf("ClusterRoles = %v, want %v", names, want)
 	}
 	backup, err := ClusterRole(BackupRole)

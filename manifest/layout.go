@@ -11,3 +11,14 @@ const (
 	ManifestObject  = "manifest.json"
 	KeyBundleObject = "key-bundle.json"
 )
+
+// The management cluster's own backups (`hcpsnap pull-node`) form one more
+// series beside the HostedClusters': <prefix>/ManagementSeries/<timestamp>/
+// holds SnapshotObject, StaticResourcesObject and ManifestObject, and no key
+// bundle. The timestamp is the name of the folder the snapshot script made
+// on the node (its run's start in UTC, TimestampFormat). The series name
+// starts with "_", which no HostedCluster name can, so the two never mix.
+const (
+	ManagementSeries      = "_management"
+	StaticResourcesObject = "static_kuberesources.tar.gz"
+)

@@ -41,7 +41,39 @@ type Manifest struct {
 	// than one when a broken snapshot stream was taken again.
 	Downtimes      []Window `json:"downtimes,omitempty"`
 	HCPSnapVersion string   `json:"hcpsnapVersion"`
+
+	// Source is where the snapshot comes from: empty for a HostedCluster's
+	// etcd (every manifest written before the field existed), or
+	// SourceManagement for the management cluster's own etcd, copied off a
+	// master by `hcpsnap pull-node`. Such a backup lives in the series
+	// ManagementSeries, has no key bundle and is restored with OpenShift's
+	// cluster-restore.sh, not by hcpsnap.
+	Source string `json:"source,omitempty"`
+	// Node is the master whose folder the snapshot was copied from
+	// (SourceManagement only).
+	Node string `json:"node,omitempty"`
+	// Original names the files as cluster-backup.sh wrote them on the node
+	// (SourceManagement only): cluster-restore.sh looks for these names.
+	Original *OriginalFiles `json:"originalFiles,omitempty"`
+	// StaticResources is the static_kuberesources archive that
+	// cluster-backup.sh writes beside the snapshot (SourceManagement only).
+	StaticResources *Object `json:"staticResources,omitempty"`
 }
+
+// OriginalFiles are the names a management backup's files had on the node.
+type OriginalFiles struct {
+	Folder          string `json:"folder"`
+	Snapshot        string `json:"snapshot"`
+	StaticResources string `json:"staticResources"`
+}
+
+// SourceManagement is Manifest.Source for a snapshot of the management
+// cluster's own etcd.
+const SourceManagement = "management"
+
+// IsManagement reports whether the manifest describes a snapshot of the
+// management cluster's own etcd.
+func (m *Manifest) IsManagement() bool { return m.Source == SourceManagement }
 
 // Etcd is what `etcdutl snapshot status` (or, before etcd 3.6, `etcdctl
 // snapshot status`) reported, and etcd's own SHA-256 of the database, which
@@ -104,6 +136,9 @@ func Decode(data []byte) (*Manifest, error) {
 	}
 	if m.SchemaVersion < 1 || m.Snapshot.Key == "" {
 		return nil, fmt.Errorf("not an hcpsnap manifest: schemaVersion or snapshot key missing")
+	}
+	if m.Source != "" && m.Source != SourceManagement {
+		return nil, fmt.Errorf("manifest source %q is not one this hcpsnap knows (%q or none): use a newer hcpsnap", m.Source, SourceManagement)
 	}
 	if m.SchemaVersion > SchemaVersion {
 		return nil, fmt.Errorf("manifest schema version %d is newer than this hcpsnap reads (%d): use a newer hcpsnap", m.SchemaVersion, SchemaVersion)

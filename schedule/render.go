@@ -50,7 +50,11 @@ var GlobalArgs = []string{"--log-format=json", "--output=json"}
 // the role and the identity before the bindings that join them, the CronJob
 // last, so that its first run finds its permissions in place.
 type Objects struct {
-	ClusterRole        *rbacv1.ClusterRole
+	ClusterRole *rbacv1.ClusterRole
+	// NodeClusterRole, for a pull-node schedule, holds the cluster-wide
+	// rules (nodes get) that its ClusterRoleBinding grants, apart from the
+	// pod rules that ClusterRole grants in the job's namespace only.
+	NodeClusterRole    *rbacv1.ClusterRole
 	ServiceAccount     *corev1.ServiceAccount
 	RoleBindings       []*rbacv1.RoleBinding
 	ClusterRoleBinding *rbacv1.ClusterRoleBinding
@@ -59,7 +63,11 @@ type Objects struct {
 
 // List returns the objects in their apply order.
 func (o *Objects) List() []runtime.Object {
-	l := []runtime.Object{o.ClusterRole, o.ServiceAccount}
+	l := []runtime.Object{o.ClusterRole}
+	if o.NodeClusterRole != nil {
+		l = append(l, o.NodeClusterRole)
+	}
+	l = append(l, o.ServiceAccount)
 	for _, rb := range o.RoleBindings {
 		l = append(l, rb)
 	}
@@ -109,12 +117,12 @@ func Render(s Spec) (*Objects, error) {
 			})
 		}
 	}
-	o.CronJob = cronJob(s, meta(s.JobNamespace, s.Name), lbl)
+	o.CronJob = cronJob(s, meta(s.JobNamespace, s.Name), lbl, s.Target.String(), podSpec(s, "backup", s.BackupArgs))
 	return o, nil
 }
 
-func cronJob(s Spec, meta metav1.ObjectMeta, lbl map[string]string) *batchv1.CronJob {
-	meta.Annotations = map[string]string{AnnotationTarget: s.Target.String()}
+func cronJob(s Spec, meta metav1.ObjectMeta, lbl map[string]string, target string, pod corev1.PodSpec) *batchv1.CronJob {
+	meta.Annotations = map[string]string{AnnotationTarget: target}
 	var activeDeadline *int64
 	if s.ActiveDeadline > 0 {
 		activeDeadline = ptr.To(int64(s.ActiveDeadline.Seconds()))
@@ -141,7 +149,7 @@ func cronJob(s Spec, meta metav1.ObjectMeta, lbl map[string]string) *batchv1.Cro
 					ActiveDeadlineSeconds: activeDeadline,
 					Template: corev1.PodTemplateSpec{
 						ObjectMeta: metav1.ObjectMeta{Labels: copyMap(lbl)},
-						Spec:       podSpec(s),
+						Spec:       pod,
 					},
 				},
 			},
@@ -149,8 +157,9 @@ func cronJob(s Spec, meta metav1.ObjectMeta, lbl map[string]string) *batchv1.Cro
 	}
 }
 
-func podSpec(s Spec) corev1.PodSpec {
-	args := append(append(append([]string{}, GlobalArgs...), "backup"), s.BackupArgs...)
+// podSpec is the job's pod, running hcpsnap's command with its arguments.
+func podSpec(s Spec, command string, commandArgs []string) corev1.PodSpec {
+	args := append(append(append([]string{}, GlobalArgs...), command), commandArgs...)
 	env := []corev1.EnvVar{{Name: "HCPSNAP_STATE_DIR", Value: StateDir}}
 	if s.Region != "" {
 		env = append(env, corev1.EnvVar{Name: "AWS_REGION", Value: s.Region})

@@ -107,12 +107,6 @@ type Spec struct {
 // Validate checks the Spec as a whole, without I/O. The command line checks
 // each flag first, with messages that name it; this is the last word.
 func (s *Spec) Validate() error {
-	if err := CheckName(s.Name); err != nil {
-		return fmt.Errorf("schedule name %q: %w", s.Name, err)
-	}
-	if errs := validation.IsDNS1123Label(s.JobNamespace); len(errs) > 0 {
-		return fmt.Errorf("job namespace %q: %s", s.JobNamespace, errs[0])
-	}
 	t := s.Target
 	switch {
 	case t.Cluster != "" && (t.Selector != "" || t.AllNamespaces):
@@ -126,6 +120,17 @@ func (s *Spec) Validate() error {
 		if _, err := labels.Parse(t.Selector); err != nil {
 			return fmt.Errorf("selector %q: %w", t.Selector, err)
 		}
+	}
+	return s.validateJob()
+}
+
+// validateJob checks what every schedule's job has, whatever it runs.
+func (s *Spec) validateJob() error {
+	if err := CheckName(s.Name); err != nil {
+		return fmt.Errorf("schedule name %q: %w", s.Name, err)
+	}
+	if errs := validation.IsDNS1123Label(s.JobNamespace); len(errs) > 0 {
+		return fmt.Errorf("job namespace %q: %s", s.JobNamespace, errs[0])
 	}
 	if _, err := ParseCron(s.Cron); err != nil {
 		return fmt.Errorf("schedule %q: %w", s.Cron, err)

@@ -19,6 +19,7 @@ import (
 	"github.com/hcpsnap/hcpsnap/internal/dryrun"
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
 	"github.com/hcpsnap/hcpsnap/internal/kube"
+	"github.com/hcpsnap/hcpsnap/manifest"
 	"github.com/hcpsnap/hcpsnap/prune"
 	"github.com/hcpsnap/hcpsnap/retention"
 	"github.com/hcpsnap/hcpsnap/s3"
@@ -89,14 +90,16 @@ func (o *RetentionOptions) policy() (retention.Policy, error) {
 
 // PruneOptions are the options of `hcpsnap prune`.
 type PruneOptions struct {
-	Cluster   string
-	Prefix    string
-	KeyPrefix string
-	Keep      RetentionOptions
-	DryRun    bool
-	S3        S3Options
-	Global    *GlobalOptions
-	Out       io.Writer
+	Cluster string
+	// Management prunes the management cluster's own backups (pull-node).
+	Management bool
+	Prefix     string
+	KeyPrefix  string
+	Keep       RetentionOptions
+	DryRun     bool
+	S3         S3Options
+	Global     *GlobalOptions
+	Out        io.Writer
 
 	policy  retention.Policy
 	store   prune.Store
@@ -109,6 +112,9 @@ func (o *PruneOptions) Validate() error {
 		if errs := validation.IsDNS1123Label(o.Cluster); len(errs) > 0 {
 			return exitcode.Usagef("--%s %q is not a valid Kubernetes name: %s", FlagCluster, o.Cluster, errs[0])
 		}
+	}
+	if o.Cluster != "" && o.Management {
+		return exitcode.Usagef("--%s (or %s) and --%s name two series: keep one", FlagCluster, env(FlagCluster), FlagManagement)
 	}
 	if o.S3.Bucket == "" {
 		return exitcode.Usagef("--%s is required (or %s)", FlagBucket, env(FlagBucket))
@@ -180,8 +186,12 @@ func runsInProgress(ctx context.Context, hyper *kube.HyperShift, bucket string) 
 
 // Run prunes and reports each backup.
 func (o *PruneOptions) Run(ctx context.Context) error {
+	series := o.Cluster
+	if o.Management {
+		series = manifest.ManagementSeries
+	}
 	return runPrune(ctx, o.store, pruneRun{
-		opts: prune.Options{Bucket: o.S3.Bucket, Prefix: o.Prefix, KeyPrefix: o.KeyPrefix, Cluster: o.Cluster,
+		opts: prune.Options{Bucket: o.S3.Bucket, Prefix: o.Prefix, KeyPrefix: o.KeyPrefix, Cluster: series,
 			Retention: retention.Options{Policy: o.policy, IncludeIncomplete: o.Keep.IncludeIncomplete}, Running: o.running},
 		dryRun: o.DryRun, format: o.Global.Output, out: o.Out,
 	})
@@ -340,7 +350,9 @@ Exit code 6 means some chosen backups could not be removed; locked backups
 do not count as failures.`,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: FlagCluster, Sources: cli.EnvVars(env(FlagCluster)), Destination: &o.Cluster,
-				Usage: "Name of the backed-up HostedCluster whose backups are pruned. Without it, every cluster under --prefix is pruned, each with the policy."},
+				Usage: "Name of the backed-up HostedCluster whose backups are pruned. Without it (and without --management), every cluster under --prefix is pruned, each with the policy, the management cluster's own backups (" + manifest.ManagementSeries + ") too."},
+			&cli.BoolFlag{Name: FlagManagement, Sources: cli.EnvVars(env(FlagManagement)), Destination: &o.Management,
+				Usage: "Prune the management cluster's own etcd backups, which hcpsnap pull-node copied (<prefix>/" + manifest.ManagementSeries + "/): each goes with its static_kuberesources archive."},
 			&cli.StringFlag{Name: FlagPrefix, Value: "backups", Sources: cli.EnvVars(env(FlagPrefix)), Destination: &o.Prefix,
 				Usage: "Key prefix of the backups, as given to hcpsnap backup."},
 			&cli.StringFlag{Name: FlagKeyPrefix, Value: "hcpsnap-keys", Sources: cli.EnvVars(env(FlagKeyPrefix)), Destination: &o.KeyPrefix,

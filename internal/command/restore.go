@@ -27,9 +27,11 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
 
+	"github.com/hcpsnap/hcpsnap/checkpoint"
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
 	"github.com/hcpsnap/hcpsnap/internal/fsutil"
 	"github.com/hcpsnap/hcpsnap/internal/kube"
+	"github.com/hcpsnap/hcpsnap/manifest"
 	"github.com/hcpsnap/hcpsnap/restore"
 	"github.com/hcpsnap/hcpsnap/s3"
 )
@@ -170,16 +172,20 @@ func (o *RestoreOptions) Complete(ctx context.Context) error {
 // Run resolves the backup, patches the render and writes it.
 func (o *RestoreOptions) Run(ctx context.Context) error {
 	logger := log.FromContext(ctx)
-	render, err := o.readRender()
-	if err != nil {
-		return err
-	}
 	store := o.store
 	b, err := o.backup(ctx, store)
 	if err != nil {
 		return err
 	}
 	m := b.Manifest
+	if m.IsManagement() {
+		return exitcode.Preconditionf("%s is a backup of the management cluster's own etcd (node %s), which hcpsnap does not restore: download its %s and %s into one folder under their original names (%s, %s) and run OpenShift's cluster-restore.sh with that folder on a recovery master",
+			b.ManifestKey, checkpoint.OneLine(m.Node), manifest.SnapshotObject, manifest.StaticResourcesObject, originalName(m, true), originalName(m, false))
+	}
+	render, err := o.readRender()
+	if err != nil {
+		return err
+	}
 	logger.Info("restoring backup", "cluster", m.Namespace+"/"+m.Cluster, "taken", m.Times.Finished.Format(time.RFC3339),
 		"revision", m.Etcd.Revision, "keys", m.Etcd.TotalKeys, "bytes", m.Snapshot.Size)
 	if err := restore.CheckSnapshot(ctx, store, b); err != nil {
@@ -467,4 +473,19 @@ they are never logged, and the output file is made private (0600).`,
 		Flags:  o.flags(),
 		Action: action(o, &o.Global),
 	}
+}
+
+// originalName is the name cluster-backup.sh gave a management backup's
+// snapshot (or static resources archive) on the node, which
+// cluster-restore.sh looks for.
+func originalName(m *manifest.Manifest, snapshot bool) string {
+	switch {
+	case m.Original == nil && snapshot:
+		return "snapshot_<time>.db"
+	case m.Original == nil:
+		return "static_kuberesources_<time>.tar.gz"
+	case snapshot:
+		return checkpoint.OneLine(m.Original.Snapshot)
+	}
+	return checkpoint.OneLine(m.Original.StaticResources)
 }

@@ -119,8 +119,10 @@ func New(stdin io.Reader, stdout, stderr io.Writer) *cli.Command {
 			newBackupsCommand(stdout),
 			newPruneCommand(stdout),
 			newRestoreCommand(stdin, stdout),
-			newScheduleCommand(stdout),
+			withPullNodeSchedule(newScheduleCommand(stdout), stdout),
 			newVersionCommand(stdout),
+			newPullNodeCommand(stdout),
+			newNodeFilesCommand(stdout),
 		},
 	}
 	for _, c := range root.Commands {

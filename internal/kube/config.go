@@ -26,3 +26,17 @@ func RESTConfig(kubeconfig, contextName string) (*rest.Config, error) {
 	cfg.QPS, cfg.Burst = 20, 40
 	return WithDialRetry(cfg), nil
 }
+
+// Namespace returns the namespace of the kubeconfig's context, as kubectl
+// picks it: the context's namespace, else "default"; in a pod with no
+// kubeconfig, the service account's namespace.
+func Namespace(kubeconfig, contextName string) (string, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	overrides := &clientcmd.ConfigOverrides{CurrentContext: contextName}
+	ns, _, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).Namespace()
+	if err != nil {
+		return "", fmt.Errorf("load kubeconfig: %w; set --kubeconfig or KUBECONFIG to a valid file, or run in a pod with a service account", err)
+	}
+	return ns, nil
+}

@@ -1,0 +1,411 @@
+package command
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v3"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/hcpsnap/hcpsnap/deploy"
+	"github.com/hcpsnap/hcpsnap/internal/exitcode"
+	"github.com/hcpsnap/hcpsnap/internal/kube"
+	"github.com/hcpsnap/hcpsnap/internal/logging"
+	"github.com/hcpsnap/hcpsnap/schedule"
+)
+
+// scheduleJobFlags are the flags of `hcpsnap schedule` that shape any
+// scheduled job, whatever it runs; `schedule pull-node` takes them too.
+var scheduleJobFlags = []string{
+	FlagScheduleCron, FlagScheduleTimeZone, FlagScheduleStartingDeadline, FlagScheduleActiveDeadline,
+	FlagScheduleSuccessfulHistory, FlagScheduleFailedHistory, FlagScheduleSuspend, FlagScheduleImage, FlagScheduleName,
+	FlagScheduleJobNamespace, FlagScheduleCredentialsSecret, FlagScheduleRoleARN, FlagScheduleS3Endpoint, FlagScheduleRegion,
+	FlagScheduleS3CAConfigMap, FlagApply, FlagDryRun, FlagScheduleDelete,
+}
+
+// pullNodeScheduleExcluded are pull-node's flags that a scheduled job does
+// not take from the command line, each with the reason.
+var pullNodeScheduleExcluded = map[string]string{
+	FlagImage:        "the job's pod and pull-node's pod run the same image, --image",
+	FlagPodNamespace: "pull-node's pod runs in the job's namespace, where the job's permissions are bound",
+	FlagS3CABundle:   "a path on this machine means nothing in the pod: name a ConfigMap with --" + FlagScheduleS3CAConfigMap,
+}
+
+// SchedulePullNodeOptions are the options of `hcpsnap schedule pull-node`.
+type SchedulePullNodeOptions struct {
+	// job holds the job flags (scheduleJobFlags); pull the pull-node flags
+	// passed through.
+	job         ScheduleOptions
+	pull        PullNodeOptions
+	passThrough []string
+	Global      *GlobalOptions
+	Out         io.Writer
+
+	isSet func(string) bool
+	value func(string) any
+	now   func() time.Time
+
+	spec schedule.PullNodeSpec
+	kube kubernetes.Interface
+}
+
+func (o *SchedulePullNodeOptions) flags() []cli.Flag {
+	var f []cli.Flag
+	for _, fl := range o.job.flags() {
+		if slices.Contains(scheduleJobFlags, fl.Names()[0]) {
+			f = append(f, fl)
+		}
+	}
+	o.passThrough = nil
+	for _, fl := range o.pull.flags() {
+		name := fl.Names()[0]
+		if _, excluded := pullNodeScheduleExcluded[name]; excluded {
+			continue
+		}
+		o.passThrough = append(o.passThrough, name)
+		if c, ok := fl.(cli.CategorizableFlag); ok {
+			c.SetCategory("Options of the scheduled pull-node (passed to the job's hcpsnap pull-node)")
+		}
+		f = append(f, fl)
+	}
+	return f
+}
+
+// mode is what the command was asked to do.
+func (o *SchedulePullNodeOptions) mode() string {
+	switch {
+	case o.job.Delete:
+		return FlagScheduleDelete
+	case o.job.DryRun == dryRunServer:
+		return "dry-run=server"
+	case o.job.Apply:
+		return FlagApply
+	}
+	return "render"
+}
+
+// Validate checks the options without any I/O: the job's flags, then the
+// pull-node options with pull-node's own rules, then the whole schedule.
+func (o *SchedulePullNodeOptions) Validate() error {
+	j := &o.job
+	switch j.DryRun {
+	case "", dryRunNone, dryRunClient, dryRunServer:
+	default:
+		return exitcode.Usagef("--%s=%s is not a mode: use --%s=server to validate against the API server, or leave it out to print", FlagDryRun, j.DryRun, FlagDryRun)
+	}
+	switch {
+	case j.Delete && (j.Apply || j.DryRun == dryRunServer):
+		return exitcode.Usagef("--%s and --%s/--%s=server are different actions: choose one", FlagScheduleDelete, FlagApply, FlagDryRun)
+	case j.Apply && j.DryRun == dryRunClient:
+		return exitcode.Usagef("--%s and --%s=client contradict each other: leave out --%s to print, or use --%s=server", FlagApply, FlagDryRun, FlagApply, FlagDryRun)
+	case o.Global.Output == OutputMarkdown:
+		return exitcode.Usagef("--output markdown is the format of a backup dry run; schedule writes YAML or text (text) or JSON (json)")
+	case o.pull.Node == "":
+		return exitcode.Usagef("--%s is required: name the master whose snapshots the job copies (or set %s)", FlagNode, env(FlagNode))
+	case j.JobNamespace == "":
+		return exitcode.Usagef("--%s is required: the namespace of the CronJob, where pull-node's pod runs too; it must allow hostPath volumes", FlagScheduleJobNamespace)
+	}
+	if errs := validation.IsDNS1123Subdomain(o.pull.Node); len(errs) > 0 {
+		return exitcode.Usagef("--%s %q is not a valid node name: %s", FlagNode, o.pull.Node, errs[0])
+	}
+	if errs := validation.IsDNS1123Label(j.JobNamespace); len(errs) > 0 {
+		return exitcode.Usagef("--%s %q is not a namespace name: %s", FlagScheduleJobNamespace, j.JobNamespace, errs[0])
+	}
+	if j.Name == "" {
+		j.Name = schedule.DefaultPullNodeName(o.pull.Node)
+	} else if err := schedule.CheckName(j.Name); err != nil {
+		return exitcode.Usagef("--%s %q is not a schedule name: %v; use lowercase letters, digits and '-'", FlagScheduleName, j.Name, err)
+	}
+	if j.Delete {
+		return nil
+	}
+	if err := o.validateJob(); err != nil {
+		return err
+	}
+	// The job's pull-node checks its options by the same rules.
+	p := o.pull
+	p.Image = j.Image
+	p.Global = &GlobalOptions{LogLevel: "info", LogFormat: logging.FormatJSON, Output: OutputJSON}
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("as options of the scheduled pull-node: %w", err)
+	}
+	args, err := o.pullNodeArgs()
+	if err != nil {
+		return err
+	}
+	podRole, err := deploy.ClusterRole(deploy.PullNodeRole)
+	if err != nil {
+		return err
+	}
+	nodeRole, err := deploy.ClusterRole(deploy.PullNodeNodesRole)
+	if err != nil {
+		return err
+	}
+	o.spec = schedule.PullNodeSpec{
+		Spec: schedule.Spec{
+			Name: j.Name, JobNamespace: j.JobNamespace,
+			Cron: j.Cron, TimeZone: j.TimeZone, StartingDeadline: j.StartingDeadline, ActiveDeadline: j.ActiveDeadline,
+			SuccessfulJobsHistory: int32(j.SuccessfulHistory), FailedJobsHistory: int32(j.FailedHistory), Suspend: j.Suspend,
+			Image:       j.Image,
+			Credentials: schedule.Credentials{Secret: j.CredentialsSecret, RoleARN: j.RoleARN},
+			S3Endpoint:  j.S3Endpoint, Region: j.Region, S3CAConfigMap: j.S3CAConfigMap,
+			Rules: podRole.Rules,
+		},
+		Node: o.pull.Node, PullNodeArgs: args, NodeRules: nodeRole.Rules,
+	}
+	if err := o.spec.Validate(); err != nil {
+		return exitcode.New(exitcode.Usage, err)
+	}
+	return nil
+}
+
+// validateJob checks the job's flags, with the messages of `schedule`.
+func (o *SchedulePullNodeOptions) validateJob() error {
+	j := &o.job
+	if j.Cron == "" {
+		return exitcode.Usagef("--%s is required: say when the copy runs, such as \"30 * * * *\" (or set %s)", FlagScheduleCron, env(FlagScheduleCron))
+	}
+	if strings.Contains(j.Cron, "TZ") {
+		return exitcode.Usagef("--%s %q holds a time zone, which the CronJob API refuses: drop TZ=/CRON_TZ= and pass --%s instead", FlagScheduleCron, j.Cron, FlagScheduleTimeZone)
+	}
+	if _, err := schedule.ParseCron(j.Cron); err != nil {
+		return exitcode.Usagef("--%s %q is not a valid cron schedule: %v; use five fields (minute hour day-of-month month day-of-week), such as \"30 * * * *\"", FlagScheduleCron, j.Cron, err)
+	}
+	if _, err := schedule.LoadTimeZone(j.TimeZone); err != nil {
+		return exitcode.Usagef("--%s %q: %v; use an IANA name such as UTC or Europe/Paris", FlagScheduleTimeZone, j.TimeZone, err)
+	}
+	if err := schedule.CheckImage(j.Image); err != nil {
+		if j.Image == "" {
+			return exitcode.Usagef("--%s is required: the hcpsnap image pinned by digest, REPOSITORY@sha256:DIGEST (or set %s)", FlagScheduleImage, env(FlagScheduleImage))
+		}
+		return exitcode.Usagef("--%s %q: %v; pin it by digest, REPOSITORY@sha256:DIGEST", FlagScheduleImage, j.Image, err)
+	}
+	switch {
+	case j.CredentialsSecret == "" && j.RoleARN == "":
+		return exitcode.Usagef("no S3 credentials for the job: pass --%s NAME (a Secret with %s and %s) or --%s ARN (web identity)", FlagScheduleCredentialsSecret, schedule.SecretKeyAccessKeyID, schedule.SecretKeySecretAccessKey, FlagScheduleRoleARN)
+	case j.CredentialsSecret != "" && j.RoleARN != "":
+		return exitcode.Usagef("--%s and --%s are two sources of S3 credentials: keep one", FlagScheduleCredentialsSecret, FlagScheduleRoleARN)
+	}
+	for flag, name := range map[string]string{FlagScheduleCredentialsSecret: j.CredentialsSecret, FlagScheduleS3CAConfigMap: j.S3CAConfigMap} {
+		if name == "" {
+			continue
+		}
+		if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+			return exitcode.Usagef("--%s %q is not an object name: %s", flag, name, errs[0])
+		}
+	}
+	if j.RoleARN != "" && !strings.HasPrefix(j.RoleARN, "arn:") {
+		return exitcode.Usagef("--%s %q is not an ARN: use arn:aws:iam::ACCOUNT:role/NAME", FlagScheduleRoleARN, j.RoleARN)
+	}
+	if j.StartingDeadline < 10*time.Second {
+		return exitcode.Usagef("--%s %s is too short: the CronJob controller looks every 10s, so use 10s or more", FlagScheduleStartingDeadline, j.StartingDeadline)
+	}
+	if j.ActiveDeadline < 0 {
+		return exitcode.Usagef("--%s %s is negative: use a duration, or 0 for no limit", FlagScheduleActiveDeadline, j.ActiveDeadline)
+	}
+	for flag, n := range map[string]int{FlagScheduleSuccessfulHistory: j.SuccessfulHistory, FlagScheduleFailedHistory: j.FailedHistory} {
+		if n < 0 || n > 100 {
+			return exitcode.Usagef("--%s %d is out of range: keep 0 to 100 Jobs", flag, n)
+		}
+	}
+	return nil
+}
+
+// pullNodeArgs are the arguments of the job's `hcpsnap pull-node`: the
+// node and the image, then every pass-through flag that was set, in
+// pull-node's order; flags left unset get the defaults of the image.
+func (o *SchedulePullNodeOptions) pullNodeArgs() ([]string, error) {
+	args := []string{"--" + FlagNode + "=" + o.pull.Node, "--" + FlagImage + "=" + o.job.Image}
+	if o.isSet == nil {
+		return args, nil
+	}
+	for _, name := range o.passThrough {
+		if name == FlagNode || !o.isSet(name) {
+			continue
+		}
+		arg, err := formatFlag(name, o.value(name))
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, arg)
+	}
+	return args, nil
+}
+
+// Complete builds the client, unless the command only prints.
+func (o *SchedulePullNodeOptions) Complete(context.Context) error {
+	if o.now == nil {
+		o.now = time.Now
+	}
+	if o.mode() == "render" || o.kube != nil {
+		return nil
+	}
+	cfg, err := kube.RESTConfig(o.Global.Kubeconfig, o.Global.Context)
+	if err != nil {
+		return exitcode.New(exitcode.Precondition, err)
+	}
+	o.kube, err = kubernetes.NewForConfig(cfg)
+	return err
+}
+
+// Run prints, applies or deletes.
+func (o *SchedulePullNodeOptions) Run(ctx context.Context) error {
+	// Delete and the printers of schedule work on its options.
+	o.job.Global, o.job.Out, o.job.kube = o.Global, o.Out, o.kube
+	switch o.mode() {
+	case FlagScheduleDelete:
+		return o.job.runDelete(ctx)
+	case "render":
+		objs, err := schedule.RenderPullNode(o.spec)
+		if err != nil {
+			return exitcode.New(exitcode.Usage, err)
+		}
+		return o.print(objs)
+	}
+	return o.runApply(ctx)
+}
+
+func (o *SchedulePullNodeOptions) print(objs *schedule.Objects) error {
+	if o.Global.Output == OutputJSON {
+		enc := json.NewEncoder(o.Out)
+		for _, obj := range objs.List() {
+			m, err := schedule.ToUnstructured(obj)
+			if err != nil {
+				return err
+			}
+			if err := enc.Encode(m); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	s := o.spec
+	header := fmt.Sprintf("# hcpsnap schedule pull-node %s: copy the management cluster's etcd snapshots off node %s at %q (%s).\n"+
+		"# Apply with: kubectl apply --server-side --field-manager=%s -f FILE, or hcpsnap schedule pull-node ... --apply.\n"+
+		"# pull-node's pod runs in namespace %s with a read-only hostPath: its Pod Security level must allow it (privileged);\n"+
+		"# on OpenShift, the job's ServiceAccount may use the SCC hostmount-anyuid (its ClusterRole says so).\n",
+		s.Name, s.Node, s.Cron, s.TimeZone, schedule.FieldManager, s.JobNamespace)
+	if c := s.Credentials.Secret; c != "" {
+		header += fmt.Sprintf("# It needs Secret %s/%s with keys %s and %s (and optionally %s).\n",
+			s.JobNamespace, c, schedule.SecretKeyAccessKeyID, schedule.SecretKeySecretAccessKey, schedule.SecretKeySessionToken)
+	}
+	if cm := s.S3CAConfigMap; cm != "" {
+		header += fmt.Sprintf("# It needs ConfigMap %s/%s with the S3 endpoint's CA under key %s.\n", s.JobNamespace, cm, schedule.S3CAKey)
+	}
+	return schedule.WriteYAML(o.Out, header, objs.List())
+}
+
+// runApply checks the namespace, the node and the Secret, then applies (or
+// server-side dry-runs) the objects.
+func (o *SchedulePullNodeOptions) runApply(ctx context.Context) error {
+	objs, err := schedule.RenderPullNode(o.spec)
+	if err != nil {
+		return exitcode.New(exitcode.Usage, err)
+	}
+	s := o.spec
+	if _, err := o.kube.CoreV1().Namespaces().Get(ctx, s.JobNamespace, metav1.GetOptions{}); err != nil {
+		if apierrors.IsNotFound(err) {
+			return exitcode.Preconditionf("namespace %s does not exist: create it (with a Pod Security level that allows hostPath), or check --%s", s.JobNamespace, FlagScheduleJobNamespace)
+		}
+		return exitcode.New(exitcode.Precondition, fmt.Errorf("read namespace %s: %w", s.JobNamespace, err))
+	}
+	if _, err := o.kube.CoreV1().Nodes().Get(ctx, s.Node, metav1.GetOptions{}); err != nil {
+		if apierrors.IsNotFound(err) {
+			return exitcode.Preconditionf("node %s not found: check --%s (kubectl get nodes -l node-role.kubernetes.io/master)", s.Node, FlagNode)
+		}
+		return exitcode.New(exitcode.Precondition, fmt.Errorf("read node %s: %w", s.Node, err))
+	}
+	if name := s.Credentials.Secret; name != "" {
+		if _, err := o.kube.CoreV1().Secrets(s.JobNamespace).Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			return exitcode.Preconditionf("--%s %s: no such Secret in namespace %s: create it with keys %s and %s", FlagScheduleCredentialsSecret, name, s.JobNamespace, schedule.SecretKeyAccessKeyID, schedule.SecretKeySecretAccessKey)
+		} else if err != nil {
+			return exitcode.New(exitcode.Precondition, fmt.Errorf("read Secret %s/%s: %w", s.JobNamespace, name, err))
+		}
+	}
+	dry := o.job.DryRun == dryRunServer
+	done, err := schedule.Apply(ctx, o.kube, objs, s.JobNamespace, s.Name, dry)
+	if errors.Is(err, schedule.ErrNotOwned) || (err != nil && len(done) == 0) {
+		return exitcode.New(exitcode.Precondition, err)
+	}
+	if err != nil {
+		return fmt.Errorf("%w (applied before it: %s)", err, joinRefs(done))
+	}
+	verb := "applied"
+	if dry {
+		verb = "validated by the API server (server-side dry run, nothing persisted)"
+	}
+	if o.Global.Output == OutputJSON {
+		enc := json.NewEncoder(o.Out)
+		for _, r := range done {
+			if err := enc.Encode(struct {
+				MessageType string `json:"message_type"`
+				schedule.Ref
+				DryRun bool `json:"dryRun"`
+			}{"applied", r, dry}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, r := range done {
+		fmt.Fprintf(o.Out, "%s %s\n", r, verb)
+	}
+	if dry {
+		_, err = fmt.Fprintf(o.Out, "Server-side dry run of schedule %s/%s passed: nothing was persisted.\n", s.JobNamespace, s.Name)
+		return err
+	}
+	next, _ := schedule.NextRun(s.Cron, s.TimeZone, o.now())
+	_, err = fmt.Fprintf(o.Out, "Schedule %s/%s applied: copies node %s's snapshots at %q (%s); next run %s.\n",
+		s.JobNamespace, s.Name, s.Node, s.Cron, s.TimeZone, next.UTC().Format(time.RFC3339))
+	return err
+}
+
+func newSchedulePullNodeCommand(stdout io.Writer) *cli.Command {
+	o := &SchedulePullNodeOptions{Out: stdout}
+	run := action(o, &o.Global)
+	return &cli.Command{
+		Name:  "pull-node",
+		Usage: "run hcpsnap pull-node on a schedule: render, apply or delete its CronJob",
+		Description: `Renders (or applies with --apply) what a management cluster needs to copy its
+own etcd snapshots off a master by itself, as hcpsnap pull-node does:
+
+  hcpsnap schedule pull-node --node master-0 --schedule "30 * * * *" \
+    --job-namespace hcpsnap --image registry.example.com/hcpsnap@sha256:... \
+    --bucket backups --s3-credentials-secret hcpsnap-s3 --apply
+
+  - a CronJob whose pod runs the image with 'pull-node' and the options given
+    here (--node and --image first; pull-node's pod runs in the job's
+    namespace, from the same image);
+  - its ServiceAccount; a ClusterRole with the rules of deploy/rbac.yaml's
+    hcpsnap-pull-node (pods, pods/exec, the OpenShift SCC hostmount-anyuid),
+    bound in the job's namespace only; and one with hcpsnap-pull-node-nodes'
+    (get nodes), bound cluster-wide.
+
+The job's namespace must allow pull-node's pod: a read-only hostPath and
+root (Pod Security level privileged; on OpenShift the SCC above). --delete
+removes every object that carries the schedule's labels; hcpsnap schedule
+--list lists it with the backup schedules.`,
+		Flags: o.flags(),
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			o.isSet = cmd.IsSet
+			o.value = cmd.Value
+			return run(ctx, cmd)
+		},
+		OnUsageError: usageError,
+	}
+}
+
+// withPullNodeSchedule adds `schedule pull-node` to the schedule command.
+func withPullNodeSchedule(schedule *cli.Command, stdout io.Writer) *cli.Command {
+	schedule.Commands = append(schedule.Commands, newSchedulePullNodeCommand(stdout))
+	return schedule
+}
