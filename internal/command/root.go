@@ -118,10 +118,10 @@ func New(stdin io.Reader, stdout, stderr io.Writer) *cli.Command {
 			newBackupCommand(stdin, stdout, stderr),
 			newBackupsCommand(stdout),
 			newPruneCommand(stdout),
-			newRestoreCommand(stdin, stdout),
-			withPullNodeSchedule(newScheduleCommand(stdout), stdout),
-			newVersionCommand(stdout),
 			newPullNodeCommand(stdout),
+			newRestoreCommand(stdin, stdout),
+			newScheduleCommand(stdout),
+			newVersionCommand(stdout),
 			newNodeFilesCommand(stdout),
 		},
 	}

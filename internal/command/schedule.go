@@ -725,7 +725,7 @@ func joinRefs(refs []schedule.Ref) string {
 func newScheduleCommand(stdout io.Writer) *cli.Command {
 	o := &ScheduleOptions{Out: stdout}
 	cmd := o.command(action(o, &o.Global))
-	cmd.Commands = []*cli.Command{newScheduleManagementCommand(stdout)}
+	cmd.Commands = []*cli.Command{newScheduleManagementCommand(stdout), newSchedulePullNodeCommand(stdout)}
 	return cmd
 }
 

@@ -403,9 +403,3 @@ removes every object that carries the schedule's labels; hcpsnap schedule
 		OnUsageError: usageError,
 	}
 }
-
-// withPullNodeSchedule adds `schedule pull-node` to the schedule command.
-func withPullNodeSchedule(schedule *cli.Command, stdout io.Writer) *cli.Command {
-	schedule.Commands = append(schedule.Commands, newSchedulePullNodeCommand(stdout))
-	return schedule
-}
