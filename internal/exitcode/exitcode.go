@@ -32,7 +32,8 @@ const (
 	// clusters' backups failed and were undone (also when all failed: the
 	// summary has a line per cluster; 5 wins when one needs a hand), a
 	// prune that could not remove some backups it chose (the next prune
-	// finishes them), or a backup that completed whose --prune failed.
+	// finishes them), a backup that completed whose --prune failed, or a
+	// pull-node that copied some snapshots and failed on another.
 	Partial Code = 6
 	// Interrupted: SIGINT or SIGTERM ended the run after every change was undone.
 	Interrupted Code = 130
@@ -49,7 +50,7 @@ var Table = []struct {
 	{Precondition, "precondition failed: a check before any change failed; nothing was changed"},
 	{Restored, "a step failed; every change was undone and the cluster is as it was"},
 	{ManualAction, "a step failed and a change could not be undone: manual action needed (see the message; often --resume)"},
-	{Partial, "done in part: some of the work failed and is reported, the rest stands (a fleet where some or all clusters' backups failed and were undone, see the summary; a prune that left backups it chose; a backup that completed but whose --prune failed)"},
+	{Partial, "done in part: some of the work failed and is reported, the rest stands (a fleet where some or all clusters' backups failed and were undone, see the summary; a prune that left backups it chose; a backup that completed but whose --prune failed; a pull-node that copied some snapshots and failed on another)"},
 	{Interrupted, "interrupted by SIGINT or SIGTERM; every change was undone"},
 }
 
