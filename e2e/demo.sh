@@ -51,4 +51,8 @@ say "a nightly schedule of this backup from hcpsnap's own image (rendered, not a
 "$hcpsnap" schedule --schedule "0 2 * * *" --time-zone Europe/Paris --image "registry.example.com/hcpsnap@$(cat "$image_digest")" \
   --s3-credentials-secret hcpsnap-s3 --s3-endpoint "$AWS_ENDPOINT_URL_S3" --prune --keep-daily 7 | grep -E '^(#|kind:)'
 
+say "the management cluster's own etcd: a MachineConfig for one master, checked by the API server (--dry-run=server: not stored)"
+node=$(kubectl get nodes -l node-role.kubernetes.io/master -o jsonpath='{.items[0].metadata.name}')
+"$hcpsnap" schedule management --host "$node" --on-calendar "*-*-* 02:00:00" --time-zone Europe/Paris --keep 7 --dry-run=server
+
 say "done: the environment keeps running; 'make env-down' stops it ('make test' stops it too, then starts its own)"
