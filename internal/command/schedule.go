@@ -289,15 +289,18 @@ func (o *ScheduleOptions) validateTarget() error {
 	return nil
 }
 
-func (o *ScheduleOptions) validateSchedule() error {
+// validateJob checks the flags of the CronJob itself (schedule, time zone,
+// image, credentials, deadlines, history), shared by every scheduled job;
+// what the job does and an example schedule go into the messages.
+func (o *ScheduleOptions) validateJob(what, example string) error {
 	if o.Cron == "" {
-		return exitcode.Usagef("--%s is required: say when the backup runs, such as \"0 2 * * *\" (or set %s)", FlagScheduleCron, env(FlagScheduleCron))
+		return exitcode.Usagef("--%s is required: say when the %s runs, such as %q (or set %s)", FlagScheduleCron, what, example, env(FlagScheduleCron))
 	}
 	if strings.Contains(o.Cron, "TZ") {
 		return exitcode.Usagef("--%s %q holds a time zone, which the CronJob API refuses: drop TZ=/CRON_TZ= and pass --%s instead", FlagScheduleCron, o.Cron, FlagScheduleTimeZone)
 	}
 	if _, err := schedule.ParseCron(o.Cron); err != nil {
-		return exitcode.Usagef("--%s %q is not a valid cron schedule: %v; use five fields (minute hour day-of-month month day-of-week), such as \"0 2 * * *\"", FlagScheduleCron, o.Cron, err)
+		return exitcode.Usagef("--%s %q is not a valid cron schedule: %v; use five fields (minute hour day-of-month month day-of-week), such as %q", FlagScheduleCron, o.Cron, err, example)
 	}
 	if _, err := schedule.LoadTimeZone(o.TimeZone); err != nil {
 		return exitcode.Usagef("--%s %q: %v; use an IANA name such as UTC or Europe/Paris", FlagScheduleTimeZone, o.TimeZone, err)
@@ -335,6 +338,13 @@ func (o *ScheduleOptions) validateSchedule() error {
 		if n < 0 || n > 100 {
 			return exitcode.Usagef("--%s %d is out of range: keep 0 to 100 Jobs", flag, n)
 		}
+	}
+	return nil
+}
+
+func (o *ScheduleOptions) validateSchedule() error {
+	if err := o.validateJob("backup", "0 2 * * *"); err != nil {
+		return err
 	}
 	if err := o.validateBackup(); err != nil {
 		return err

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v3"
@@ -128,7 +127,7 @@ func (o *SchedulePullNodeOptions) Validate() error {
 	if j.Delete {
 		return nil
 	}
-	if err := o.validateJob(); err != nil {
+	if err := o.job.validateJob("copy", "30 * * * *"); err != nil {
 		return err
 	}
 	// The job's pull-node checks its options by the same rules.
@@ -164,58 +163,6 @@ func (o *SchedulePullNodeOptions) Validate() error {
 	}
 	if err := o.spec.Validate(); err != nil {
 		return exitcode.New(exitcode.Usage, err)
-	}
-	return nil
-}
-
-// validateJob checks the job's flags, with the messages of `schedule`.
-func (o *SchedulePullNodeOptions) validateJob() error {
-	j := &o.job
-	if j.Cron == "" {
-		return exitcode.Usagef("--%s is required: say when the copy runs, such as \"30 * * * *\" (or set %s)", FlagScheduleCron, env(FlagScheduleCron))
-	}
-	if strings.Contains(j.Cron, "TZ") {
-		return exitcode.Usagef("--%s %q holds a time zone, which the CronJob API refuses: drop TZ=/CRON_TZ= and pass --%s instead", FlagScheduleCron, j.Cron, FlagScheduleTimeZone)
-	}
-	if _, err := schedule.ParseCron(j.Cron); err != nil {
-		return exitcode.Usagef("--%s %q is not a valid cron schedule: %v; use five fields (minute hour day-of-month month day-of-week), such as \"30 * * * *\"", FlagScheduleCron, j.Cron, err)
-	}
-	if _, err := schedule.LoadTimeZone(j.TimeZone); err != nil {
-		return exitcode.Usagef("--%s %q: %v; use an IANA name such as UTC or Europe/Paris", FlagScheduleTimeZone, j.TimeZone, err)
-	}
-	if err := schedule.CheckImage(j.Image); err != nil {
-		if j.Image == "" {
-			return exitcode.Usagef("--%s is required: the hcpsnap image pinned by digest, REPOSITORY@sha256:DIGEST (or set %s)", FlagScheduleImage, env(FlagScheduleImage))
-		}
-		return exitcode.Usagef("--%s %q: %v; pin it by digest, REPOSITORY@sha256:DIGEST", FlagScheduleImage, j.Image, err)
-	}
-	switch {
-	case j.CredentialsSecret == "" && j.RoleARN == "":
-		return exitcode.Usagef("no S3 credentials for the job: pass --%s NAME (a Secret with %s and %s) or --%s ARN (web identity)", FlagScheduleCredentialsSecret, schedule.SecretKeyAccessKeyID, schedule.SecretKeySecretAccessKey, FlagScheduleRoleARN)
-	case j.CredentialsSecret != "" && j.RoleARN != "":
-		return exitcode.Usagef("--%s and --%s are two sources of S3 credentials: keep one", FlagScheduleCredentialsSecret, FlagScheduleRoleARN)
-	}
-	for flag, name := range map[string]string{FlagScheduleCredentialsSecret: j.CredentialsSecret, FlagScheduleS3CAConfigMap: j.S3CAConfigMap} {
-		if name == "" {
-			continue
-		}
-		if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
-			return exitcode.Usagef("--%s %q is not an object name: %s", flag, name, errs[0])
-		}
-	}
-	if j.RoleARN != "" && !strings.HasPrefix(j.RoleARN, "arn:") {
-		return exitcode.Usagef("--%s %q is not an ARN: use arn:aws:iam::ACCOUNT:role/NAME", FlagScheduleRoleARN, j.RoleARN)
-	}
-	if j.StartingDeadline < 10*time.Second {
-		return exitcode.Usagef("--%s %s is too short: the CronJob controller looks every 10s, so use 10s or more", FlagScheduleStartingDeadline, j.StartingDeadline)
-	}
-	if j.ActiveDeadline < 0 {
-		return exitcode.Usagef("--%s %s is negative: use a duration, or 0 for no limit", FlagScheduleActiveDeadline, j.ActiveDeadline)
-	}
-	for flag, n := range map[string]int{FlagScheduleSuccessfulHistory: j.SuccessfulHistory, FlagScheduleFailedHistory: j.FailedHistory} {
-		if n < 0 || n > 100 {
-			return exitcode.Usagef("--%s %d is out of range: keep 0 to 100 Jobs", flag, n)
-		}
 	}
 	return nil
 }
