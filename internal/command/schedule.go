@@ -520,23 +520,29 @@ func (o *ScheduleOptions) runApply(ctx context.Context) error {
 	if err := o.checkCluster(ctx); err != nil {
 		return err
 	}
-	dry := o.DryRun == dryRunServer
-	done, err := schedule.Apply(ctx, o.kube, objs, o.spec.JobNamespace, o.spec.Name, dry)
-	if errors.Is(err, schedule.ErrNotOwned) {
+	return applyObjects(ctx, o.Out, o.Global.Output, o.kube, objs, o.spec.JobNamespace, o.spec.Name, o.DryRun == dryRunServer,
+		o.spec.Cron, o.spec.TimeZone, o.now(), "backs up "+o.spec.Target.String())
+}
+
+// applyObjects applies (or server-side dry-runs) a schedule's objects, all
+// preconditions checked, and reports each object and the schedule's next
+// run (does says what the job does, for that line). A failure before any
+// write is a precondition failure; one after says what was applied.
+func applyObjects(ctx context.Context, w io.Writer, output string, kube kubernetes.Interface, objs *schedule.Objects,
+	namespace, name string, dry bool, cron, timeZone string, now time.Time, does string) error {
+	done, err := schedule.Apply(ctx, kube, objs, namespace, name, dry)
+	if errors.Is(err, schedule.ErrNotOwned) || (err != nil && len(done) == 0) {
 		return exitcode.New(exitcode.Precondition, err)
 	}
 	if err != nil {
-		if len(done) == 0 {
-			return exitcode.New(exitcode.Precondition, err)
-		}
 		return fmt.Errorf("%w (applied before it: %s)", err, joinRefs(done))
 	}
 	verb := "applied"
 	if dry {
 		verb = "validated by the API server (server-side dry run, nothing persisted)"
 	}
-	if o.Global.Output == OutputJSON {
-		enc := json.NewEncoder(o.Out)
+	if output == OutputJSON {
+		enc := json.NewEncoder(w)
 		for _, r := range done {
 			if err := enc.Encode(struct {
 				MessageType string `json:"message_type"`
@@ -549,15 +555,15 @@ func (o *ScheduleOptions) runApply(ctx context.Context) error {
 		return nil
 	}
 	for _, r := range done {
-		fmt.Fprintf(o.Out, "%s %s\n", r, verb)
+		fmt.Fprintf(w, "%s %s\n", r, verb)
 	}
 	if dry {
-		_, err = fmt.Fprintf(o.Out, "Server-side dry run of schedule %s/%s passed: nothing was persisted.\n", o.spec.JobNamespace, o.spec.Name)
+		_, err = fmt.Fprintf(w, "Server-side dry run of schedule %s/%s passed: nothing was persisted.\n", namespace, name)
 		return err
 	}
-	next, _ := schedule.NextRun(o.spec.Cron, o.spec.TimeZone, o.now())
-	_, err = fmt.Fprintf(o.Out, "Schedule %s/%s applied: backs up %s at %q (%s); next run %s.\n",
-		o.spec.JobNamespace, o.spec.Name, o.spec.Target, o.spec.Cron, o.spec.TimeZone, next.UTC().Format(time.RFC3339))
+	next, _ := schedule.NextRun(cron, timeZone, now)
+	_, err = fmt.Fprintf(w, "Schedule %s/%s applied: %s at %q (%s); next run %s.\n",
+		namespace, name, does, cron, timeZone, next.UTC().Format(time.RFC3339))
 	return err
 }
 

@@ -3,7 +3,6 @@ package command
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -278,42 +277,8 @@ func (o *SchedulePullNodeOptions) runApply(ctx context.Context) error {
 			return exitcode.New(exitcode.Precondition, fmt.Errorf("read Secret %s/%s: %w", s.JobNamespace, name, err))
 		}
 	}
-	dry := o.job.DryRun == dryRunServer
-	done, err := schedule.Apply(ctx, o.kube, objs, s.JobNamespace, s.Name, dry)
-	if errors.Is(err, schedule.ErrNotOwned) || (err != nil && len(done) == 0) {
-		return exitcode.New(exitcode.Precondition, err)
-	}
-	if err != nil {
-		return fmt.Errorf("%w (applied before it: %s)", err, joinRefs(done))
-	}
-	verb := "applied"
-	if dry {
-		verb = "validated by the API server (server-side dry run, nothing persisted)"
-	}
-	if o.Global.Output == OutputJSON {
-		enc := json.NewEncoder(o.Out)
-		for _, r := range done {
-			if err := enc.Encode(struct {
-				MessageType string `json:"message_type"`
-				schedule.Ref
-				DryRun bool `json:"dryRun"`
-			}{"applied", r, dry}); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	for _, r := range done {
-		fmt.Fprintf(o.Out, "%s %s\n", r, verb)
-	}
-	if dry {
-		_, err = fmt.Fprintf(o.Out, "Server-side dry run of schedule %s/%s passed: nothing was persisted.\n", s.JobNamespace, s.Name)
-		return err
-	}
-	next, _ := schedule.NextRun(s.Cron, s.TimeZone, o.now())
-	_, err = fmt.Fprintf(o.Out, "Schedule %s/%s applied: copies node %s's snapshots at %q (%s); next run %s.\n",
-		s.JobNamespace, s.Name, s.Node, s.Cron, s.TimeZone, next.UTC().Format(time.RFC3339))
-	return err
+	return applyObjects(ctx, o.Out, o.Global.Output, o.kube, objs, s.JobNamespace, s.Name, o.job.DryRun == dryRunServer,
+		s.Cron, s.TimeZone, o.now(), fmt.Sprintf("copies node %s's snapshots", s.Node))
 }
 
 func newSchedulePullNodeCommand(stdout io.Writer) *cli.Command {
