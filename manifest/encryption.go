@@ -193,9 +193,9 @@ func (k *KMS) ActiveKey() *KMSKey {
 	return nil
 }
 
-// check refuses an encryption section no backup writes: a manifest is read
+// Check refuses an encryption section no backup writes: a manifest is read
 // back from the bucket and is untrusted.
-func (e *Encryption) check() error {
+func (e *Encryption) Check() error {
 	switch {
 	case e == nil:
 		return nil

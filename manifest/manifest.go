@@ -146,7 +146,7 @@ func Decode(data []byte) (*Manifest, error) {
 	if m.SchemaVersion > SchemaVersion {
 		return nil, fmt.Errorf("manifest schema version %d is newer than this hcpsnap reads (%d): use a newer hcpsnap", m.SchemaVersion, SchemaVersion)
 	}
-	if err := m.Encryption.check(); err != nil {
+	if err := m.Encryption.Check(); err != nil {
 		return nil, fmt.Errorf("manifest encryption section: %w", err)
 	}
 	return &m, nil
