@@ -474,7 +474,7 @@ The HostedCluster gets spec.etcd.managed.storage.restoreSnapshotURL: a SigV4
 presigned GET URL of the snapshot (valid --url-expires), and the Secret named by
 spec.secretEncryption.aescbc.activeKey gets the backed-up AES key. The other
 Secrets of the key bundle are added for the new control plane namespace. For a
-cluster encrypted with KMS (spec.secretEncryption.type: kms) no key is added:
+cluster using KMS secret encryption (spec.secretEncryption.type: kms) no key is added:
 the render must name every KMS key the backup recorded (as active or backup
 key), and is refused with the key it lacks otherwise. All other documents are
 left as they are. The URL and the keys are credentials:
