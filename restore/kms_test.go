@@ -96,6 +96,12 @@ func TestPatchKMS(t *testing.T) {
 		wantKeys:     []string{kmsARN1},
 		wantWarnings: []string{"differs from the backup's " + kmsRole},
 	}, {
+		name:         "another region is a warning",
+		backup:       kmsBackup(t, kmsARN1, ""),
+		render:       replace(kmsRender(kmsARN1, "", kmsRole), "region: us-east-1\n      provider: AWS", "region: eu-west-1\n      provider: AWS"),
+		wantKeys:     []string{kmsARN1},
+		wantWarnings: []string{`KMS region is "eu-west-1", the backup's "us-east-1"`},
+	}, {
 		name:    "active key missing",
 		backup:  kmsBackup(t, kmsARN1, ""),
 		render:  kmsRender(kmsARN3, "", kmsRole),
