@@ -36,7 +36,7 @@ func (p *patcher) checkKMS(hc *object, backup *manifest.Encryption, b bundle) (b
 	if backup == nil || backup.Type != manifest.EncryptionKMS {
 		switch {
 		case renderType == manifest.EncryptionKMS && backup == nil && !b.hasAES():
-			return false, fmt.Errorf("%s: spec.secretEncryption.type is \"kms\", but the backup's manifest does not record how its data is encrypted (an hcpsnap before KMS support wrote it) and its key bundle holds no AES key: hcpsnap cannot check which KMS keys the data needs; take a new backup with this hcpsnap, or render with aescbc if the cluster used it",
+			return false, fmt.Errorf("%s: spec.secretEncryption.type is \"kms\", but the backup's manifest does not record how its data is encrypted (an hcpsnap before KMS support wrote it, or the backup could not read the cluster's KMS configuration; its log says which) and its key bundle holds no AES key: hcpsnap cannot check which KMS keys the data needs; take a new backup with this hcpsnap, or render with aescbc if the cluster used it",
 				id)
 		case renderType != "" && renderType != manifest.EncryptionAESCBC:
 			return false, fmt.Errorf("%s: spec.secretEncryption.type is %q: the backed-up data is encrypted with an AES-CBC key, which only aescbc secret encryption can read; render the cluster with aescbc encryption (type: aescbc with an aescbc.activeKey Secret, no kms section), and hcpsnap puts the backed-up key into it",

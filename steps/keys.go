@@ -30,7 +30,12 @@ type secretRef struct {
 // keySecrets lists the Secrets of the key bundle: the AES keys named by the
 // HostedCluster (required when set) and the control plane's signing Secrets
 // (saved when present), and returns what the HostedCluster says of its
-// secret encryption (nil when it says nothing).
+// secret encryption (nil when it says nothing hcpsnap can read).
+//
+// A secret encryption hcpsnap cannot read (a KMS provider newer than its
+// HyperShift API, say) does not fail the backup: the snapshot is still
+// good, and the manifest simply has no encryption section, so that restore
+// accepts no KMS render for it rather than a wrong one.
 func keySecrets(ctx context.Context, s *State) ([]secretRef, *manifest.Encryption, error) {
 	hc, err := s.Clients.HyperShift.GetHostedCluster(ctx, s.Opts.Namespace, s.Opts.Cluster)
 	if err != nil {
@@ -38,7 +43,9 @@ func keySecrets(ctx context.Context, s *State) ([]secretRef, *manifest.Encryptio
 	}
 	encryption, err := manifest.EncryptionFromSpec(hc.Spec.SecretEncryption)
 	if err != nil {
-		return nil, nil, fmt.Errorf("HostedCluster %s/%s: %w", s.Opts.Namespace, s.Opts.Cluster, err)
+		log(ctx).Warn("the HostedCluster's secret encryption is not recorded in the manifest; hcpsnap restore will refuse a KMS render for this backup",
+			"reason", err.Error())
+		encryption = nil
 	}
 	var refs []secretRef
 	if enc := hc.Spec.SecretEncryption; enc != nil && enc.AESCBC != nil {

@@ -72,3 +72,19 @@ func TestPlanKMSClusterSaysNoAESKey(t *testing.T) {
 		t.Errorf("plan actions %q", p.Actions)
 	}
 }
+
+// TestBackupUnknownKMSProvider proves that a KMS configuration hcpsnap
+// cannot read does not fail the backup; the manifest then records no
+// encryption, which restore treats as it treats old manifests.
+func TestBackupUnknownKMSProvider(t *testing.T) {
+	fx := newFixture(t, nil)
+	fx.hs.hc.Spec.SecretEncryption = &hyperv1.SecretEncryptionSpec{Type: hyperv1.KMS, KMS: &hyperv1.KMSSpec{Provider: "GCP"}}
+	s := fx.state(defaultOptions())
+	if err := fx.execute(s); err != nil {
+		t.Fatal(err)
+	}
+	m := readManifest(t, fx, "backups/example/"+s.Out.Timestamp+"/manifest.json")
+	if m.Encryption != nil {
+		t.Errorf("manifest encryption %+v, want none", m.Encryption)
+	}
+}
