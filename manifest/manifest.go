@@ -34,7 +34,10 @@ type Manifest struct {
 	Etcd      Etcd      `json:"etcd"`
 	Snapshot  Object    `json:"snapshot"`
 	KeyBundle KeyBundle `json:"keyBundle"`
-	Times     Times     `json:"times"`
+	// Encryption is how the cluster encrypted its Secrets; absent in
+	// manifests written before hcpsnap recorded it.
+	Encryption *Encryption `json:"encryption,omitempty"`
+	Times      Times       `json:"times"`
 	// DowntimeSeconds adds up every window of Downtimes.
 	DowntimeSeconds float64 `json:"downtimeSeconds"`
 	// Downtimes are the windows in which the API was down, in order: more
@@ -142,6 +145,9 @@ func Decode(data []byte) (*Manifest, error) {
 	}
 	if m.SchemaVersion > SchemaVersion {
 		return nil, fmt.Errorf("manifest schema version %d is newer than this hcpsnap reads (%d): use a newer hcpsnap", m.SchemaVersion, SchemaVersion)
+	}
+	if err := m.Encryption.Check(); err != nil {
+		return nil, fmt.Errorf("manifest encryption section: %w", err)
 	}
 	return &m, nil
 }

@@ -8,6 +8,9 @@
 // snapshot, puts the saved AES-CBC key into the Secret the HostedCluster
 // names (the restored data is encrypted with it), and adds the control plane
 // signing Secrets of the key bundle in the new control plane namespace.
+// When the backup's manifest says the data is encrypted with KMS, no key is
+// put anywhere: the patcher checks that the render names every KMS key the
+// backup recorded (see checkKMS) and leaves its KMS configuration as it is.
 //
 // The patcher does no I/O. It splits the YAML stream at document boundaries
 // itself, so every document it does not change is written back byte for

@@ -6,6 +6,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/hcpsnap/hcpsnap/manifest"
 )
 
 // Options say what to restore into the render.
@@ -22,6 +24,10 @@ type Options struct {
 	Secrets []corev1.Secret
 	// Force replaces a restoreSnapshotURL the HostedCluster already has.
 	Force bool
+	// Encryption is the backup manifest's record of how the data is
+	// encrypted; nil for a manifest written before hcpsnap recorded it, in
+	// which case aescbc is assumed, as the key bundle must hold an AES key.
+	Encryption *manifest.Encryption
 }
 
 // Report says what Patch changed, for the user. It holds names only: never
@@ -52,6 +58,14 @@ type Report struct {
 	// ReplacedURL is true when an existing restoreSnapshotURL was replaced
 	// (Options.Force).
 	ReplacedURL bool
+	// Encryption is the secret encryption the render keeps: "aescbc" or
+	// "kms".
+	Encryption string `json:",omitempty"`
+	// KMSProvider and KMSKeys are, for a kms render, the provider and the
+	// key identifiers (for AWS, key ARNs) the backed-up data needs, which the
+	// render names; the render's KMS configuration is left as it is.
+	KMSProvider string   `json:",omitempty"`
+	KMSKeys     []string `json:",omitempty"`
 	// Warnings are things the user should know that did not stop the patch.
 	Warnings []string
 }
@@ -136,17 +150,37 @@ func Patch(render []byte, opts Options) (out []byte, rep Report, err error) {
 		return nil, Report{}, err
 	}
 	p.rep.HostedCluster = hc.ref()
-	enc, err := p.checkHostedCluster(hc, opts)
-	if err != nil {
+	if err := p.checkHostedCluster(hc, opts); err != nil {
 		return nil, Report{}, err
 	}
 	b, err := readBundle(opts.Secrets)
 	if err != nil {
 		return nil, Report{}, err
 	}
-	p.setRestoreURL(hc, opts.SnapshotURL)
-	if err := p.restoreKeys(hc, enc, b); err != nil {
+	kms, err := p.checkKMS(hc, opts.Encryption, b)
+	if err != nil {
 		return nil, Report{}, err
+	}
+	var enc encryption
+	if !kms {
+		if enc, err = p.checkAESCBC(hc); err != nil {
+			return nil, Report{}, err
+		}
+		if err := b.requireAES(); err != nil {
+			return nil, Report{}, err
+		}
+	}
+	p.setRestoreURL(hc, opts.SnapshotURL)
+	if kms {
+		p.rep.Encryption = manifest.EncryptionKMS
+		for _, ref := range append(b.aesRefs, b.ignored...) {
+			p.warn("the key bundle's Secret %q is not added: the backed-up data is encrypted with KMS, and an AES key in the render would not read it", ref)
+		}
+	} else {
+		p.rep.Encryption = manifest.EncryptionAESCBC
+		if err := p.restoreKeys(hc, enc, b); err != nil {
+			return nil, Report{}, err
+		}
 	}
 	p.addControlPlaneSecrets(hc, b)
 	if out, err = joinStream(p.segs, p.added); err != nil {
@@ -301,36 +335,39 @@ type encryption struct {
 }
 
 // checkHostedCluster refuses a HostedCluster the restore cannot work with,
-// before anything is changed.
-func (p *patcher) checkHostedCluster(hc *object, opts Options) (encryption, error) {
+// before anything is changed; its encryption is checked apart.
+func (p *patcher) checkHostedCluster(hc *object, opts Options) error {
 	id := fmt.Sprintf("HostedCluster %q (%s)", hc.ref(), hc.where())
 	if hc.name == "" || hc.namespace == "" {
-		return encryption{}, fmt.Errorf("%s has no metadata.name or metadata.namespace: the Secrets it needs are namespaced, render it with both", id)
+		return fmt.Errorf("%s has no metadata.name or metadata.namespace: the Secrets it needs are namespaced, render it with both", id)
 	}
 	spec := get(hc.node, "spec")
 	if !isMap(spec) {
-		return encryption{}, fmt.Errorf("%s has no spec: render it again with `hypershift create cluster <platform> ... --render`", id)
+		return fmt.Errorf("%s has no spec: render it again with `hypershift create cluster <platform> ... --render`", id)
 	}
 	if etcd := get(spec, "etcd"); !isNull(etcd) {
 		if !isMap(etcd) {
-			return encryption{}, fmt.Errorf("%s: spec.etcd is not a mapping: fix the render", id)
+			return fmt.Errorf("%s: spec.etcd is not a mapping: fix the render", id)
 		}
 		if mt := str(get(etcd, "managementType")); mt != "Managed" {
-			return encryption{}, fmt.Errorf("%s: spec.etcd.managementType is %q, not Managed: HyperShift restores a snapshot only into the etcd it manages; render the cluster with managed etcd",
+			return fmt.Errorf("%s: spec.etcd.managementType is %q, not Managed: HyperShift restores a snapshot only into the etcd it manages; render the cluster with managed etcd",
 				id, mt)
 		}
 		if !isMap(path(etcd, "managed", "storage")) {
-			return encryption{}, fmt.Errorf("%s: spec.etcd.managed.storage is missing: the CRD requires it for Managed etcd; render the cluster again", id)
+			return fmt.Errorf("%s: spec.etcd.managed.storage is missing: the CRD requires it for Managed etcd; render the cluster again", id)
 		}
 		if u := path(etcd, "managed", "storage", "restoreSnapshotURL"); hasURL(u) && !opts.Force {
-			return encryption{}, fmt.Errorf("%s already has a spec.etcd.managed.storage.restoreSnapshotURL: render the cluster again, or use --force to replace it", id)
+			return fmt.Errorf("%s already has a spec.etcd.managed.storage.restoreSnapshotURL: render the cluster again, or use --force to replace it", id)
 		}
 	}
-	se := get(spec, "secretEncryption")
-	if t := str(get(se, "type")); t != "" && t != "aescbc" {
-		return encryption{}, fmt.Errorf("%s: spec.secretEncryption.type is %q: the backed-up data is encrypted with an AES-CBC key, which only aescbc secret encryption can read; render the cluster with aescbc encryption",
-			id, t)
-	}
+	return nil
+}
+
+// checkAESCBC reads the AES-CBC key Secrets the HostedCluster names, for a
+// backup encrypted with an AES key.
+func (p *patcher) checkAESCBC(hc *object) (encryption, error) {
+	id := fmt.Sprintf("HostedCluster %q (%s)", hc.ref(), hc.where())
+	se := get(get(hc.node, "spec"), "secretEncryption")
 	enc := encryption{
 		activeKey: str(path(se, "aescbc", "activeKey", "name")),
 		backupKey: str(path(se, "aescbc", "backupKey", "name")),

@@ -260,6 +260,7 @@ func TestPatch(t *testing.T) {
 			if want.EncryptionSecret == "" {
 				want.EncryptionSecret = "clusters/example-etcd-encryption-key"
 			}
+			want.Encryption = manifest.EncryptionAESCBC
 			out, rep, err := Patch([]byte(tt.render), o)
 			if err != nil {
 				t.Fatalf("Patch: %v", err)

@@ -18,13 +18,15 @@ import (
 type bundle struct {
 	activeKey    []byte
 	activeRef    string
-	backupKey    []byte // nil when the bundle holds no backup key
+	backupKey    []byte   // nil when the bundle holds no backup key
+	aesRefs      []string // the AES key Secrets, as namespace/name
 	controlPlane []corev1.Secret
 	ignored      []string // Secrets without a role this patcher knows
 }
 
 // readBundle sorts the bundle's Secrets by role and checks that it holds
-// exactly one usable active key.
+// at most one active and one backup AES key; requireAES checks that the
+// active one is there.
 func readBundle(secrets []corev1.Secret) (bundle, error) {
 	var b bundle
 	var actives, backups []string
@@ -33,9 +35,11 @@ func readBundle(secrets []corev1.Secret) (bundle, error) {
 		switch s.Annotations[manifest.RoleAnnotation] {
 		case manifest.RoleActiveKey:
 			actives = append(actives, ref)
+			b.aesRefs = append(b.aesRefs, ref)
 			b.activeKey, b.activeRef = secretValue(s, aesKeyDataKey), ref
 		case manifest.RoleBackupKey:
 			backups = append(backups, ref)
+			b.aesRefs = append(b.aesRefs, ref)
 			b.backupKey = secretValue(s, aesKeyDataKey)
 		case manifest.RoleControlPlane:
 			if s.Name == "" {
@@ -48,20 +52,30 @@ func readBundle(secrets []corev1.Secret) (bundle, error) {
 		}
 	}
 	switch {
-	case len(actives) == 0:
-		return b, fmt.Errorf("the key bundle holds no Secret with %s=%s: without the backed-up AES key the restored etcd cannot be read; use the key bundle written by the same backup as the snapshot",
-			manifest.RoleAnnotation, manifest.RoleActiveKey)
 	case len(actives) > 1:
 		return b, fmt.Errorf("the key bundle holds %d Secrets with %s=%s (%s), want one: use the key bundle written by the backup, unedited",
 			len(actives), manifest.RoleAnnotation, manifest.RoleActiveKey, strings.Join(quoteAll(actives), ", "))
-	case len(b.activeKey) == 0:
-		return b, fmt.Errorf("the key bundle's %s Secret %q has no data key %q: use the key bundle written by the same backup as the snapshot",
-			manifest.RoleActiveKey, b.activeRef, aesKeyDataKey)
 	case len(backups) > 1:
 		return b, fmt.Errorf("the key bundle holds %d Secrets with %s=%s, want at most one: use the key bundle written by the backup, unedited",
 			len(backups), manifest.RoleAnnotation, manifest.RoleBackupKey)
 	}
 	return b, nil
+}
+
+// hasAES tells whether the bundle holds an active AES key Secret.
+func (b bundle) hasAES() bool { return b.activeRef != "" }
+
+// requireAES refuses a bundle without a usable active AES key.
+func (b bundle) requireAES() error {
+	switch {
+	case !b.hasAES():
+		return fmt.Errorf("the key bundle holds no Secret with %s=%s: without the backed-up AES key the restored etcd cannot be read; use the key bundle written by the same backup as the snapshot",
+			manifest.RoleAnnotation, manifest.RoleActiveKey)
+	case len(b.activeKey) == 0:
+		return fmt.Errorf("the key bundle's %s Secret %q has no data key %q: use the key bundle written by the same backup as the snapshot",
+			manifest.RoleActiveKey, b.activeRef, aesKeyDataKey)
+	}
+	return nil
 }
 
 // secretValue returns a Secret's value for key, as the API server would

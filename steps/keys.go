@@ -29,11 +29,23 @@ type secretRef struct {
 
 // keySecrets lists the Secrets of the key bundle: the AES keys named by the
 // HostedCluster (required when set) and the control plane's signing Secrets
-// (saved when present).
-func keySecrets(ctx context.Context, s *State) ([]secretRef, error) {
+// (saved when present), and returns what the HostedCluster says of its
+// secret encryption (nil when it says nothing hcpsnap can read).
+//
+// A secret encryption hcpsnap cannot read (a KMS provider newer than its
+// HyperShift API, say) does not fail the backup: the snapshot is still
+// good, and the manifest simply has no encryption section, so that restore
+// accepts no KMS render for it rather than a wrong one.
+func keySecrets(ctx context.Context, s *State) ([]secretRef, *manifest.Encryption, error) {
 	hc, err := s.Clients.HyperShift.GetHostedCluster(ctx, s.Opts.Namespace, s.Opts.Cluster)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	encryption, err := manifest.EncryptionFromSpec(hc.Spec.SecretEncryption)
+	if err != nil {
+		log(ctx).Warn("the HostedCluster's secret encryption is not recorded in the manifest; hcpsnap restore will refuse a KMS render for this backup",
+			"reason", err.Error())
+		encryption = nil
 	}
 	var refs []secretRef
 	if enc := hc.Spec.SecretEncryption; enc != nil && enc.AESCBC != nil {
@@ -45,15 +57,21 @@ func keySecrets(ctx context.Context, s *State) ([]secretRef, error) {
 	for _, n := range ControlPlaneSecrets {
 		refs = append(refs, secretRef{s.Out.HCPNamespace, n, manifest.RoleControlPlane, false})
 	}
-	return refs, nil
+	return refs, encryption, nil
 }
 
 func saveKeys(ctx context.Context, s *State) error {
-	refs, err := keySecrets(ctx, s)
+	refs, encryption, err := keySecrets(ctx, s)
 	if err != nil {
 		return err
 	}
-	if len(refs) == 0 || refs[0].Role != manifest.RoleActiveKey {
+	s.Out.Encryption = encryption
+	switch {
+	case encryption != nil && encryption.KMS != nil:
+		active := encryption.KMS.ActiveKey()
+		log(ctx).Info("the HostedCluster encrypts Secrets with KMS: there is no AES key to save; the manifest records the KMS keys a restore must name",
+			"provider", encryption.KMS.Provider, "activeKey", active.ID, "kmsKeys", len(encryption.KMS.Keys))
+	case len(refs) == 0 || refs[0].Role != manifest.RoleActiveKey:
 		log(ctx).Warn("the HostedCluster has no aescbc secretEncryption: the key bundle holds no AES key")
 	}
 	var secrets []corev1.Secret
@@ -130,6 +148,7 @@ func BuildManifest(s *State) *manifest.Manifest {
 			DowntimeEnd: o.DowntimeEnd, Uploaded: a.UploadEnd, Finished: s.now().UTC()},
 		HCPSnapVersion: version.Get().Version,
 		Via:            a.Via,
+		Encryption:     o.Encryption,
 	}
 	for _, w := range o.downtimes() {
 		sec := w.End.Sub(w.Start).Seconds()

@@ -7,6 +7,7 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/hcpsnap/hcpsnap/manifest"
 	"github.com/hcpsnap/hcpsnap/s3"
 )
 
@@ -142,12 +143,15 @@ type Outputs struct {
 	// earlier attempt can pass for the new one.
 	Attempt *Attempt `json:"attempt,omitempty"`
 
-	ManifestKey   string     `json:"manifestKey,omitempty"`
-	KeyBundleKey  string     `json:"keyBundleKey,omitempty"`
-	KeyBundleFile string     `json:"keyBundleFile,omitempty"`
-	SecretsSaved  []string   `json:"secretsSaved,omitempty"`
-	DowntimeStart *time.Time `json:"downtimeStart,omitempty"`
-	DowntimeEnd   *time.Time `json:"downtimeEnd,omitempty"`
+	ManifestKey   string   `json:"manifestKey,omitempty"`
+	KeyBundleKey  string   `json:"keyBundleKey,omitempty"`
+	KeyBundleFile string   `json:"keyBundleFile,omitempty"`
+	SecretsSaved  []string `json:"secretsSaved,omitempty"`
+	// Encryption is what save-keys read of the HostedCluster's secret
+	// encryption, for the manifest.
+	Encryption    *manifest.Encryption `json:"encryption,omitempty"`
+	DowntimeStart *time.Time           `json:"downtimeStart,omitempty"`
+	DowntimeEnd   *time.Time           `json:"downtimeEnd,omitempty"`
 	// EarlierDowntimes are the windows closed before the current one: a
 	// snapshot taken again (a broken stream) takes the API down again.
 	EarlierDowntimes []Window `json:"earlierDowntimes,omitempty"`

@@ -195,11 +195,15 @@ func planUpload(_ context.Context, s *State) (Plan, error) {
 }
 
 func planSaveKeys(ctx context.Context, s *State) (Plan, error) {
-	refs, err := keySecrets(ctx, s)
+	refs, encryption, err := keySecrets(ctx, s)
 	if err != nil {
 		return Plan{}, err
 	}
 	var actions, cmds []string
+	if encryption != nil && encryption.KMS != nil {
+		actions = append(actions, fmt.Sprintf("no AES key to save: Secrets are encrypted with %s KMS key %s; record the KMS keys and roles (identifiers only) in the manifest",
+			encryption.KMS.Provider, encryption.KMS.ActiveKey().ID))
+	}
 	for _, r := range refs {
 		_, err := s.Clients.Kube.CoreV1().Secrets(r.Namespace).Get(ctx, r.Name, metav1.GetOptions{})
 		switch {

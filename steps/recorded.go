@@ -109,6 +109,9 @@ func CheckOutputs(o *Outputs, opts Options, runID string) error {
 			return bad(h.field, h.v)
 		}
 	}
+	if err := o.Encryption.Check(); err != nil {
+		return fmt.Errorf("recorded encryption: %w: the run was edited", err)
+	}
 	for _, s := range o.SecretsSaved {
 		ns, name, ok := strings.Cut(s, "/")
 		if !ok || len(validation.IsDNS1123Label(ns)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 {

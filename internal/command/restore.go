@@ -212,7 +212,8 @@ func (o *RestoreOptions) Run(ctx context.Context) error {
 		}
 		logger.Info("verified: the presigned URL serves the backup's snapshot without credentials", "bytes", m.Snapshot.Size)
 	}
-	out, rep, err := restore.Patch(render, restore.Options{HostedCluster: o.HostedCluster, SnapshotURL: url, Secrets: secrets, Force: o.Force})
+	out, rep, err := restore.Patch(render, restore.Options{HostedCluster: o.HostedCluster, SnapshotURL: url, Secrets: secrets, Force: o.Force,
+		Encryption: m.Encryption})
 	if err != nil {
 		return exitcode.New(exitcode.Usage, fmt.Errorf("%s: %w", o.renderName(), err))
 	}
@@ -226,7 +227,12 @@ func (o *RestoreOptions) Run(ctx context.Context) error {
 	}
 	logger.Info("HostedCluster patched", "hostedCluster", rep.HostedCluster, "restoreSnapshotURL", "set (presigned, not shown)",
 		"urlExpires", expires.UTC().Format(time.RFC3339))
-	logger.Info("encryption key", "secret", rep.EncryptionSecret, "action", rep.EncryptionKeyAction)
+	if rep.Encryption == manifest.EncryptionKMS {
+		logger.Info("KMS encryption kept as rendered: it names every key the backed-up data needs; no AES key added",
+			"provider", rep.KMSProvider, "keys", strings.Join(rep.KMSKeys, ","))
+	} else {
+		logger.Info("encryption key", "secret", rep.EncryptionSecret, "action", rep.EncryptionKeyAction)
+	}
 	if rep.EncryptionKeyAction == restore.KeyReplaced {
 		logger.Warn("the render's AES key was replaced by the backed-up one", "secret", rep.EncryptionSecret)
 	}
@@ -467,8 +473,11 @@ back with the backup restored into it:
 The HostedCluster gets spec.etcd.managed.storage.restoreSnapshotURL: a SigV4
 presigned GET URL of the snapshot (valid --url-expires), and the Secret named by
 spec.secretEncryption.aescbc.activeKey gets the backed-up AES key. The other
-Secrets of the key bundle are added for the new control plane namespace. All
-other documents are left as they are. The URL and the keys are credentials:
+Secrets of the key bundle are added for the new control plane namespace. For a
+cluster using KMS secret encryption (spec.secretEncryption.type: kms) no key is added:
+the render must name every KMS key the backup recorded (as active or backup
+key), and is refused with the key it lacks otherwise. All other documents are
+left as they are. The URL and the keys are credentials:
 they are never logged, and the output file is made private (0600).`,
 		Flags:  o.flags(),
 		Action: action(o, &o.Global),
