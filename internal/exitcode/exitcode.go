@@ -35,6 +35,14 @@ const (
 	// finishes them), a backup that completed whose --prune failed, or a
 	// pull-node that copied some snapshots and failed on another.
 	Partial Code = 6
+	// Unusable: `verify` found a backup that cannot be restored: its
+	// snapshot is missing, truncated or does not match its manifest, or
+	// etcd's own restore code (or an etcd started on the result) fails.
+	Unusable Code = 7
+	// KeyMismatch: `verify --drill` found Secrets that the backup's key
+	// bundle does not decrypt, or no key bundle for Secrets that need one:
+	// a cluster restored from it could not read its Secrets.
+	KeyMismatch Code = 8
 	// Interrupted: SIGINT or SIGTERM ended the run after every change was undone.
 	Interrupted Code = 130
 )
@@ -51,6 +59,8 @@ var Table = []struct {
 	{Restored, "a step failed; every change was undone and the cluster is as it was"},
 	{ManualAction, "a step failed and a change could not be undone: manual action needed (see the message; often --resume)"},
 	{Partial, "done in part: some of the work failed and is reported, the rest stands (a fleet where some or all clusters' backups failed and were undone, see the summary; a prune that left backups it chose; a backup that completed but whose --prune failed; a pull-node that copied some snapshots and failed on another)"},
+	{Unusable, "verify: a backup is unusable (snapshot missing, truncated or not matching its manifest, or etcd cannot restore or open it)"},
+	{KeyMismatch, "verify --drill: the key bundle does not decrypt the backup's Secrets (or is missing where Secrets need it)"},
 	{Interrupted, "interrupted by SIGINT or SIGTERM; every change was undone"},
 }
 

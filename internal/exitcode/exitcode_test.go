@@ -44,7 +44,7 @@ func TestTableIsComplete(t *testing.T) {
 		}
 		seen[row.Code] = true
 	}
-	for _, c := range []Code{OK, Internal, Usage, Precondition, Restored, ManualAction, Partial, Interrupted} {
+	for _, c := range []Code{OK, Internal, Usage, Precondition, Restored, ManualAction, Partial, Unusable, KeyMismatch, Interrupted} {
 		if !seen[c] {
 			t.Errorf("code %d missing from Table", c)
 		}
