@@ -16,6 +16,7 @@ import (
 var layers = map[string]int{
 	".":                      5,
 	"internal/command":       5,
+	"drill":                  4,
 	"steps":                  4,
 	"restore":                4,
 	"schedule":               4,

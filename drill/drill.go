@@ -176,6 +176,10 @@ func Run(ctx context.Context, store restore.Store, b *restore.Backup, opts Optio
 			opts.Progress(p.Name)
 		}
 		if err := p.Run(ctx, s); err != nil {
+			if ctx.Err() != nil {
+				// Interrupted: whatever the step saw is not a verdict on the backup.
+				return res, fmt.Errorf("step %s: %w", p.Name, ctx.Err())
+			}
 			return res, fmt.Errorf("step %s: %w", p.Name, err)
 		}
 	}

@@ -95,13 +95,7 @@ func TestDrillRealSnapshots(t *testing.T) {
 	}
 }
 
-func bundleWith(key []byte) []corev1.Secret {
-	return []corev1.Secret{{
-		ObjectMeta: metav1.ObjectMeta{Name: "demo-etcd-encryption-key", Namespace: "clusters",
-			Annotations: map[string]string{manifest.RoleAnnotation: manifest.RoleActiveKey}},
-		Data: map[string][]byte{"key": key},
-	}}
-}
+func bundleWith(key []byte) []corev1.Secret { return bundleWithRole(key, manifest.RoleActiveKey) }
 
 type snapStatus struct {
 	Revision  int64  `json:"revision"`

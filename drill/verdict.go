@@ -15,6 +15,7 @@ func judge(res *Result, m *manifest.Manifest) {
 		Detail: fmt.Sprintf("%d = the manifest's %d + %d (etcd-init's --bump-revision)", res.Revision, m.Etcd.Revision, int64(RevisionBump))}
 	if !rev.OK {
 		rev.Detail = fmt.Sprintf("%d, want the manifest's %d + %d = %d: the snapshot is not the one the manifest describes", res.Revision, m.Etcd.Revision, int64(RevisionBump), res.ExpectedRevision)
+		rev.fail = ErrUnusable
 	}
 	res.Checks = append(res.Checks, rev)
 	res.Checks = append(res.Checks, keysCheck(c.Keys, m.Etcd))

@@ -121,6 +121,7 @@ func New(stdin io.Reader, stdout, stderr io.Writer) *cli.Command {
 			newPullNodeCommand(stdout),
 			newRestoreCommand(stdin, stdout),
 			newScheduleCommand(stdout),
+			newVerifyCommand(stdout, stderr),
 			newVersionCommand(stdout),
 			newNodeFilesCommand(stdout),
 		},
