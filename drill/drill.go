@@ -68,7 +68,9 @@ type Need struct {
 	Free uint64 `json:"free"`
 	// Duration is a rough estimate: download at 50 MB/s, restore at
 	// 200 MB/s, and ten seconds to start and read etcd.
-	Duration time.Duration `json:"duration"`
+	Duration time.Duration `json:"-"`
+	// Seconds is Duration in seconds, for JSON.
+	Seconds float64 `json:"seconds"`
 }
 
 // walPrealloc is the size etcd preallocates for a write-ahead log segment.
@@ -80,7 +82,8 @@ func Estimate(m *manifest.Manifest) Need {
 	bytes := 2*size + walPrealloc
 	bytes += bytes / 10
 	d := time.Duration(float64(size)/50e6*float64(time.Second)) + time.Duration(float64(size)/200e6*float64(time.Second)) + 10*time.Second
-	return Need{Bytes: bytes, Duration: d.Round(time.Second)}
+	d = d.Round(time.Second)
+	return Need{Bytes: bytes, Duration: d, Seconds: d.Seconds()}
 }
 
 // Check is one line of the drill's verdict.
@@ -154,7 +157,7 @@ func Run(ctx context.Context, store restore.Store, b *restore.Backup, opts Optio
 		opts.Logger = zap.NewNop()
 	}
 	if opts.freeSpace == nil {
-		opts.freeSpace = freeSpace
+		opts.freeSpace = FreeSpace
 	}
 	s := &state{store: store, backup: b, opts: opts, res: res}
 	defer func() {
@@ -186,7 +189,9 @@ func Run(ctx context.Context, store restore.Store, b *restore.Backup, opts Optio
 	return res, verdict(res)
 }
 
-func freeSpace(dir string) (uint64, error) {
+// FreeSpace returns the bytes an unprivileged user may still write on the
+// file system of dir.
+func FreeSpace(dir string) (uint64, error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
 		return 0, err

@@ -55,9 +55,9 @@ func (o *VerifyOptions) flags() []cli.Flag {
 		&cli.StringFlag{Name: FlagFrom, Sources: cli.EnvVars(env(FlagFrom)), Destination: &o.From,
 			Usage: "The backup to verify: s3://BUCKET/KEY of its manifest.json (or of its snapshot.db beside it)."},
 		&cli.StringFlag{Name: FlagCluster, Sources: cli.EnvVars(env(FlagCluster)), Destination: &o.Cluster,
-			Usage: "With --latest: the backed-up cluster whose newest backup is verified. Without --from and --cluster, the newest backup of every cluster under --prefix is."},
+			Usage: "The backed-up cluster whose newest backup is verified. Without --from and --cluster, the newest backup of every cluster under --prefix is."},
 		&cli.BoolFlag{Name: FlagLatest, Destination: &o.Latest,
-			Usage: "Verify the newest backup (of --cluster, or of every cluster)."},
+			Usage: "Verify the newest backup (of --cluster, or of every cluster); the default without --from."},
 		&cli.StringFlag{Name: FlagPrefix, Value: "backups", Sources: cli.EnvVars(env(FlagPrefix)), Destination: &o.Prefix,
 			Usage: "Key prefix of the backups, as given to hcpsnap backup."},
 		&cli.BoolFlag{Name: FlagDrill, Sources: cli.EnvVars(env(FlagDrill)), Destination: &o.Drill,
@@ -73,12 +73,15 @@ func (o *VerifyOptions) flags() []cli.Flag {
 // Validate checks the options without any I/O.
 func (o *VerifyOptions) Validate() error {
 	switch {
-	case o.From != "" && (o.Latest || o.Cluster != ""):
-		return exitcode.Usagef("--%s names one backup: drop --%s and --%s", FlagFrom, FlagCluster, FlagLatest)
-	case o.Cluster != "" && !o.Latest:
-		return exitcode.Usagef("--%s needs --%s (verify the newest backup of that cluster), or name a backup with --%s", FlagCluster, FlagLatest, FlagFrom)
+	case o.From != "" && o.Latest:
+		return exitcode.Usagef("--%s and --%s name the backup twice: keep one", FlagFrom, FlagLatest)
 	case o.KeyFile != "" && o.From == "" && o.Cluster == "":
 		return exitcode.Usagef("--%s belongs to one backup: name it with --%s or --%s NAME --%s", FlagKeyFile, FlagFrom, FlagCluster, FlagLatest)
+	}
+	if o.From != "" {
+		// --from names the backup; a --cluster from the environment
+		// (HCPSNAP_CLUSTER) does not narrow it, as with restore.
+		o.Cluster = ""
 	}
 	if o.Cluster != "" {
 		if errs := validation.IsDNS1123Label(o.Cluster); len(errs) > 0 {
@@ -214,10 +217,14 @@ func (o *VerifyOptions) verifyOne(ctx context.Context, b *restore.Backup) verify
 		return out
 	}
 	need := drill.Estimate(b.Manifest)
+	free, _ := drill.FreeSpace(o.ScratchDir)
 	logger.Info("restore drill", "cluster", out.Cluster, "manifest", out.Manifest,
-		"scratchMiB", need.Bytes>>20, "scratchDir", o.ScratchDir, "estimate", need.Duration.String())
-	if o.Global.Output != OutputJSON {
-		fmt.Fprintf(o.Out, "drill of %s (%s): needs about %d MiB in %s and about %s\n", out.Cluster, out.Manifest, need.Bytes>>20, o.ScratchDir, need.Duration)
+		"scratchMiB", need.Bytes>>20, "freeMiB", free>>20, "scratchDir", o.ScratchDir, "estimate", need.Duration.String())
+	if o.Global.Output == OutputJSON {
+		_ = json.NewEncoder(o.Out).Encode(map[string]any{"message_type": "drill_plan", "cluster": out.Cluster, "manifest": out.Manifest,
+			"scratchDir": o.ScratchDir, "needBytes": need.Bytes, "freeBytes": free, "estimateSeconds": need.Seconds})
+	} else {
+		fmt.Fprintf(o.Out, "drill of %s (%s): needs about %d MiB in %s (%d MiB free) and about %s\n", out.Cluster, out.Manifest, need.Bytes>>20, o.ScratchDir, free>>20, need.Duration)
 	}
 	opts := drill.Options{ScratchDir: o.ScratchDir, Logger: etcdLogger(o.ErrOut),
 		Progress: func(phase string) { logger.Info("drill", "step", phase, "cluster", out.Cluster) }}

@@ -24,12 +24,11 @@ func TestVerifyValidate(t *testing.T) {
 		o    VerifyOptions
 		want string
 	}{
-		{"from and cluster", VerifyOptions{From: "s3://bkt/backups/x/t/manifest.json", Cluster: "x", Latest: true}, "names one backup"},
-		{"cluster without latest", VerifyOptions{Cluster: "x", S3: S3Options{Bucket: "b"}}, "needs --latest"},
-		{"key file for every cluster", VerifyOptions{KeyFile: "k.json", S3: S3Options{Bucket: "b"}}, "belongs to one backup"},
+		{"from and latest", VerifyOptions{From: "s3://bkt/backups/x/t/manifest.json", Latest: true}, "name the backup twice"},
+		{"key file for every cluster", VerifyOptions{KeyFile: "k.json", S3: S3Options{Bucket: "bkt"}}, "belongs to one backup"},
 		{"no bucket", VerifyOptions{}, "--bucket is required"},
 		{"a from that is no backup", VerifyOptions{From: "s3://bkt/backups/x/t/other.txt"}, "manifest.json or snapshot.db"},
-		{"bad cluster name", VerifyOptions{Cluster: "Not_A_Name", Latest: true, S3: S3Options{Bucket: "b"}}, "not a valid Kubernetes name"},
+		{"bad cluster name", VerifyOptions{Cluster: "Not_A_Name", Latest: true, S3: S3Options{Bucket: "bkt"}}, "not a valid Kubernetes name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -66,7 +65,7 @@ func TestVerifyDrillsEveryClustersNewest(t *testing.T) {
 	for _, format := range []string{OutputText, OutputJSON} {
 		t.Run(format, func(t *testing.T) {
 			var out bytes.Buffer
-			o := &VerifyOptions{Prefix: "backups", Drill: true, ScratchDir: t.TempDir(), S3: S3Options{Bucket: "b"},
+			o := &VerifyOptions{Prefix: "backups", Drill: true, ScratchDir: t.TempDir(), S3: S3Options{Bucket: "bkt"},
 				Global: &GlobalOptions{Output: format}, Out: &out, store: store, drill: fake}
 			err := o.Run(ctx)
 			if exitcode.Of(err) != exitcode.Unusable || !strings.Contains(err.Error(), "2 of 3 backups failed") {
@@ -85,16 +84,24 @@ func TestVerifyDrillsEveryClustersNewest(t *testing.T) {
 				return
 			}
 			var codes []string
+			plans := 0
 			for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
 				var o verifyOutcome
 				if err := json.Unmarshal([]byte(line), &o); err != nil {
 					t.Fatalf("line %q: %v", line, err)
+				}
+				if o.MessageType == "drill_plan" {
+					plans++
+					continue
 				}
 				codes = append(codes, fmt.Sprintf("%s=%d", o.Cluster, o.ExitCode))
 			}
 			sort.Strings(codes)
 			if got := strings.Join(codes, " "); got != "clusters/broken=7 clusters/good=0 clusters/wrongkey=8" {
 				t.Errorf("outcomes = %s", got)
+			}
+			if plans != 3 {
+				t.Errorf("%d drill_plan lines, want one per backup, before its drill", plans)
 			}
 		})
 	}
@@ -138,7 +145,7 @@ func TestVerifyInterrupted(t *testing.T) {
 	store := &backupsStore{objects: map[string]string{"backups/c/t/manifest.json": manifestOf(t, "clusters", "c", "2026-01-01T00:00:00Z")}}
 	ctx, cancel := context.WithCancel(charmlog.WithContext(context.Background(), charmlog.New(io.Discard)))
 	defer cancel()
-	o := &VerifyOptions{Prefix: "backups", Drill: true, ScratchDir: t.TempDir(), S3: S3Options{Bucket: "b"},
+	o := &VerifyOptions{Prefix: "backups", Drill: true, ScratchDir: t.TempDir(), S3: S3Options{Bucket: "bkt"},
 		Global: &GlobalOptions{Output: OutputText}, Out: io.Discard, store: store,
 		drill: func(ctx context.Context, _ restore.Store, _ *restore.Backup, _ drill.Options) (*drill.Result, error) {
 			cancel()
@@ -155,7 +162,7 @@ func TestVerifyWithoutDrill(t *testing.T) {
 	store := &backupsStore{objects: map[string]string{"backups/c/t/manifest.json": manifestOf(t, "clusters", "c", "2026-01-01T00:00:00Z")}}
 	ctx := charmlog.WithContext(context.Background(), charmlog.New(io.Discard))
 	var out bytes.Buffer
-	o := &VerifyOptions{Cluster: "c", Latest: true, Prefix: "backups", S3: S3Options{Bucket: "b"},
+	o := &VerifyOptions{Cluster: "c", Prefix: "backups", S3: S3Options{Bucket: "bkt"},
 		Global: &GlobalOptions{Output: OutputText}, Out: &out, store: store}
 	err := o.Run(ctx)
 	if exitcode.Of(err) != exitcode.Unusable || !strings.Contains(err.Error(), "missing from the bucket") {
@@ -163,5 +170,18 @@ func TestVerifyWithoutDrill(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "check clusters/c: FAILED (exit 7)") {
 		t.Errorf("report:\n%s", out.String())
+	}
+}
+
+// TestVerifyFromIgnoresClusterFromTheEnvironment: HCPSNAP_CLUSTER in a CI
+// job's environment must not turn --from into a usage error.
+func TestVerifyFromIgnoresClusterFromTheEnvironment(t *testing.T) {
+	o := &VerifyOptions{From: "s3://bkt/backups/x/t/snapshot.db", Cluster: "x", S3: S3Options{PartSizeMiB: 16, Concurrency: 4},
+		Global: &GlobalOptions{Output: OutputText}}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if o.manifestKey != "backups/x/t/manifest.json" || o.S3.Bucket != "bkt" || o.Cluster != "" {
+		t.Errorf("manifest %q bucket %q cluster %q", o.manifestKey, o.S3.Bucket, o.Cluster)
 	}
 }
