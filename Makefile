@@ -234,8 +234,9 @@ fuzz: ## Every fuzz target for FUZZTIME each (default 10s).
 # environment, the etcd fill against real members, the store against MinIO,
 # the snapshot scanner against etcdutl of both etcd lines, the etcd client
 # against real servers of both lines, the management snapshot script as on a
-# master (as root in a mount namespace, against its own etcd).
-E2E_PACKAGES := ./e2e/ ./e2e/fixture/ ./s3/ ./internal/etcdsnap/ ./internal/etcdclient/ ./management/
+# master (as root in a mount namespace, against its own etcd), the restore
+# drill on snapshots saved by real servers of both etcd lines.
+E2E_PACKAGES := ./e2e/ ./e2e/fixture/ ./s3/ ./internal/etcdsnap/ ./internal/etcdclient/ ./management/ ./drill/
 
 .PHONY: e2e
 e2e: deps $(OUT)/hcpsnap $(OUT)/localenv $(IMAGE_DIGEST_FILE) ## e2e tests: env up/down twice, then the suite on a fresh environment (etcd HOSTED_ETCD_VERSION).
@@ -246,7 +247,7 @@ e2e: deps $(OUT)/hcpsnap $(OUT)/localenv $(IMAGE_DIGEST_FILE) ## e2e tests: env 
 	$(OUT)/localenv down || status=$$((status ? status : 1)); exit $$status
 
 # The backup and restore round trip, run again on the 3.5 line.
-ROUND_TRIP_TESTS := ^(TestExecReachesOwnEtcdMember|TestKubectlPortForwardReachesEtcdMember|TestBackup|TestBackupOnline|TestRestoreRoundTrip|TestStreamCutIsTakenAgain)$$
+ROUND_TRIP_TESTS := ^(TestExecReachesOwnEtcdMember|TestKubectlPortForwardReachesEtcdMember|TestBackup|TestBackupOnline|TestRestoreRoundTrip|TestStreamCutIsTakenAgain|TestDrill)$$
 
 .PHONY: e2e-etcd35
 e2e-etcd35: deps $(OUT)/hcpsnap $(OUT)/localenv ## The backup/restore round trip on a fresh environment whose hosted etcd is the 3.5 line.

@@ -53,52 +53,34 @@ type drillLine struct {
 // drills it and damaged copies of it with the built binary.
 func TestDrill(t *testing.T) {
 	env := loadEnv(t)
-	res := env.hcpsnap(t, t.TempDir(), "-o", "json", "backup", "--key-prefix", "e2e-drill-keys")
-	if res.code != 0 {
-		t.Fatalf("backup exit %d\nstderr:\n%s", res.code, res.stderr)
-	}
-	manifestURL := lastSummary(t, res.stdout).Manifest
-	m := env.readManifest(t, manifestURL)
+	var m *manifest.Manifest
+	for _, via := range []string{"stream", "exec"} {
+		t.Run("good backup via "+via, func(t *testing.T) {
+			prefix := "drill-" + via
+			res := env.hcpsnap(t, t.TempDir(), "-o", "json", "backup", "--via", via, "--prefix", prefix, "--key-prefix", "e2e-drill-keys")
+			if res.code != 0 {
+				t.Fatalf("backup exit %d\nstderr:\n%s", res.code, res.stderr)
+			}
+			manifestURL := lastSummary(t, res.stdout).Manifest
+			m = env.readManifest(t, manifestURL)
+			env.checkGoodDrill(t, m, manifestURL)
 
-	t.Run("good backup", func(t *testing.T) {
-		line, stderr := env.drill(t, 0, "--from", manifestURL)
-		r := line.Result
-		if r == nil {
-			t.Fatalf("no result:\n%s", stderr)
-		}
-		if r.Revision != m.Etcd.Revision+1_000_000_000 || r.ExpectedRevision != r.Revision {
-			t.Errorf("revision %d, want the manifest's %d + 1e9", r.Revision, m.Etcd.Revision)
-		}
-		// The source at the manifest's revision, read by etcdctl in the member.
-		keys := env.keysAt(t, m.Etcd.Revision)
-		if r.Contents.Keys != int64(len(keys)) {
-			t.Errorf("drill counted %d keys, etcdctl --rev %d lists %d", r.Contents.Keys, m.Etcd.Revision, len(keys))
-		}
-		for _, res := range []string{"secrets", "namespaces", "configmaps", "hcpsnap-fill"} {
-			n := 0
-			for _, k := range keys {
-				if strings.HasPrefix(k, "/kubernetes.io/"+res+"/") {
-					n++
-				}
+			// The text report of the cluster's newest backup under the prefix.
+			r := env.hcpsnap(t, t.TempDir(), "verify", "--drill", "--cluster", env.cluster, "--prefix", prefix)
+			want := fmt.Sprintf("decrypts %[1]d of %[1]d aescbc Secrets", len(fixture.StoredKeys()["secrets"]))
+			if r.code != 0 || !strings.Contains(r.stdout, "drill "+env.namespace+"/"+env.cluster+": OK") || !strings.Contains(r.stdout, want) {
+				t.Errorf("verify --drill --cluster: exit %d, want 0 and %q\nstdout:\n%s\nstderr:\n%s", r.code, want, r.stdout, r.stderr)
 			}
-			if n == 0 || r.Contents.Resources[res] != int64(n) {
-				t.Errorf("resource %s: drill %d, etcdctl %d (want > 0)", res, r.Contents.Resources[res], n)
+			t.Logf("verify --drill report:\n%s", r.stdout)
+			// Without --drill: the cheap check.
+			if r := env.hcpsnap(t, t.TempDir(), "verify", "--cluster", env.cluster, "--prefix", prefix); r.code != 0 || !strings.Contains(r.stdout, ": OK") {
+				t.Errorf("verify: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 			}
-		}
-		if got, want := strings.Join(r.Contents.Namespaces, ","), strings.Join(sortedCopy(fixture.StoredNamespaces), ","); got != want {
-			t.Errorf("namespaces %s, want %s", got, want)
-		}
-		want := len(fixture.StoredKeys()["secrets"])
-		s := r.Contents.Secrets
-		if s.AESCBC != want || s.Decrypted != want || s.Plain != 0 {
-			t.Errorf("secrets %+v, want %d of %d decrypted", s, want, want)
-		}
-		for _, u := range []string{r.ClientURL, r.PeerURL} {
-			if !strings.HasPrefix(u, "http://127.0.0.1:") {
-				t.Errorf("embedded etcd URL %s is not on loopback", u)
-			}
-		}
-	})
+		})
+	}
+	if m == nil {
+		t.Fatal("no backup to damage")
+	}
 
 	t.Run("another AES key in the key bundle", func(t *testing.T) {
 		other := env.copyBackup(t, m, "other-key", func(snap, bundle []byte, mm *manifest.Manifest) ([]byte, []byte) {
@@ -140,6 +122,48 @@ func TestDrill(t *testing.T) {
 			t.Errorf("secrets %+v, want unchecked: no key bundle", line.Result.Contents.Secrets)
 		}
 	})
+}
+
+// checkGoodDrill drills the backup and compares what it reports with the
+// source etcd at the manifest's revision, read by etcdctl.
+func (env *testEnv) checkGoodDrill(t *testing.T, m *manifest.Manifest, manifestURL string) {
+	t.Helper()
+	line, stderr := env.drill(t, 0, "--from", manifestURL)
+	r := line.Result
+	if r == nil {
+		t.Fatalf("no result:\n%s", stderr)
+	}
+	if r.Revision != m.Etcd.Revision+1_000_000_000 || r.ExpectedRevision != r.Revision {
+		t.Errorf("revision %d, want the manifest's %d + 1e9", r.Revision, m.Etcd.Revision)
+	}
+	keys := env.keysAt(t, m.Etcd.Revision)
+	if r.Contents.Keys != int64(len(keys)) {
+		t.Errorf("drill counted %d keys, etcdctl --rev %d lists %d", r.Contents.Keys, m.Etcd.Revision, len(keys))
+	}
+	for _, res := range []string{"secrets", "namespaces", "configmaps", "hcpsnap-fill"} {
+		n := 0
+		for _, k := range keys {
+			if strings.HasPrefix(k, "/kubernetes.io/"+res+"/") {
+				n++
+			}
+		}
+		if n == 0 || r.Contents.Resources[res] != int64(n) {
+			t.Errorf("resource %s: drill %d, etcdctl %d (want > 0)", res, r.Contents.Resources[res], n)
+		}
+	}
+	if got, want := strings.Join(r.Contents.Namespaces, ","), strings.Join(sortedCopy(fixture.StoredNamespaces), ","); got != want {
+		t.Errorf("namespaces %s, want %s", got, want)
+	}
+	want := len(fixture.StoredKeys()["secrets"])
+	s := r.Contents.Secrets
+	if s.AESCBC != want || s.Decrypted != want || s.Plain != 0 {
+		t.Errorf("secrets %+v, want %d of %d decrypted", s, want, want)
+	}
+	for _, u := range []string{r.ClientURL, r.PeerURL} {
+		if !strings.HasPrefix(u, "http://127.0.0.1:") {
+			t.Errorf("embedded etcd URL %s is not on loopback", u)
+		}
+	}
 }
 
 // drill runs `verify --drill -o json` with a private scratch folder while
