@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -336,3 +337,44 @@ func sortedCopy(s []string) []string {
 	return c
 }
 
+// TestDrillInterrupted sends SIGINT while the drill restores or serves the
+// snapshot: hcpsnap ends with 130 and leaves nothing in the scratch folder.
+func TestDrillInterrupted(t *testing.T) {
+	env := loadEnv(t)
+	res := env.hcpsnap(t, t.TempDir(), "-o", "json", "backup", "--prefix", "drill-sigint", "--key-prefix", "e2e-drill-keys")
+	if res.code != 0 {
+		t.Fatalf("backup exit %d\nstderr:\n%s", res.code, res.stderr)
+	}
+	manifestURL := lastSummary(t, res.stdout).Manifest
+	for _, stage := range []string{"snapshot.db", "data"} {
+		t.Run("in "+stage, func(t *testing.T) {
+			scratch := t.TempDir()
+			r := env.startHcpsnap(t, t.TempDir(), nil, "verify", "--drill", "--scratch-dir", scratch, "--from", manifestURL)
+			signalled := false
+			for deadline := time.Now().Add(time.Minute); !signalled && time.Now().Before(deadline); {
+				select {
+				case <-r.done:
+					t.Fatalf("the drill ended (exit %d) before it wrote %s\nstderr:\n%s", r.code, stage, r.stderr.String())
+				case <-time.After(2 * time.Millisecond):
+				}
+				if m, _ := filepath.Glob(filepath.Join(scratch, "hcpsnap-drill-*", stage)); len(m) > 0 {
+					if err := r.cmd.Process.Signal(os.Interrupt); err != nil {
+						t.Fatal(err)
+					}
+					signalled = true
+				}
+			}
+			if !signalled {
+				t.Fatalf("the drill never wrote %s", stage)
+			}
+			<-r.done
+			if r.code != int(exitcode.Interrupted) {
+				t.Errorf("exit %d after SIGINT, want %d\nstdout:\n%s\nstderr:\n%s", r.code, exitcode.Interrupted, r.stdout.String(), r.stderr.String())
+			}
+			if left, _ := os.ReadDir(scratch); len(left) != 0 {
+				t.Errorf("the scratch folder holds %d entries after SIGINT", len(left))
+			}
+			t.Logf("stderr:\n%s", r.stderr.String())
+		})
+	}
+}
