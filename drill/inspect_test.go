@@ -136,3 +136,33 @@ func TestBundleKeys(t *testing.T) {
 		t.Errorf("no bundle: %q", why)
 	}
 }
+
+func TestKMSCheck(t *testing.T) {
+	arn := "arn:aws:kms:us-east-1:123456789012:key/active"
+	active := manifest.AWSKMSProviderName(arn)
+	recorded := &manifest.Encryption{Type: manifest.EncryptionKMS, KMS: &manifest.KMS{Provider: "AWS",
+		Keys: []manifest.KMSKey{{Role: manifest.KMSKeyActive, ID: arn, ProviderName: active}}}}
+	tests := []struct {
+		name   string
+		kms    map[string]int
+		enc    *manifest.Encryption
+		ok     bool
+		detail string
+	}{
+		{"the recorded active key", map[string]int{"kms/v2:" + active: 3}, recorded, true, arn},
+		{"a key the manifest does not record", map[string]int{"kms/v2:" + active: 3, "kms/v2:awskmskey-1": 2}, recorded, false, "awskmskey-1 (2 Secrets)"},
+		{"an aescbc manifest", map[string]int{"kms/v2:" + active: 3}, &manifest.Encryption{Type: manifest.EncryptionAESCBC}, false, "aescbc encryption does not record"},
+		{"an older manifest", map[string]int{"kms/v1:" + active: 1}, nil, true, "records no encryption"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ck := kmsCheck(tt.kms, tt.enc)
+			if ck.OK != tt.ok || !strings.Contains(ck.Detail, tt.detail) || (!ck.OK && !errors.Is(ck.fail, ErrKeyMismatch)) {
+				t.Errorf("kmsCheck = %+v, want ok %v with %q", ck, tt.ok, tt.detail)
+			}
+		})
+	}
+	if f := strings.Join(kmsFindings(map[string]int{"kms/v1:" + active: 1}, nil), ""); !strings.Contains(f, "KMS API v1") {
+		t.Errorf("a v1 finding: %q", f)
+	}
+}

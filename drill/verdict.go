@@ -20,6 +20,9 @@ func judge(res *Result, m *manifest.Manifest) {
 	res.Checks = append(res.Checks, rev)
 	res.Checks = append(res.Checks, keysCheck(c.Keys, m.Etcd))
 	res.Checks = append(res.Checks, secretsCheck(c.Secrets))
+	if len(c.Secrets.KMS) > 0 {
+		res.Checks = append(res.Checks, kmsCheck(c.Secrets.KMS, m.Encryption))
+	}
 	res.Findings = append(res.Findings, findings(c.Secrets, m)...)
 }
 
@@ -85,15 +88,61 @@ func findings(s Secrets, m *manifest.Manifest) []string {
 }
 
 // kmsFindings names the KMS providers the data names. They cannot be
-// checked offline: the key is in the KMS. This is the seam for the
-// manifest's KMS configuration: once the manifest records the provider
-// names a backup was taken with, compare them here with the names the data
-// carries and report a provider the restored cluster would not have.
+// checked offline: the keys are in the KMS.
 func kmsFindings(kms map[string]int, _ *manifest.Manifest) []string {
 	var out []string
 	for _, p := range sortedKeys(kms) {
 		version, name, _ := strings.Cut(p, ":")
-		out = append(out, fmt.Sprintf("%d Secrets are encrypted by KMS provider %q (%s): a KMS key cannot be checked offline; the restored cluster must name the same KMS key", kms[p], name, version))
+		note := fmt.Sprintf("%d Secrets are encrypted by KMS provider %q (%s): a KMS key cannot be checked offline; the restored cluster must name the same key and a role that may use it", kms[p], name, version)
+		if version == "kms/v1" {
+			note += "; they were written with KMS API v1, which a newly configured cluster (KMS v2) may not read"
+		}
+		out = append(out, note)
+	}
+	return out
+}
+
+// kmsCheck compares the KMS providers the data names with the keys the
+// manifest recorded (manifest.KMS): every provider name must be one of the
+// recorded keys', or a cluster restored with the recorded configuration
+// cannot read those Secrets. A manifest written before hcpsnap recorded the
+// encryption says nothing, and the check only reports the names.
+func kmsCheck(kms map[string]int, enc *manifest.Encryption) Check {
+	names := sortedKeys(kms)
+	ck := Check{Name: "kms", OK: true}
+	if enc == nil {
+		ck.Detail = fmt.Sprintf("the data names KMS provider(s) %s; the manifest records no encryption (an older backup): compare them with the restored cluster's keys by hand", strings.Join(providerNames(names), ", "))
+		return ck
+	}
+	recorded := map[string]manifest.KMSKey{}
+	if enc.KMS != nil {
+		for _, k := range enc.KMS.Keys {
+			recorded[k.ProviderName] = k
+		}
+	}
+	var missing, found []string
+	for _, n := range names {
+		_, name, _ := strings.Cut(n, ":")
+		if k, ok := recorded[name]; ok {
+			found = append(found, fmt.Sprintf("%s (%s key %s)", name, k.Role, k.ID))
+		} else {
+			missing = append(missing, fmt.Sprintf("%s (%d Secrets)", name, kms[n]))
+		}
+	}
+	switch {
+	case len(missing) > 0:
+		ck.OK, ck.fail = false, ErrKeyMismatch
+		ck.Detail = fmt.Sprintf("the data names KMS provider(s) %s that the manifest's %s encryption does not record: a cluster restored with the recorded keys cannot read those Secrets", strings.Join(missing, ", "), enc.Type)
+	default:
+		ck.Detail = fmt.Sprintf("every KMS provider the data names is a recorded key: %s (not decrypted: that needs the KMS)", strings.Join(found, ", "))
+	}
+	return ck
+}
+
+func providerNames(keys []string) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		_, out[i], _ = strings.Cut(k, ":")
 	}
 	return out
 }

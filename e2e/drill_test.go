@@ -378,3 +378,63 @@ func TestDrillInterrupted(t *testing.T) {
 		})
 	}
 }
+
+// TestDrillKMS drills a backup of the KMS variant, whose Secrets are KMS v2
+// envelopes of the active key: the drill reports the provider, matches it
+// with the manifest's recorded keys, and cannot decrypt it offline; a copy
+// whose manifest no longer records that key fails with exit 8.
+func TestDrillKMS(t *testing.T) {
+	env := loadEnv(t)
+	ctx := context.Background()
+	env.useKMSVariant(t)
+	// The KMS variant holds no aescbc data: set the fixture's aescbc
+	// Secrets aside, and write them back afterwards.
+	cli, err := fixture.EtcdClient(env.FixtureConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	for _, k := range fixture.StoredKeys()["secrets"] {
+		if _, err := cli.Delete(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		if err := fixture.WriteStored(context.Background(), cli, fixture.EncryptionKey(env.FixtureConfig())); err != nil {
+			t.Errorf("write the fixture's Secrets back: %v", err)
+		}
+	})
+	envelopes := env.writeKMSEnvelopes(t, 3)
+
+	res := env.hcpsnap(t, t.TempDir(), "-o", "json", "backup", "--prefix", "drill-kms")
+	if res.code != 0 {
+		t.Fatalf("backup exit %d: %s", res.code, res.stderr)
+	}
+	manifestURL := lastSummary(t, res.stdout).Manifest
+	m := env.readManifest(t, manifestURL)
+
+	line, _ := env.drill(t, 0, "--from", manifestURL)
+	out := env.hcpsnap(t, t.TempDir(), "verify", "--drill", "--from", manifestURL)
+	t.Logf("verify --drill report:\n%s", out.stdout)
+	for _, w := range []string{"ok   kms", kmsActiveProviderName + " (active key " + fixture.KMSActiveKeyARN, "cannot be checked offline"} {
+		if !strings.Contains(out.stdout, w) {
+			t.Errorf("report lacks %q", w)
+		}
+	}
+	if s := line.Result.Contents.Secrets; s.AESCBC != 0 || s.Total != len(envelopes) {
+		t.Errorf("secrets %+v, want %d KMS envelopes and no aescbc", s, len(envelopes))
+	}
+
+	// The manifest without the active key: the data names a key the
+	// restored cluster would not have.
+	other := env.copyBackup(t, m, "kms-missing-key", func(snap, bundle []byte, mm *manifest.Manifest) ([]byte, []byte) {
+		kms := *mm.Encryption.KMS
+		kms.Keys = kms.Keys[1:]
+		mm.Encryption = &manifest.Encryption{Type: mm.Encryption.Type, KMS: &kms}
+		return snap, bundle
+	})
+	line, _ = env.drill(t, int(exitcode.KeyMismatch), "--from", other)
+	if !strings.Contains(line.Error, kmsActiveProviderName) || !strings.Contains(line.Error, "does not record") {
+		t.Errorf("error %q, want the unrecorded provider %s", line.Error, kmsActiveProviderName)
+	}
+}
