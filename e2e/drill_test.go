@@ -393,13 +393,13 @@ func TestDrillKMS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cli.Close()
 	for _, k := range fixture.StoredKeys()["secrets"] {
 		if _, err := cli.Delete(ctx, k); err != nil {
 			t.Fatal(err)
 		}
 	}
 	t.Cleanup(func() {
+		defer cli.Close()
 		if err := fixture.WriteStored(context.Background(), cli, fixture.EncryptionKey(env.FixtureConfig())); err != nil {
 			t.Errorf("write the fixture's Secrets back: %v", err)
 		}
