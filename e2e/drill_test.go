@@ -425,11 +425,13 @@ func TestDrillKMS(t *testing.T) {
 		t.Errorf("secrets %+v, want %d KMS envelopes and no aescbc", s, len(envelopes))
 	}
 
-	// The manifest without the active key: the data names a key the
+	// A manifest that records another active key: the data names a key the
 	// restored cluster would not have.
-	other := env.copyBackup(t, m, "kms-missing-key", func(snap, bundle []byte, mm *manifest.Manifest) ([]byte, []byte) {
+	otherARN := "arn:aws:kms:us-east-1:123456789012:key/99999999-9999-9999-9999-999999999999"
+	other := env.copyBackup(t, m, "kms-other-key", func(snap, bundle []byte, mm *manifest.Manifest) ([]byte, []byte) {
 		kms := *mm.Encryption.KMS
-		kms.Keys = kms.Keys[1:]
+		kms.Keys = slices.Clone(kms.Keys)
+		kms.Keys[0] = manifest.KMSKey{Role: manifest.KMSKeyActive, ID: otherARN, ProviderName: manifest.AWSKMSProviderName(otherARN)}
 		mm.Encryption = &manifest.Encryption{Type: mm.Encryption.Type, KMS: &kms}
 		return snap, bundle
 	})
