@@ -117,6 +117,17 @@ func TestShardsBackupRefused(t *testing.T) {
 			}
 		}
 	}
+	// A fleet backs each cluster up through the same path: the sharded
+	// cluster fails its own line.
+	r := env.startHcpsnap(t, t.TempDir(), noClusterEnv, "backup", "--all-namespaces")
+	code := r.wait(t)
+	stdout, stderr := r.stdout.String(), r.stderr.String()
+	if code != int(exitcode.Partial) {
+		t.Fatalf("fleet: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, exitcode.Partial, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "0 of 1 clusters backed up") || !strings.Contains(stdout, "etcd shards "+shards[0].Name) {
+		t.Errorf("fleet summary does not name the refused sharded cluster:\n%s", stdout)
+	}
 	env.checkClusterAsBefore(t, before)
 	if got := env.listObjects(t, ""); strings.Join(got, ",") != strings.Join(objsBefore, ",") {
 		t.Errorf("a refused backup changed the bucket: %v → %v", objsBefore, got)
