@@ -268,6 +268,19 @@ e2e-fleet: deps $(OUT)/hcpsnap $(OUT)/localenv ## Fleet backups on a fresh envir
 	status=0; HCPSNAP_BIN=$(OUT)/hcpsnap $(GO) test -tags e2e -count=1 -timeout 20m -run '$(FLEET_TESTS)' ./e2e/ || status=$$?; \
 	$(OUT)/localenv down || status=$$((status ? status : 1)); exit $$status
 
+# HostedClusters with etcd shards, on a fresh environment whose cluster has
+# a shard "events" (ETCD_SHARDS=events: one more etcd member, the shards
+# schema added to the CRDs). The tests skip on any other environment, so
+# `make e2e` runs none of them. Not part of `make test`.
+SHARDS_TESTS := ^TestShards
+
+.PHONY: e2e-shards
+e2e-shards: deps $(OUT)/hcpsnap $(OUT)/localenv ## etcd shards (backup refused, --without-shards, restore warning) on a fresh environment with ETCD_SHARDS=events.
+	@$(stop_running_env)
+	ETCD_SHARDS=events $(OUT)/localenv up
+	status=0; HCPSNAP_BIN=$(OUT)/hcpsnap $(GO) test -tags e2e -count=1 -timeout 20m -run '$(SHARDS_TESTS)' ./e2e/ || status=$$?; \
+	$(OUT)/localenv down || status=$$((status ? status : 1)); exit $$status
+
 # ---------------------------------------------------------------------------
 # Demo.
 

@@ -3,6 +3,7 @@ package manifest
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -38,6 +39,13 @@ type Manifest struct {
 	// manifests written before hcpsnap recorded it.
 	Encryption *Encryption `json:"encryption,omitempty"`
 	Times      Times       `json:"times"`
+	// MissingShards are etcd shards of the HostedCluster (HyperShift's
+	// spec.etcd.managed.shards) whose data this backup does NOT hold: it was
+	// taken of the default member only (backup --without-shards), so a
+	// cluster restored from it lacks every object of their resources. Absent
+	// when the cluster had no shards, and in manifests written before
+	// hcpsnap read shards.
+	MissingShards []Shard `json:"missingShards,omitempty"`
 	// DowntimeSeconds adds up every window of Downtimes.
 	DowntimeSeconds float64 `json:"downtimeSeconds"`
 	// Downtimes are the windows in which the API was down, in order: more
@@ -114,6 +122,50 @@ type KeyBundle struct {
 	Secrets []string `json:"secrets"`
 }
 
+// Shard is an etcd shard of a HostedCluster: its own etcd StatefulSet
+// etcd-<Name> holding the resources routed to it.
+type Shard struct {
+	Name      string          `json:"name"`
+	Resources []ShardResource `json:"resources"`
+	Replicas  int32           `json:"replicas,omitempty"`
+	// StorageType is "PersistentVolume", "EmptyDir", or empty when the
+	// shard inherits the default member's storage.
+	StorageType string `json:"storageType,omitempty"`
+}
+
+// ShardResource is a resource routed to a shard; APIGroup "" is the core group.
+type ShardResource struct {
+	APIGroup string `json:"apiGroup"`
+	Resource string `json:"resource"`
+}
+
+// String names the resource as kubectl does: "events", "leases.coordination.k8s.io".
+func (r ShardResource) String() string {
+	if r.APIGroup == "" {
+		return r.Resource
+	}
+	return r.Resource + "." + r.APIGroup
+}
+
+// Describe names the shard and its resources for one line of output:
+// "events (events)", "leases (leases.coordination.k8s.io)".
+func (s Shard) Describe() string {
+	names := make([]string, len(s.Resources))
+	for i, r := range s.Resources {
+		names[i] = r.String()
+	}
+	return s.Name + " (" + strings.Join(names, ", ") + ")"
+}
+
+// DescribeShards joins Describe of every shard with ", ".
+func DescribeShards(shards []Shard) string {
+	out := make([]string, len(shards))
+	for i, s := range shards {
+		out[i] = s.Describe()
+	}
+	return strings.Join(out, ", ")
+}
+
 // Window is one interval of API downtime.
 type Window struct {
 	Start   time.Time `json:"start"`
@@ -148,6 +200,11 @@ func Decode(data []byte) (*Manifest, error) {
 	}
 	if err := m.Encryption.Check(); err != nil {
 		return nil, fmt.Errorf("manifest encryption section: %w", err)
+	}
+	for i, sh := range m.MissingShards {
+		if sh.Name == "" {
+			return nil, fmt.Errorf("manifest missingShards[%d] has no name", i)
+		}
 	}
 	return &m, nil
 }

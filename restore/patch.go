@@ -28,6 +28,10 @@ type Options struct {
 	// encrypted; nil for a manifest written before hcpsnap recorded it, in
 	// which case aescbc is assumed, as the key bundle must hold an AES key.
 	Encryption *manifest.Encryption
+	// MissingShards are the etcd shards the backup left out (manifest
+	// missingShards, backup --without-shards): the restored cluster lacks
+	// their resources, which Patch says in a warning.
+	MissingShards []manifest.Shard
 }
 
 // Report says what Patch changed, for the user. It holds names only: never
@@ -66,6 +70,10 @@ type Report struct {
 	// render names; the render's KMS configuration is left as it is.
 	KMSProvider string   `json:",omitempty"`
 	KMSKeys     []string `json:",omitempty"`
+	// MissingShards names the etcd shards whose data the backup does not
+	// hold, with their resources ("events (events)"); empty for a backup of
+	// a cluster without shards.
+	MissingShards []string `json:",omitempty"`
 	// Warnings are things the user should know that did not stop the patch.
 	Warnings []string
 }
@@ -183,10 +191,25 @@ func Patch(render []byte, opts Options) (out []byte, rep Report, err error) {
 		}
 	}
 	p.addControlPlaneSecrets(hc, b)
+	p.warnMissingShards(opts.MissingShards)
 	if out, err = joinStream(p.segs, p.added); err != nil {
 		return nil, Report{}, err
 	}
 	return out, p.rep, nil
+}
+
+// warnMissingShards says plainly that a backup taken without the cluster's
+// etcd shards restores a cluster without their data: hcpsnap cannot put it
+// back, and HyperShift's API has no restoreSnapshotURL for a shard yet.
+func (p *patcher) warnMissingShards(shards []manifest.Shard) {
+	if len(shards) == 0 {
+		return
+	}
+	for _, sh := range shards {
+		p.rep.MissingShards = append(p.rep.MissingShards, sh.Describe())
+	}
+	p.warn("the backup was taken without the cluster's etcd shards %s (backup --without-shards): the restored cluster will lack every object of those resources, which lived in the shards' own etcd and are not in this snapshot",
+		manifest.DescribeShards(shards))
 }
 
 // checkURL refuses a URL the HostedCluster CRD or the YAML would not carry

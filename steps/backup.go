@@ -32,6 +32,10 @@ type HyperShift interface {
 	GetHostedCluster(ctx context.Context, namespace, name string) (*hyperv1.HostedCluster, error)
 	PatchHostedCluster(ctx context.Context, namespace, name string, mergePatch []byte) (*hyperv1.HostedCluster, error)
 	GetHostedControlPlane(ctx context.Context, namespace, name string) (*hyperv1.HostedControlPlane, error)
+	// GetEtcdShards reads spec.etcd.managed.shards of the HostedCluster,
+	// which the typed object above cannot hold (the vendored API predates
+	// shards).
+	GetEtcdShards(ctx context.Context, namespace, name string) ([]kube.EtcdShard, error)
 }
 
 // Step names of the backup workflow. They are stable: checkpoint keys,
@@ -161,6 +165,9 @@ func inspect(ctx context.Context, s *State) (*hyperv1.HostedCluster, error) {
 	if hc.Spec.Etcd.ManagementType != hyperv1.Managed {
 		return nil, exitcode.Preconditionf("HostedCluster %s/%s has %q etcd: hcpsnap backs up managed etcd only; back up an unmanaged etcd with its own tools", s.Opts.Namespace, s.Opts.Cluster, hc.Spec.Etcd.ManagementType)
 	}
+	if err := checkShards(ctx, s); err != nil {
+		return nil, err
+	}
 	s.Out.HCPNamespace = s.Opts.Namespace + "-" + s.Opts.Cluster
 	s.Out.InfraID = hc.Spec.InfraID
 	if hc.Status.Version != nil {
@@ -176,6 +183,41 @@ func inspect(ctx context.Context, s *State) (*hyperv1.HostedCluster, error) {
 		s.Out.Timestamp = s.now().UTC().Format(timestampFormat)
 	}
 	return hc, nil
+}
+
+// checkShards refuses a HostedCluster with etcd shards unless the user
+// asked for the default member only (--without-shards): hcpsnap snapshots
+// one member of the default etcd, and the resources routed to a shard live
+// in that shard's own etcd, so such a backup would miss them without a
+// word. With the flag it records the shards left out, for the manifest.
+func checkShards(ctx context.Context, s *State) error {
+	shards, err := s.Clients.HyperShift.GetEtcdShards(ctx, s.Opts.Namespace, s.Opts.Cluster)
+	if err != nil {
+		return exitcode.New(exitcode.Precondition, fmt.Errorf("read the etcd shards of HostedCluster %s/%s: %w", s.Opts.Namespace, s.Opts.Cluster, err))
+	}
+	s.Out.MissingShards = ManifestShards(shards)
+	if len(shards) == 0 || s.Opts.WithoutShards {
+		return nil
+	}
+	return exitcode.Preconditionf("HostedCluster %s/%s has etcd shards %s: hcpsnap does not back up etcd shards yet, and a backup of the default member alone would miss the data of those resources; pass --without-shards to back up the default member only (the manifest then names the missing shards)",
+		s.Opts.Namespace, s.Opts.Cluster, manifest.DescribeShards(s.Out.MissingShards))
+}
+
+// ManifestShards converts shards as read from the HostedCluster into the
+// manifest's form; nil for none.
+func ManifestShards(shards []kube.EtcdShard) []manifest.Shard {
+	if len(shards) == 0 {
+		return nil
+	}
+	out := make([]manifest.Shard, len(shards))
+	for i, sh := range shards {
+		out[i] = manifest.Shard{Name: sh.Name, Replicas: sh.Replicas, StorageType: sh.StorageType,
+			Resources: make([]manifest.ShardResource, len(sh.Resources))}
+		for j, r := range sh.Resources {
+			out[i].Resources[j] = manifest.ShardResource{APIGroup: r.APIGroup, Resource: r.Resource}
+		}
+	}
+	return out
 }
 
 // checkPausedUntil refuses a pausedUntil that HyperShift itself rejects:

@@ -126,6 +126,10 @@ type fakeHyperShift struct {
 	beforeWrite func(what string)
 	// fault may fail a write before or after it is applied.
 	fault *faultPlan
+	// shards are the HostedCluster's spec.etcd.managed.shards, which the
+	// typed object cannot hold; shardsErr fails their read.
+	shards    []kube.EtcdShard
+	shardsErr error
 }
 
 var (
@@ -143,6 +147,18 @@ func (f *fakeHyperShift) GetHostedCluster(_ context.Context, namespace, name str
 		f.onGet(f.hc)
 	}
 	return f.hc.DeepCopy(), nil
+}
+
+func (f *fakeHyperShift) GetEtcdShards(_ context.Context, namespace, name string) ([]kube.EtcdShard, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.hc == nil || f.hc.Namespace != namespace || f.hc.Name != name {
+		return nil, apierrors.NewNotFound(hcGR, name)
+	}
+	if f.shardsErr != nil {
+		return nil, f.shardsErr
+	}
+	return append([]kube.EtcdShard(nil), f.shards...), nil
 }
 
 func (f *fakeHyperShift) PatchHostedCluster(_ context.Context, namespace, name string, patch []byte) (*hyperv1.HostedCluster, error) {

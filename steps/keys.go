@@ -149,6 +149,7 @@ func BuildManifest(s *State) *manifest.Manifest {
 		HCPSnapVersion: version.Get().Version,
 		Via:            a.Via,
 		Encryption:     o.Encryption,
+		MissingShards:  o.MissingShards,
 	}
 	for _, w := range o.downtimes() {
 		sec := w.End.Sub(w.Start).Seconds()

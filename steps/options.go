@@ -55,6 +55,10 @@ type Options struct {
 	// SSE and SSEKMSKeyID choose the server-side encryption of the key bundle.
 	SSE         string
 	SSEKMSKeyID string
+	// WithoutShards backs up the default etcd member of a HostedCluster
+	// that has etcd shards, leaving the shards' data out (the manifest
+	// names them). Without it such a cluster is refused.
+	WithoutShards bool
 }
 
 // EtcdOptions are the runbook's etcdctl settings; an empty CACert is detected.
@@ -157,6 +161,9 @@ type Outputs struct {
 	EarlierDowntimes []Window `json:"earlierDowntimes,omitempty"`
 	// Retakes counts the snapshots taken again after a broken stream.
 	Retakes int `json:"retakes,omitempty"`
+	// MissingShards are the HostedCluster's etcd shards, which this backup
+	// leaves out (WithoutShards), for the manifest.
+	MissingShards []manifest.Shard `json:"missingShards,omitempty"`
 }
 
 // Window is a closed interval of API downtime.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hcpsnap/hcpsnap/checkpoint"
 	"github.com/hcpsnap/hcpsnap/internal/shell"
+	"github.com/hcpsnap/hcpsnap/manifest"
 	"github.com/hcpsnap/hcpsnap/runbook"
 )
 
@@ -44,7 +45,7 @@ func planPreflight(ctx context.Context, s *State) (Plan, error) {
 		version = "unknown"
 	}
 	if s.via() == ViaStream {
-		return planPreflightStream(s, version), nil
+		return withShardsNote(planPreflightStream(s, version), s), nil
 	}
 	p := Plan{Actions: []string{
 		fmt.Sprintf("HostedCluster %s/%s has managed etcd (infraID %s, OpenShift %s)", s.Opts.Namespace, s.Opts.Cluster, s.Out.InfraID, version),
@@ -63,7 +64,21 @@ func planPreflight(ctx context.Context, s *State) (Plan, error) {
 	if !s.Opts.Online {
 		p.Commands = append(p.Commands, shell.Join(append([]string{"oc", "get", "deployment", "-n", s.Out.HCPNamespace}, s.Opts.Deployments...)...))
 	}
-	return p, nil
+	return withShardsNote(p, s), nil
+}
+
+// withShardsNote adds to the preflight plan the etcd shards that the backup
+// leaves out (--without-shards; without it inspect has refused already),
+// and the command that shows them.
+func withShardsNote(p Plan, s *State) Plan {
+	p.Commands = append(p.Commands, shell.Join("oc", "get", "hostedcluster", "-n", s.Opts.Namespace, s.Opts.Cluster, "-o", "jsonpath={.spec.etcd.managed.shards}"))
+	if len(s.Out.MissingShards) == 0 {
+		p.Actions = append(p.Actions, "check that the HostedCluster has no etcd shards (spec.etcd.managed.shards): their data would not be in a backup of the default member")
+		return p
+	}
+	p.Actions = append(p.Actions, fmt.Sprintf("NOT backed up (--without-shards): etcd shards %s; the backup holds the default member only, and the manifest names these shards as missing",
+		manifest.DescribeShards(s.Out.MissingShards)))
+	return p
 }
 
 func planPause(ctx context.Context, s *State) (Plan, error) {

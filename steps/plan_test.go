@@ -29,6 +29,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/hcpsnap/hcpsnap/checkpoint"
+	"github.com/hcpsnap/hcpsnap/internal/exitcode"
+	"github.com/hcpsnap/hcpsnap/internal/kube"
 	"github.com/hcpsnap/hcpsnap/runbook"
 	"github.com/hcpsnap/hcpsnap/steps"
 )
@@ -67,6 +69,7 @@ type readOnlyHyperShift struct {
 	mu     sync.Mutex
 	hc     *hyperv1.HostedCluster
 	hcp    *hyperv1.HostedControlPlane
+	shards []kube.EtcdShard
 	writes int
 }
 
@@ -77,6 +80,13 @@ func (f *readOnlyHyperShift) GetHostedCluster(_ context.Context, namespace, name
 		return nil, apierrors.NewNotFound(hcGR, name)
 	}
 	return f.hc.DeepCopy(), nil
+}
+
+func (f *readOnlyHyperShift) GetEtcdShards(_ context.Context, namespace, name string) ([]kube.EtcdShard, error) {
+	if f.hc == nil || namespace != f.hc.Namespace || name != f.hc.Name {
+		return nil, apierrors.NewNotFound(hcGR, name)
+	}
+	return f.shards, nil
 }
 
 func (f *readOnlyHyperShift) PatchHostedCluster(context.Context, string, string, []byte) (*hyperv1.HostedCluster, error) {
@@ -417,5 +427,38 @@ func TestBuildStopsAtPreflight(t *testing.T) {
 	_, err := runbook.Build(context.Background(), steps.Backup(), s)
 	if err == nil || !strings.HasPrefix(err.Error(), "step preflight: ") || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("error %v, want the preflight refusal", err)
+	}
+}
+
+// TestBuildShards proves the dry run shows a sharded cluster as a run sees
+// it: refused without --without-shards, and with it a preflight line naming
+// every shard that the backup leaves out.
+func TestBuildShards(t *testing.T) {
+	shards := []kube.EtcdShard{{Name: "events", Replicas: 1, Resources: []kube.EtcdShardResource{{Resource: "events"}}}}
+	for _, without := range []bool{false, true} {
+		cs, hs := newWorld(t, nil)
+		hs.shards = shards
+		o := options()
+		o.WithoutShards = without
+		s := &steps.State{Opts: o, Clients: steps.Clients{Kube: cs, HyperShift: hs},
+			Run: checkpoint.New("backup", checkpoint.Cluster{Namespace: ns, Name: cluster}, "host", nil, now), Out: &steps.Outputs{}}
+		entries, err := runbook.Build(context.Background(), steps.Backup(), s)
+		if !without {
+			if exitcode.Of(err) != exitcode.Precondition || !strings.Contains(err.Error(), "etcd shards events (events)") {
+				t.Fatalf("dry run of a sharded cluster: %v (exit %d), want the preflight refusal", err, exitcode.Of(err))
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(entries[0].Actions, func(a string) bool {
+			return strings.HasPrefix(a, "NOT backed up (--without-shards): etcd shards events (events);")
+		}) {
+			t.Errorf("preflight plan does not name the missing shard: %q", entries[0].Actions)
+		}
+		if hs.writes != 0 {
+			t.Errorf("dry run wrote %d times", hs.writes)
+		}
 	}
 }

@@ -59,6 +59,10 @@ type Config struct {
 	// with its own control plane namespace, etcd members, volumes and PKI,
 	// for fleet backups. The extra ones hold ExtraDataMB of data.
 	HostedClusters int
+	// EtcdShards are the etcd shards of the first HostedCluster
+	// (ETCD_SHARDS, e.g. "events"; none by default), laid out by
+	// fixture.Shard on 127.0.0.51 and up; the CRDs get the shards schema.
+	EtcdShards []string
 }
 
 // MaxHostedClusters bounds HOSTED_CLUSTERS: each cluster's members take
@@ -121,6 +125,9 @@ func ConfigFromEnv() (Config, error) {
 	}
 	if cfg.HostedClusters, err = strconv.Atoi(envOr("HOSTED_CLUSTERS", "1")); err != nil || cfg.HostedClusters < 1 || cfg.HostedClusters > MaxHostedClusters {
 		return Config{}, fmt.Errorf("HOSTED_CLUSTERS=%q is not a number of HostedClusters: set 1 to %d", os.Getenv("HOSTED_CLUSTERS"), MaxHostedClusters)
+	}
+	if cfg.EtcdShards, err = etcdShardsFromEnv(); err != nil {
+		return Config{}, err
 	}
 	if r := os.Getenv("API_REPLICAS"); r != "" {
 		if err := parseReplicas(r, cfg.Replicas); err != nil {

@@ -53,6 +53,13 @@ func (c Config) writeEnv(s secrets) error {
 		clusters = append(clusters, f.Namespace+"/"+f.Name)
 	}
 	vars["LOCALENV_HOSTED_CLUSTERS"] = strings.Join(clusters, " ")
+	// The first HostedCluster's etcd shards (ETCD_SHARDS), name=memberIP
+	// separated by commas; empty without shards.
+	var shards []string
+	for _, s := range fx.Shards {
+		shards = append(shards, s.Name+"="+s.MemberIP)
+	}
+	vars["LOCALENV_ETCD_SHARDS"] = strings.Join(shards, ",")
 	keys := make([]string, 0, len(vars))
 	for k := range vars {
 		keys = append(keys, k)

@@ -161,6 +161,7 @@ func (c Config) FixtureConfig(logger *log.Logger) fixture.Config {
 		DataMB:     c.DataMB,
 		VolumeMB:   c.VolumeMB,
 		NodeName:   NodeName,
+		Shards:     c.fixtureShards(),
 		Log:        logger,
 	}
 }
@@ -177,6 +178,7 @@ func (c Config) FixtureConfigs(logger *log.Logger) []fixture.Config {
 		fx.Name = fmt.Sprintf("%s-%d", c.Cluster, i)
 		fx.StateDir = c.path("fixture", fx.Name)
 		fx.DataMB = min(c.DataMB, ExtraDataMB)
+		fx.Shards = nil
 		fx.MemberIPs = nil
 		for m := 1; m <= 3; m++ {
 			fx.MemberIPs = append(fx.MemberIPs, fmt.Sprintf("127.0.0.%d", 10*i+m))
@@ -345,6 +347,11 @@ func (c Config) applyCRDs(ctx context.Context, dyn dynamic.Interface) error {
 		obj := &unstructured.Unstructured{}
 		if err := yaml.Unmarshal(b, &obj.Object); err != nil {
 			return fmt.Errorf("%s: %w", f, err)
+		}
+		if len(c.EtcdShards) > 0 {
+			if err := addShardsSchema(obj); err != nil {
+				return fmt.Errorf("%s: %w", f, err)
+			}
 		}
 		if _, err := dyn.Resource(crdGVR).Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: "localenv", Force: true}); err != nil {
 			return fmt.Errorf("apply CRD %s: %w", obj.GetName(), err)

@@ -255,7 +255,7 @@ func recordedFlags(o steps.Options) []struct{ flag, value string } {
 		{FlagMember, o.Member}, {FlagContainer, o.Container}, {FlagDeployments, strings.Join(o.Deployments, ",")},
 		{FlagPauseTimeout, d(o.PauseTimeout)}, {FlagWaitTimeout, d(o.WaitTimeout)},
 		{FlagOnline, b(o.Online)}, {FlagHoldAPI, b(o.HoldAPIUntilSaved)}, {FlagSkipSteps, strings.Join(o.SkipSteps, ",")},
-		{FlagVia, o.Via}, {FlagRetries, strconv.Itoa(o.SnapshotRetries)},
+		{FlagVia, o.Via}, {FlagRetries, strconv.Itoa(o.SnapshotRetries)}, {FlagWithoutShards, b(o.WithoutShards)},
 		{FlagKeyOut, o.KeyOut}, {FlagSSE, o.SSE}, {FlagSSEKMSKeyID, o.SSEKMSKeyID},
 		{FlagEtcdctl, o.Etcd.Etcdctl}, {FlagEtcdutl, o.Etcd.Etcdutl}, {FlagEtcdEndpoint, o.Etcd.Endpoint}, {FlagEtcdCACert, o.Etcd.CACert},
 		{FlagEtcdCert, o.Etcd.Cert}, {FlagEtcdKey, o.Etcd.Key}, {FlagSnapshotDir, o.Etcd.SnapshotDir},
