@@ -194,7 +194,7 @@ env-down: $(OUT)/localenv ## Stop the local environment; fail if anything is lef
 # Tests.
 
 .PHONY: test
-test: unit fuzz image-reproducible e2e e2e-etcd35 e2e-fleet ## Unit tests, a short fuzz run, the image built twice, e2e on the default etcd (3.6), the round trip on etcd 3.5, fleets on two HostedClusters.
+test: unit fuzz image-reproducible e2e e2e-etcd35 e2e-fleet e2e-shards ## Unit tests, a short fuzz run, the image built twice, e2e on the default etcd (3.6), the round trip on etcd 3.5, fleets on two HostedClusters, a cluster with an etcd shard.
 
 # systemd-analyze checks the units and calendar of `schedule management`
 # in the unit tests (they fail without it unless HCPSNAP_SYSTEMD_OPTIONAL is
@@ -271,7 +271,7 @@ e2e-fleet: deps $(OUT)/hcpsnap $(OUT)/localenv ## Fleet backups on a fresh envir
 # HostedClusters with etcd shards, on a fresh environment whose cluster has
 # a shard "events" (ETCD_SHARDS=events: one more etcd member, the shards
 # schema added to the CRDs). The tests skip on any other environment, so
-# `make e2e` runs none of them. Not part of `make test`.
+# `make e2e` runs none of them; `make test` runs this target (about 35 s).
 SHARDS_TESTS := ^TestShards
 
 .PHONY: e2e-shards

@@ -60,7 +60,7 @@ var Table = []struct {
 	{ManualAction, "a step failed and a change could not be undone: manual action needed (see the message; often --resume)"},
 	{Partial, "done in part: some of the work failed and is reported, the rest stands (a fleet where some or all clusters' backups failed and were undone, see the summary; a prune that left backups it chose; a backup that completed but whose --prune failed; a pull-node that copied some snapshots and failed on another)"},
 	{Unusable, "verify: a backup is unusable (snapshot missing, truncated or not matching its manifest, or etcd cannot restore or open it)"},
-	{KeyMismatch, "verify --drill: the key bundle does not decrypt the backup's Secrets (or is missing where Secrets need it)"},
+	{KeyMismatch, "verify --drill: the key bundle does not decrypt the backup's Secrets, is missing where Secrets need it, or the data names a KMS key the manifest does not record"},
 	{Interrupted, "interrupted by SIGINT or SIGTERM; every change was undone"},
 }
 
