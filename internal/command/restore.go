@@ -122,20 +122,12 @@ func (o *RestoreOptions) Validate() error {
 	case o.Latest && o.S3.Bucket == "":
 		return exitcode.Usagef("--%s needs --%s (or %s)", FlagLatest, FlagBucket, env(FlagBucket))
 	}
-	if o.Cluster != "" {
-		if errs := validation.IsDNS1123Label(o.Cluster); len(errs) > 0 {
-			return exitcode.Usagef("--%s %q is not a valid Kubernetes name: %s", FlagCluster, o.Cluster, errs[0])
-		}
+	bucket, manifestKey, err := backupRef(o.Cluster, o.From)
+	if err != nil {
+		return err
 	}
 	if o.From != "" {
-		bucket, key, err := s3.ParseURL(o.From)
-		if err != nil {
-			return exitcode.Usagef("--%s: %v", FlagFrom, err)
-		}
-		if o.manifestKey, err = restore.ManifestKeyFor(key); err != nil {
-			return exitcode.New(exitcode.Usage, err)
-		}
-		o.S3.Bucket = bucket
+		o.S3.Bucket, o.manifestKey = bucket, manifestKey
 	}
 	if err := o.S3.validate(); err != nil {
 		return err
@@ -497,4 +489,26 @@ func originalName(m *manifest.Manifest, snapshot bool) string {
 		return checkpoint.OneLine(m.Original.Snapshot)
 	}
 	return checkpoint.OneLine(m.Original.StaticResources)
+}
+
+// backupRef checks how a command names one backup: --cluster must be a
+// Kubernetes name, and --from an s3:// URL of a manifest or snapshot, whose
+// bucket and manifest key it returns (empty without --from).
+func backupRef(cluster, from string) (bucket, manifestKey string, err error) {
+	if cluster != "" {
+		if errs := validation.IsDNS1123Label(cluster); len(errs) > 0 {
+			return "", "", exitcode.Usagef("--%s %q is not a valid Kubernetes name: %s", FlagCluster, cluster, errs[0])
+		}
+	}
+	if from == "" {
+		return "", "", nil
+	}
+	bucket, key, err := s3.ParseURL(from)
+	if err != nil {
+		return "", "", exitcode.Usagef("--%s: %v", FlagFrom, err)
+	}
+	if manifestKey, err = restore.ManifestKeyFor(key); err != nil {
+		return "", "", exitcode.New(exitcode.Usage, err)
+	}
+	return bucket, manifestKey, nil
 }

@@ -15,7 +15,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/hcpsnap/hcpsnap/drill"
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
@@ -83,20 +82,12 @@ func (o *VerifyOptions) Validate() error {
 		// (HCPSNAP_CLUSTER) does not narrow it, as with restore.
 		o.Cluster = ""
 	}
-	if o.Cluster != "" {
-		if errs := validation.IsDNS1123Label(o.Cluster); len(errs) > 0 {
-			return exitcode.Usagef("--%s %q is not a valid Kubernetes name: %s", FlagCluster, o.Cluster, errs[0])
-		}
+	bucket, manifestKey, err := backupRef(o.Cluster, o.From)
+	if err != nil {
+		return err
 	}
 	if o.From != "" {
-		bucket, key, err := s3.ParseURL(o.From)
-		if err != nil {
-			return exitcode.Usagef("--%s: %v", FlagFrom, err)
-		}
-		if o.manifestKey, err = restore.ManifestKeyFor(key); err != nil {
-			return exitcode.New(exitcode.Usage, err)
-		}
-		o.S3.Bucket = bucket
+		o.S3.Bucket, o.manifestKey = bucket, manifestKey
 	}
 	if o.S3.Bucket == "" {
 		return exitcode.Usagef("--%s is required (or %s), unless --%s names the backup", FlagBucket, env(FlagBucket), FlagFrom)
