@@ -69,6 +69,10 @@ func Up(ctx context.Context, cfg Config, logger *log.Logger) (err error) {
 			return err
 		}
 	}
+	reservePorts(logger)
+	if err := waitPortsFree(30 * time.Second); err != nil {
+		return err
+	}
 	secrets, err := cfg.writePKI()
 	if err != nil {
 		return fmt.Errorf("PKI: %w", err)
