@@ -275,7 +275,7 @@ e2e-fleet: deps $(OUT)/hcpsnap $(OUT)/localenv ## Fleet backups on a fresh envir
 SHARDS_TESTS := ^TestShards
 
 .PHONY: e2e-shards
-e2e-shards: deps $(OUT)/hcpsnap $(OUT)/localenv ## etcd shards (backup refused, --without-shards, restore warning) on a fresh environment with ETCD_SHARDS=events.
+e2e-shards: deps $(OUT)/hcpsnap $(OUT)/localenv ## etcd shards (backup and drill of every shard, stream refused, --without-shards, restore warnings) on a fresh environment with ETCD_SHARDS=events.
 	@$(stop_running_env)
 	ETCD_SHARDS=events $(OUT)/localenv up
 	status=0; HCPSNAP_BIN=$(OUT)/hcpsnap $(GO) test -tags e2e -count=1 -timeout 20m -run '$(SHARDS_TESTS)' ./e2e/ || status=$$?; \

@@ -169,6 +169,10 @@ type summary struct {
 	MessageType string `json:"message_type"`
 	Manifest    string `json:"manifest"`
 	Snapshot    string `json:"snapshot"`
+	Shards      []struct {
+		Shard    string `json:"shard"`
+		Snapshot string `json:"snapshot"`
+	} `json:"shards"`
 }
 
 func lastSummary(t *testing.T, stdout string) summary {

@@ -27,26 +27,34 @@ import (
 
 // drillLine is the part of `verify --drill -o json` the tests read.
 type drillLine struct {
-	MessageType string `json:"message_type"`
-	OK          bool   `json:"ok"`
-	ExitCode    int    `json:"exitCode"`
-	Error       string `json:"error"`
-	Result      *struct {
-		Revision         int64  `json:"revision"`
-		ExpectedRevision int64  `json:"expectedRevision"`
-		ClientURL        string `json:"clientURL"`
-		PeerURL          string `json:"peerURL"`
-		Contents         struct {
-			Keys       int64            `json:"keys"`
-			Resources  map[string]int64 `json:"resources"`
-			Namespaces []string         `json:"namespaces"`
-			Secrets    struct {
-				Total, AESCBC, Decrypted, Plain int
-				FirstFailure                    string `json:"firstFailure"`
-				Unchecked                       string `json:"unchecked"`
-			} `json:"secrets"`
-		} `json:"contents"`
-	} `json:"result"`
+	MessageType string       `json:"message_type"`
+	OK          bool         `json:"ok"`
+	ExitCode    int          `json:"exitCode"`
+	Error       string       `json:"error"`
+	Result      *drillResult `json:"result"`
+	Shards      []struct {
+		Shard  string       `json:"shard"`
+		OK     bool         `json:"ok"`
+		Result *drillResult `json:"result"`
+	} `json:"shards"`
+}
+
+// drillResult is the part of drill.Result the tests read.
+type drillResult struct {
+	Revision         int64  `json:"revision"`
+	ExpectedRevision int64  `json:"expectedRevision"`
+	ClientURL        string `json:"clientURL"`
+	PeerURL          string `json:"peerURL"`
+	Contents         struct {
+		Keys       int64            `json:"keys"`
+		Resources  map[string]int64 `json:"resources"`
+		Namespaces []string         `json:"namespaces"`
+		Secrets    struct {
+			Total, AESCBC, Decrypted, Plain int
+			FirstFailure                    string `json:"firstFailure"`
+			Unchecked                       string `json:"unchecked"`
+		} `json:"secrets"`
+	} `json:"contents"`
 }
 
 // TestDrill takes a backup of the hosted cluster, whose etcd holds Secrets

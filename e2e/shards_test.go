@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"context"
+	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,8 +20,10 @@ import (
 
 // The tests of HostedClusters with etcd shards need an environment started
 // with ETCD_SHARDS=events (`make e2e-shards`) and skip on any other.
-// hcpsnap does not back up shards yet: it refuses a sharded cluster, and
-// with --without-shards takes the default member only and says so.
+// hcpsnap takes a snapshot of each shard beside the default member's, in
+// the same offline window (in the pods: a streamed backup of a sharded
+// cluster is refused), and with --without-shards takes the default member
+// only and says so.
 
 // shardsEnv returns the environment and its etcd shards, or skips.
 func shardsEnv(t *testing.T) (*testEnv, []fixture.Shard) {
@@ -99,27 +103,27 @@ func TestShardsLocalEnv(t *testing.T) {
 	}
 }
 
-// TestShardsBackupRefused: a backup of a sharded cluster, and its dry run,
-// end with exit 3 and one line naming the shard, before anything changed.
+// TestShardsBackupRefused: a streamed backup of a sharded cluster, and its
+// dry run, end with exit 3 and one line naming the shard and the way out,
+// before anything changed; a streamed fleet backup fails that cluster's
+// line the same way.
 func TestShardsBackupRefused(t *testing.T) {
 	env, shards := shardsEnv(t)
 	before := env.state(t)
 	objsBefore := env.listObjects(t, "")
-	for _, args := range [][]string{{"backup"}, {"backup", "--dry-run"}, {"backup", "--via", "exec"}} {
+	for _, args := range [][]string{{"backup", "--via", "stream"}, {"backup", "--dry-run", "--via", "stream"}} {
 		res := env.hcpsnap(t, t.TempDir(), args...)
 		if res.code != int(exitcode.Precondition) {
 			t.Fatalf("%v: exit %d, want %d\nstderr:\n%s", args, res.code, exitcode.Precondition, res.stderr)
 		}
 		line := lastLine(res.stderr)
-		for _, want := range []string{"etcd shards " + shards[0].Name + " (" + shards[0].Name + ")", "does not back up etcd shards yet", "--without-shards"} {
+		for _, want := range []string{"etcd shards " + shards[0].Name + " (" + shards[0].Name + ")", "pass --via exec", "--without-shards"} {
 			if !strings.Contains(line, want) {
 				t.Errorf("%v: last line %q lacks %q", args, line, want)
 			}
 		}
 	}
-	// A fleet backs each cluster up through the same path: the sharded
-	// cluster fails its own line.
-	r := env.startHcpsnap(t, t.TempDir(), noClusterEnv, "backup", "--all-namespaces")
+	r := env.startHcpsnap(t, t.TempDir(), noClusterEnv, "backup", "--all-namespaces", "--via", "stream")
 	code := r.wait(t)
 	stdout, stderr := r.stdout.String(), r.stderr.String()
 	if code != int(exitcode.Partial) {
@@ -131,6 +135,86 @@ func TestShardsBackupRefused(t *testing.T) {
 	env.checkClusterAsBefore(t, before)
 	if got := env.listObjects(t, ""); strings.Join(got, ",") != strings.Join(objsBefore, ",") {
 		t.Errorf("a refused backup changed the bucket: %v → %v", objsBefore, got)
+	}
+}
+
+// TestShardsBackup: a backup of a sharded cluster takes the default
+// member's and each shard's snapshot, leaves the cluster as it was, and
+// writes one manifest listing them; etcdutl's status of each object equals
+// the manifest, the shard's snapshot holds exactly the shard's keys at its
+// revision and the default member's none of them; the drill passes for
+// every snapshot; and restore patches the render for the default member and
+// says plainly that the shard cannot be restored through HyperShift's API.
+func TestShardsBackup(t *testing.T) {
+	env, shards := shardsEnv(t)
+	before := env.state(t)
+	dry := env.hcpsnap(t, t.TempDir(), "backup", "--dry-run")
+	if dry.code != 0 || !strings.Contains(dry.stdout, "etcd shard "+shards[0].Name+": start `etcdctl snapshot save") {
+		t.Fatalf("dry run exit %d does not plan the shard's snapshot:\n%s\n%s", dry.code, dry.stdout, dry.stderr)
+	}
+	res := env.hcpsnap(t, t.TempDir(), "-o", "json", "backup", "--prefix", "sharded")
+	if res.code != 0 {
+		t.Fatalf("backup exit %d\nstderr:\n%s", res.code, res.stderr)
+	}
+	env.checkClusterAsBefore(t, before)
+	sum := lastSummary(t, res.stdout)
+	m := env.readManifest(t, sum.Manifest)
+	if m.SchemaVersion != manifest.SchemaVersionShards || len(m.Shards) != len(shards) || m.MissingShards != nil {
+		t.Fatalf("manifest schema %d, shards %+v, missing %+v", m.SchemaVersion, m.Shards, m.MissingShards)
+	}
+	env.checkSnapshot(t, m)
+	prefix := fixture.ShardKeyPrefix(shards[0].Name, env.hcpNamespace)
+	for i, sh := range m.Shards {
+		if sh.Name != shards[i].Name || sh.Etcd.Member != "etcd-"+shards[i].Name+"-0" || sh.Snapshot.Key != path.Dir(m.Snapshot.Key)+"/snapshot-"+sh.Name+".db" {
+			t.Errorf("shards[%d] = %+v", i, sh)
+		}
+		env.checkSnapshot(t, m.ForShard(i))
+		if i >= len(sum.Shards) || sum.Shards[i].Snapshot != "s3://"+env.bucket+"/"+sh.Snapshot.Key {
+			t.Errorf("summary shards %+v lack %s", sum.Shards, sh.Snapshot.Key)
+		}
+	}
+	// The shard's snapshot holds what its member held at that revision, and
+	// the default member's snapshot none of it.
+	cli, err := fixture.ShardEtcdClient(env.shardFixtureConfig(shards), shards[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	shardSnap := filepath.Join(t.TempDir(), "shard.db")
+	if err := os.WriteFile(shardSnap, env.get(t, "s3://"+env.bucket+"/"+m.Shards[0].Snapshot.Key), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	restoredShard := startRestoredEtcd(t, env, shardSnap)
+	if got, want := shardKeys(t, restoredShard, "", 0), shardKeys(t, cli, "", m.Shards[0].Etcd.Revision); got != want || got < fixture.ShardFillKeys {
+		t.Errorf("restored shard snapshot holds %d keys, the shard's member held %d at revision %d", got, want, m.Shards[0].Etcd.Revision)
+	}
+	if n := shardKeys(t, restoredShard, prefix, 0); n != fixture.ShardFillKeys {
+		t.Errorf("restored shard snapshot holds %d keys under %s, want %d", n, prefix, fixture.ShardFillKeys)
+	}
+
+	line, _ := env.drill(t, 0, "--from", sum.Manifest)
+	if !line.OK || len(line.Shards) != 1 || !line.Shards[0].OK || line.Shards[0].Shard != shards[0].Name {
+		t.Fatalf("drill of the sharded backup: %+v", line)
+	}
+	if r := line.Shards[0].Result; r == nil || r.Revision != m.Shards[0].Etcd.Revision+1_000_000_000 || r.Contents.Resources[shards[0].Name] != fixture.ShardFillKeys {
+		t.Errorf("shard drill result %+v, want revision %d+1e9 and %d %s", r, m.Shards[0].Etcd.Revision, fixture.ShardFillKeys, shards[0].Name)
+	}
+
+	out := filepath.Join(t.TempDir(), "cluster.yaml")
+	res = env.hcpsnap(t, t.TempDir(), "restore", "--from", sum.Manifest, "-f", renderFile, "--out", out)
+	if res.code != 0 {
+		t.Fatalf("restore exit %d:\n%s", res.code, res.stderr)
+	}
+	for _, want := range []string{"snapshots of the etcd shards " + shards[0].Name + " (" + shards[0].Name + ")", "no restoreSnapshotURL for a shard", m.Shards[0].Snapshot.Key} {
+		if !strings.Contains(res.stderr, want) {
+			t.Errorf("restore does not warn %q:\n%s", want, res.stderr)
+		}
+	}
+	hc, _ := readResult(t, out)
+	snap := filepath.Join(t.TempDir(), "snapshot.db")
+	download(t, hc.Spec.Etcd.Managed.Storage.RestoreSnapshotURL[0], snap)
+	if n := shardKeys(t, startRestoredEtcd(t, env, snap), prefix, 0); n != 0 {
+		t.Errorf("the default member's snapshot holds %d keys of the shard", n)
 	}
 }
 

@@ -12,6 +12,11 @@ const (
 	KeyBundleObject = "key-bundle.json"
 )
 
+// ShardSnapshotObject is the object, beside SnapshotObject, that holds the
+// snapshot of the etcd shard named shard: snapshot-<shard>.db. Shard names
+// are DNS labels, so no shard's object can be SnapshotObject.
+func ShardSnapshotObject(shard string) string { return "snapshot-" + shard + ".db" }
+
 // The management cluster's own backups (`hcpsnap pull-node`) form one more
 // series beside the HostedClusters': <prefix>/ManagementSeries/<timestamp>/
 // holds SnapshotObject, StaticResourcesObject and ManifestObject, and no key

@@ -7,8 +7,16 @@ import (
 	"time"
 )
 
-// SchemaVersion is the manifest version this build writes and the newest it reads.
-const SchemaVersion = 1
+// SchemaVersion is the manifest version this build writes and the newest
+// it reads. A backup with shard snapshots is written as
+// SchemaVersionShards, so that an hcpsnap that knows nothing of shards
+// refuses it instead of restoring the default member alone; every other
+// backup is still written as version 1, which every hcpsnap reads.
+const (
+	SchemaVersion       = 1
+	SchemaVersionShards = 2
+	newestSchemaVersion = SchemaVersionShards
+)
 
 // Object metadata (x-amz-meta-*) that ties a snapshot object to the run and
 // the snapshot attempt that uploaded it: a resumed backup recognises its own
@@ -46,6 +54,11 @@ type Manifest struct {
 	// when the cluster had no shards, and in manifests written before
 	// hcpsnap read shards.
 	MissingShards []Shard `json:"missingShards,omitempty"`
+	// Shards are the snapshots of the HostedCluster's etcd shards, one
+	// member of each, taken in the same offline window as Snapshot (whose
+	// member holds every resource not routed to a shard). A backup with
+	// shards has SchemaVersionShards.
+	Shards []ShardSnapshot `json:"shards,omitempty"`
 	// DowntimeSeconds adds up every window of Downtimes.
 	DowntimeSeconds float64 `json:"downtimeSeconds"`
 	// Downtimes are the windows in which the API was down, in order: more
@@ -133,6 +146,25 @@ type Shard struct {
 	StorageType string `json:"storageType,omitempty"`
 }
 
+// ShardSnapshot is the snapshot of one etcd shard: the shard as the
+// HostedCluster described it, its object and what etcd reported of it.
+// Etcd.Member is the shard's pod (etcd-<name>-0).
+type ShardSnapshot struct {
+	Shard
+	Etcd     Etcd   `json:"etcd"`
+	Snapshot Object `json:"snapshot"`
+}
+
+// ForShard returns a manifest that describes shard i's snapshot as if it
+// were the backup's only one: Snapshot and Etcd are the shard's, Shards is
+// empty, every other field is m's. The drill and the integrity checks read
+// a shard's snapshot through it.
+func (m *Manifest) ForShard(i int) *Manifest {
+	c := *m
+	c.Snapshot, c.Etcd, c.Shards = m.Shards[i].Snapshot, m.Shards[i].Etcd, nil
+	return &c
+}
+
 // ShardResource is a resource routed to a shard; APIGroup "" is the core group.
 type ShardResource struct {
 	APIGroup string `json:"apiGroup"`
@@ -195,8 +227,11 @@ func Decode(data []byte) (*Manifest, error) {
 	if m.Source != "" && m.Source != SourceManagement {
 		return nil, fmt.Errorf("manifest source %q is not one this hcpsnap knows (%q or none): use a newer hcpsnap", m.Source, SourceManagement)
 	}
-	if m.SchemaVersion > SchemaVersion {
-		return nil, fmt.Errorf("manifest schema version %d is newer than this hcpsnap reads (%d): use a newer hcpsnap", m.SchemaVersion, SchemaVersion)
+	if m.SchemaVersion > newestSchemaVersion {
+		return nil, fmt.Errorf("manifest schema version %d is newer than this hcpsnap reads (%d): use a newer hcpsnap", m.SchemaVersion, newestSchemaVersion)
+	}
+	if (len(m.Shards) > 0) != (m.SchemaVersion == SchemaVersionShards) {
+		return nil, fmt.Errorf("manifest schema version %d with %d shard snapshots: version %d is the one of a backup with shards, and only of one", m.SchemaVersion, len(m.Shards), SchemaVersionShards)
 	}
 	if err := m.Encryption.Check(); err != nil {
 		return nil, fmt.Errorf("manifest encryption section: %w", err)
@@ -205,6 +240,19 @@ func Decode(data []byte) (*Manifest, error) {
 		if sh.Name == "" {
 			return nil, fmt.Errorf("manifest missingShards[%d] has no name", i)
 		}
+	}
+	seen := map[string]bool{}
+	for i, sh := range m.Shards {
+		switch {
+		case sh.Name == "" || seen[sh.Name]:
+			return nil, fmt.Errorf("manifest shards[%d] has no name, or one used twice (%q)", i, sh.Name)
+		case sh.Snapshot.Key == "" || sh.Snapshot.Key == m.Snapshot.Key:
+			return nil, fmt.Errorf("manifest shards[%d] (%s) names no snapshot of its own", i, sh.Name)
+		}
+		seen[sh.Name] = true
+	}
+	if len(m.Shards) > 0 && len(m.MissingShards) > 0 {
+		return nil, fmt.Errorf("manifest has both shard snapshots and missing shards: it was edited")
 	}
 	return &m, nil
 }

@@ -257,6 +257,21 @@ func read(ctx context.Context, store Store, opts Options, f *Folder) error {
 		f.Reason = "snapshot does not match the manifest"
 		return nil
 	}
+	// A backup with etcd shards is whole only with every shard's snapshot.
+	for i, sh := range m.Shards {
+		name := manifest.ShardSnapshotObject(sh.Name)
+		if sh.Snapshot.Key != f.Key+"/"+name || !f.has(name) {
+			f.Reason = "snapshot of etcd shard " + oneLine(sh.Name) + " missing"
+			return nil
+		}
+		if err := restore.CheckSnapshot(ctx, store, &restore.Backup{ManifestKey: f.Key + "/" + manifest.ManifestObject, Manifest: m.ForShard(i)}); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			f.Reason = "snapshot of etcd shard " + oneLine(sh.Name) + " does not match the manifest"
+			return nil
+		}
+	}
 	f.State, f.Reason = retention.Verified, ""
 	return nil
 }

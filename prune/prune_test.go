@@ -453,3 +453,56 @@ func TestEmptyPrefix(t *testing.T) {
 		t.Errorf("left %q, want %q", got, want)
 	}
 }
+
+// TestShardedBackup: a backup with etcd shard snapshots is verified only
+// with every shard's snapshot as the manifest records it, and prune removes
+// the shard objects with the rest of the folder.
+func TestShardedBackup(t *testing.T) {
+	m := newMemStore()
+	addSharded := func(ts string, withShard bool) string {
+		folder := "backups/a/" + ts
+		run := "run-" + ts
+		snap, shard := []byte("snapshot of "+ts), []byte("events of "+ts)
+		man := manifest.Manifest{SchemaVersion: manifest.SchemaVersionShards, RunID: run, Cluster: "a", Namespace: "clusters",
+			Snapshot: manifest.Object{Bucket: "bkt", Key: folder + "/" + manifest.SnapshotObject, Size: int64(len(snap))},
+			Shards: []manifest.ShardSnapshot{{Shard: manifest.Shard{Name: "events"},
+				Snapshot: manifest.Object{Bucket: "bkt", Key: folder + "/" + manifest.ShardSnapshotObject("events"), Size: int64(len(shard))}}}}
+		data, _ := json.Marshal(man)
+		m.put(folder+"/"+manifest.SnapshotObject, snap, map[string]string{manifest.MetaRunID: run})
+		if withShard {
+			m.put(folder+"/"+manifest.ShardSnapshotObject("events"), shard, map[string]string{manifest.MetaRunID: run})
+		}
+		m.put(folder+"/"+manifest.ManifestObject, data, nil)
+		return folder
+	}
+	whole := addSharded("20260301T000000Z", true)
+	partial := addSharded("20260302T000000Z", false)
+	items, _, err := Plan(context.Background(), m, opts(retention.Policy{Last: 5}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]retention.State{}
+	reasons := map[string]string{}
+	for _, it := range items {
+		states[it.Folder.Key], reasons[it.Folder.Key] = it.Folder.State, it.Folder.Reason
+	}
+	if states[whole] != retention.Verified {
+		t.Errorf("whole sharded backup: %v %q", states[whole], reasons[whole])
+	}
+	if got := reasons[partial]; states[partial] != retention.Incomplete || got != "snapshot of etcd shard events missing" {
+		t.Errorf("sharded backup without its shard object: %q", got)
+	}
+	o := opts(retention.Policy{Last: 1})
+	o.Retention.IncludeIncomplete = true
+	if _, err := prune(t, m, o, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range m.keys() {
+		if strings.HasPrefix(k, partial) {
+			t.Errorf("object %s of the pruned backup is left", k)
+		}
+	}
+	if !slices.Contains(m.keys(), whole+"/"+manifest.ShardSnapshotObject("events")) {
+		t.Errorf("the kept backup lost its shard snapshot: %q", m.keys())
+	}
+}

@@ -32,6 +32,10 @@ type Options struct {
 	// missingShards, backup --without-shards): the restored cluster lacks
 	// their resources, which Patch says in a warning.
 	MissingShards []manifest.Shard
+	// Shards are the backup's etcd shard snapshots (manifest shards).
+	// HyperShift's API has no restoreSnapshotURL for a shard, so Patch
+	// cannot restore them and says so in a warning.
+	Shards []manifest.ShardSnapshot
 }
 
 // Report says what Patch changed, for the user. It holds names only: never
@@ -74,6 +78,10 @@ type Report struct {
 	// hold, with their resources ("events (events)"); empty for a backup of
 	// a cluster without shards.
 	MissingShards []string `json:",omitempty"`
+	// UnrestoredShards names the etcd shards whose snapshot the backup
+	// holds but the render cannot restore ("events (events)"): HyperShift's
+	// API has no restoreSnapshotURL for a shard.
+	UnrestoredShards []string `json:",omitempty"`
 	// Warnings are things the user should know that did not stop the patch.
 	Warnings []string
 }
@@ -192,6 +200,7 @@ func Patch(render []byte, opts Options) (out []byte, rep Report, err error) {
 	}
 	p.addControlPlaneSecrets(hc, b)
 	p.warnMissingShards(opts.MissingShards)
+	p.warnUnrestoredShards(opts.Shards)
 	if out, err = joinStream(p.segs, p.added); err != nil {
 		return nil, Report{}, err
 	}
@@ -210,6 +219,32 @@ func (p *patcher) warnMissingShards(shards []manifest.Shard) {
 	}
 	p.warn("the backup was taken without the cluster's etcd shards %s (backup --without-shards): the restored cluster will lack every object of those resources, which lived in the shards' own etcd and are not in this snapshot",
 		manifest.DescribeShards(shards))
+}
+
+// warnUnrestoredShards says plainly that the shard snapshots of a backup
+// are not restored: HyperShift's API sets restoreSnapshotURL for the
+// default etcd only (spec.etcd.managed.storage), and has no such field for
+// a shard, so the restored cluster starts its shards empty. The snapshots
+// stay in the bucket, named here, for a restore by hand with etcdutl.
+func (p *patcher) warnUnrestoredShards(shards []manifest.ShardSnapshot) {
+	if len(shards) == 0 {
+		return
+	}
+	var keys []string
+	for _, sh := range shards {
+		p.rep.UnrestoredShards = append(p.rep.UnrestoredShards, sh.Describe())
+		keys = append(keys, sh.Snapshot.Key)
+	}
+	p.warn("the backup holds snapshots of the etcd shards %s, but HyperShift's API has no restoreSnapshotURL for a shard (only spec.etcd.managed.storage has one): the restored cluster starts those shards empty and lacks every object of their resources; their snapshots stay in the bucket (%s) for a restore by hand with etcdutl",
+		describeShardSnapshots(shards), strings.Join(keys, ", "))
+}
+
+func describeShardSnapshots(shards []manifest.ShardSnapshot) string {
+	out := make([]string, len(shards))
+	for i, sh := range shards {
+		out[i] = sh.Describe()
+	}
+	return strings.Join(out, ", ")
 }
 
 // checkURL refuses a URL the HostedCluster CRD or the YAML would not carry

@@ -131,6 +131,9 @@ func preflight(ctx context.Context, s *State) error {
 		if err := checkMemberHealth(ctx, s); err != nil {
 			return err
 		}
+		if err := checkShardMembers(ctx, s); err != nil {
+			return err
+		}
 	}
 	if !s.Opts.Online {
 		for _, name := range s.Opts.Deployments {
@@ -185,22 +188,66 @@ func inspect(ctx context.Context, s *State) (*hyperv1.HostedCluster, error) {
 	return hc, nil
 }
 
-// checkShards refuses a HostedCluster with etcd shards unless the user
-// asked for the default member only (--without-shards): hcpsnap snapshots
+// checkShards records the HostedCluster's etcd shards. hcpsnap snapshots
 // one member of the default etcd, and the resources routed to a shard live
-// in that shard's own etcd, so such a backup would miss them without a
-// word. With the flag it records the shards left out, for the manifest.
+// in that shard's own etcd: the backup takes a snapshot of each shard's
+// first member too, in the same offline window (Outputs.Shards). With
+// --without-shards it takes the default member only and records the shards
+// left out, for the manifest. Shard snapshots are taken in the pod (--via
+// exec); a streamed backup of a sharded cluster is refused before anything
+// changed.
 func checkShards(ctx context.Context, s *State) error {
 	shards, err := s.Clients.HyperShift.GetEtcdShards(ctx, s.Opts.Namespace, s.Opts.Cluster)
 	if err != nil {
 		return exitcode.New(exitcode.Precondition, fmt.Errorf("read the etcd shards of HostedCluster %s/%s: %w", s.Opts.Namespace, s.Opts.Cluster, err))
 	}
-	s.Out.MissingShards = ManifestShards(shards)
-	if len(shards) == 0 || s.Opts.WithoutShards {
+	all := ManifestShards(shards)
+	s.Out.MissingShards = nil
+	if len(all) == 0 {
+		s.Out.Shards = nil
 		return nil
 	}
-	return exitcode.Preconditionf("HostedCluster %s/%s has etcd shards %s: hcpsnap does not back up etcd shards yet, and a backup of the default member alone would miss the data of those resources; pass --without-shards to back up the default member only (the manifest then names the missing shards)",
-		s.Opts.Namespace, s.Opts.Cluster, manifest.DescribeShards(s.Out.MissingShards))
+	if s.Opts.WithoutShards {
+		s.Out.MissingShards, s.Out.Shards = all, nil
+		return nil
+	}
+	if s.via() == ViaStream {
+		return exitcode.Preconditionf("HostedCluster %s/%s has etcd shards %s: hcpsnap takes shard snapshots in the pods only; pass --via exec (or --without-shards to back up the default member alone)",
+			s.Opts.Namespace, s.Opts.Cluster, manifest.DescribeShards(all))
+	}
+	// Keep what an earlier attempt of this run recorded of a shard that is
+	// still there, so that a resumed run finds its files and uploads.
+	recorded := map[string]ShardRun{}
+	for _, sh := range s.Out.Shards {
+		recorded[sh.Shard.Name] = sh
+	}
+	s.Out.Shards = make([]ShardRun, len(all))
+	for i, sh := range all {
+		run := recorded[sh.Name]
+		run.Shard, run.Pod = sh, ShardPod(sh.Name)
+		s.Out.Shards[i] = run
+	}
+	return nil
+}
+
+// checkShardMembers checks, as preflight does for the default member, that
+// each shard's member pod is Running and Ready with the etcd container,
+// answers etcdctl with the same TLS files, and has room for its snapshot.
+func checkShardMembers(ctx context.Context, s *State) error {
+	return s.eachShard(ctx, func(ctx context.Context, v *State) error {
+		pod, err := v.Clients.Kube.CoreV1().Pods(v.Out.HCPNamespace).Get(ctx, v.Opts.Member, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return exitcode.Preconditionf("etcd pod %s not found in namespace %s: check the shard's StatefulSet %s, or back up the default member alone with --without-shards",
+				v.Opts.Member, v.Out.HCPNamespace, strings.TrimSuffix(v.Opts.Member, "-0"))
+		}
+		if err != nil {
+			return err
+		}
+		if err := checkMemberPod(pod, v.Opts.Container); err != nil {
+			return err
+		}
+		return checkMemberHealth(ctx, v)
+	})
 }
 
 // ManifestShards converts shards as read from the HostedCluster into the
@@ -564,6 +611,17 @@ func snapshotSave(ctx context.Context, s *State) error {
 	if s.via() == ViaStream {
 		return streamSnapshot(ctx, s)
 	}
+	if err := startSnapshot(ctx, s); err != nil {
+		return err
+	}
+	// Each shard's revision is fixed before the step ends, so before the
+	// API comes back: every snapshot is of the same offline state.
+	return s.eachShard(ctx, startSnapshot)
+}
+
+// startSnapshot starts etcdctl snapshot save in the (shard's) member's pod
+// and waits until etcd has fixed the snapshot's revision.
+func startSnapshot(ctx context.Context, s *State) error {
 	// Every attempt is a new snapshot with outputs of its own: an object
 	// uploaded from an earlier one must not pass for it.
 	s.Out.Attempt = &Attempt{ID: fmt.Sprintf("%s-%d", s.Run.RunID, s.now().UnixNano()), Via: ViaExec, Path: snapshotPath(s)}
@@ -665,6 +723,21 @@ func cleanupPodFile(ctx context.Context, s *State) error {
 	if s.via() == ViaStream {
 		return cleanupStream(ctx, s)
 	}
+	// Every member is cleaned up, also when another's clean-up failed.
+	errs := []error{cleanupMemberFile(ctx, s)}
+	for i := range s.Out.Shards {
+		if s.Out.Shards[i].Attempt == nil {
+			continue // its snapshot never started
+		}
+		if err := s.eachShardAt(ctx, i, cleanupMemberFile); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// cleanupMemberFile removes the snapshot files from the (shard's) member's pod.
+func cleanupMemberFile(ctx context.Context, s *State) error {
 	p := snapshotPath(s)
 	var stderr bytes.Buffer
 	// Stop etcdctl if it still writes, then remove the file, etcdctl's

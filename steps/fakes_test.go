@@ -344,6 +344,10 @@ type fakeExec struct {
 	// noEtcdutl takes etcdutl out of the image; lacks takes out programs.
 	noEtcdutl bool
 	lacks     []string
+	// apart are pods (etcd shard members) with files of their own: their
+	// files are kept as "<pod>:<path>" and their journal entries say
+	// "exec <op> in <pod>". Every other pod shares the default member's.
+	apart map[string]bool
 }
 
 var _ Executor = (*fakeExec)(nil)
@@ -396,8 +400,23 @@ func (f *fakeExec) exec(ctx context.Context, op, namespace, pod, container strin
 	f.mu.Lock()
 	f.calls = append(f.calls, execCall{namespace, pod, container, slices.Clone(cmd), op})
 	failErr := f.fail[op]
+	if f.fail[op+" in "+pod] != nil {
+		failErr = f.fail[op+" in "+pod]
+	}
+	apart := f.apart[pod]
 	f.mu.Unlock()
-	f.j.add("exec %s", op)
+	if apart {
+		f.j.add("exec %s in %s", op, pod)
+		// The pod's own files: every path argument is moved to "<pod>:<path>".
+		cmd = slices.Clone(cmd)
+		for i, a := range cmd {
+			if strings.HasPrefix(a, "/") && strings.HasSuffix(a, ".db") {
+				cmd[i] = pod + ":" + a
+			}
+		}
+	} else {
+		f.j.add("exec %s", op)
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -942,6 +961,13 @@ func secret(ns, name string) *corev1.Secret {
 
 // etcdPod returns the member etcd-0, Running and Ready; withCAMount says
 // whether it mounts the OCP 4.12+ CA folder.
+// shardPod is the first member of the etcd shard named shard.
+func shardPod(shard string) *corev1.Pod {
+	p := etcdPod(true)
+	p.Name, p.Labels = ShardPod(shard), map[string]string{"app": "etcd-" + shard}
+	return p
+}
+
 func etcdPod(withCAMount bool) *corev1.Pod {
 	c := corev1.Container{Name: "etcd", VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/var/lib"}}}
 	if withCAMount {

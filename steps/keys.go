@@ -159,16 +159,38 @@ func BuildManifest(s *State) *manifest.Manifest {
 	if o.KeyBundleFile != "" {
 		m.KeyBundle.Bucket, m.KeyBundle.SSE = "", ""
 	}
-	if a.Status != nil {
-		m.Etcd = manifest.Etcd{Member: s.Opts.Member, Revision: a.Status.Revision, TotalKeys: a.Status.TotalKey,
-			TotalSize: a.Status.TotalSize, Hash: a.Status.Hash, SHA256: a.EtcdSHA256, StorageVersion: a.Status.Version}
+	m.Etcd = manifestEtcd(s.Opts.Member, a)
+	for _, sh := range o.Shards {
+		sa := sh.Attempt
+		if sa == nil {
+			sa = &Attempt{}
+		}
+		m.Shards = append(m.Shards, manifest.ShardSnapshot{Shard: sh.Shard, Etcd: manifestEtcd(sh.Pod, sa),
+			Snapshot: manifest.Object{Bucket: s.Opts.Bucket, Key: sa.ObjectKey, Size: sa.Bytes, SHA256: sa.SHA256}})
+	}
+	if len(m.Shards) > 0 {
+		m.SchemaVersion = manifest.SchemaVersionShards
 	}
 	return m
+}
+
+// manifestEtcd is what etcd reported of an attempt's snapshot, taken in member.
+func manifestEtcd(member string, a *Attempt) manifest.Etcd {
+	if a.Status == nil {
+		return manifest.Etcd{}
+	}
+	return manifest.Etcd{Member: member, Revision: a.Status.Revision, TotalKeys: a.Status.TotalKey,
+		TotalSize: a.Status.TotalSize, Hash: a.Status.Hash, SHA256: a.EtcdSHA256, StorageVersion: a.Status.Version}
 }
 
 func writeManifest(ctx context.Context, s *State) error {
 	if !s.Out.Attempt.Uploaded() {
 		return fmt.Errorf("no complete upload of the current snapshot is recorded (object, size, SHA-256 and status): upload-snapshot has not completed for it")
+	}
+	for _, sh := range s.Out.Shards {
+		if !sh.Attempt.Uploaded() {
+			return fmt.Errorf("no complete upload of the snapshot of etcd shard %s is recorded (object, size, SHA-256 and status): upload-snapshot has not completed for it", sh.Shard.Name)
+		}
 	}
 	m := BuildManifest(s)
 	data, err := json.MarshalIndent(m, "", "  ")

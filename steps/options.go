@@ -164,7 +164,27 @@ type Outputs struct {
 	// MissingShards are the HostedCluster's etcd shards, which this backup
 	// leaves out (WithoutShards), for the manifest.
 	MissingShards []manifest.Shard `json:"missingShards,omitempty"`
+	// Shards are the HostedCluster's etcd shards this backup takes a
+	// snapshot of, beside the default member's Attempt, in the same
+	// offline window.
+	Shards []ShardRun `json:"shards,omitempty"`
 }
+
+// ShardRun is the snapshot of one etcd shard in a run: the shard, the pod
+// of the member it is taken in (etcd-<name>-0) and the current attempt,
+// which snapshot-save replaces together with the default member's.
+type ShardRun struct {
+	Shard manifest.Shard `json:"shard"`
+	Pod   string         `json:"pod"`
+	// DBSize is the member's database size at preflight, an estimate of
+	// the snapshot's size while etcdctl still writes it.
+	DBSize  int64    `json:"dbSize,omitempty"`
+	Attempt *Attempt `json:"attempt,omitempty"`
+}
+
+// ShardPod is the pod of a shard's first member, as HyperShift names the
+// shard's StatefulSet etcd-<name>.
+func ShardPod(shard string) string { return "etcd-" + shard + "-0" }
 
 // Window is a closed interval of API downtime.
 type Window struct {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hcpsnap/hcpsnap/checkpoint"
 	"github.com/hcpsnap/hcpsnap/internal/shell"
+	"github.com/hcpsnap/hcpsnap/internal/exitcode"
 	"github.com/hcpsnap/hcpsnap/manifest"
 	"github.com/hcpsnap/hcpsnap/runbook"
 )
@@ -45,7 +46,7 @@ func planPreflight(ctx context.Context, s *State) (Plan, error) {
 		version = "unknown"
 	}
 	if s.via() == ViaStream {
-		return withShardsNote(planPreflightStream(s, version), s), nil
+		return withShardsNote(ctx, planPreflightStream(s, version), s)
 	}
 	p := Plan{Actions: []string{
 		fmt.Sprintf("HostedCluster %s/%s has managed etcd (infraID %s, OpenShift %s)", s.Opts.Namespace, s.Opts.Cluster, s.Out.InfraID, version),
@@ -64,21 +65,55 @@ func planPreflight(ctx context.Context, s *State) (Plan, error) {
 	if !s.Opts.Online {
 		p.Commands = append(p.Commands, shell.Join(append([]string{"oc", "get", "deployment", "-n", s.Out.HCPNamespace}, s.Opts.Deployments...)...))
 	}
-	return withShardsNote(p, s), nil
+	return withShardsNote(ctx, p, s)
 }
 
-// withShardsNote adds to the preflight plan the etcd shards that the backup
-// leaves out (--without-shards; without it inspect has refused already),
-// and the command that shows them.
-func withShardsNote(p Plan, s *State) Plan {
+// withShardsNote adds to the preflight plan the HostedCluster's etcd
+// shards: each shard's member pod, checked as the default member's, or the
+// shards the backup leaves out (--without-shards), and the command that
+// shows them.
+func withShardsNote(ctx context.Context, p Plan, s *State) (Plan, error) {
 	p.Commands = append(p.Commands, shell.Join("oc", "get", "hostedcluster", "-n", s.Opts.Namespace, s.Opts.Cluster, "-o", "jsonpath={.spec.etcd.managed.shards}"))
-	if len(s.Out.MissingShards) == 0 {
+	switch {
+	case len(s.Out.MissingShards) > 0:
+		p.Actions = append(p.Actions, fmt.Sprintf("NOT backed up (--without-shards): etcd shards %s; the backup holds the default member only, and the manifest names these shards as missing",
+			manifest.DescribeShards(s.Out.MissingShards)))
+	case len(s.Out.Shards) == 0:
 		p.Actions = append(p.Actions, "check that the HostedCluster has no etcd shards (spec.etcd.managed.shards): their data would not be in a backup of the default member")
-		return p
 	}
-	p.Actions = append(p.Actions, fmt.Sprintf("NOT backed up (--without-shards): etcd shards %s; the backup holds the default member only, and the manifest names these shards as missing",
-		manifest.DescribeShards(s.Out.MissingShards)))
-	return p
+	for i, sh := range s.Out.Shards {
+		v := s.onShard(i)
+		pod, err := v.Clients.Kube.CoreV1().Pods(v.Out.HCPNamespace).Get(ctx, v.Opts.Member, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return Plan{}, exitcode.Preconditionf("etcd shard %s: etcd pod %s not found in namespace %s: check the shard's StatefulSet, or back up the default member alone with --without-shards", sh.Shard.Name, v.Opts.Member, v.Out.HCPNamespace)
+		}
+		if err != nil {
+			return Plan{}, err
+		}
+		if err := checkMemberPod(pod, v.Opts.Container); err != nil {
+			return Plan{}, err
+		}
+		p.Actions = append(p.Actions, fmt.Sprintf("etcd shard %s: member %s/%s is Running and Ready; its snapshot is taken in the same offline window as the default member's; check etcdctl and the room in %s there too",
+			sh.Shard.Describe(), v.Out.HCPNamespace, v.Opts.Member, v.Opts.Etcd.SnapshotDir))
+		p.Commands = append(p.Commands, v.ocExec(etcdctl(v, "endpoint", "health")...), v.ocExec("df", "-h", v.Opts.Etcd.SnapshotDir))
+	}
+	return p, nil
+}
+
+// withShardPlans appends to p the plan fn makes for each etcd shard's
+// member, its actions marked with the shard's name.
+func withShardPlans(ctx context.Context, s *State, p Plan, fn func(context.Context, *State) (Plan, error)) (Plan, error) {
+	for i, sh := range s.Out.Shards {
+		sp, err := fn(ctx, s.onShard(i))
+		if err != nil {
+			return Plan{}, fmt.Errorf("etcd shard %s: %w", sh.Shard.Name, err)
+		}
+		for _, a := range sp.Actions {
+			p.Actions = append(p.Actions, "etcd shard "+sh.Shard.Name+": "+a)
+		}
+		p.Commands = append(p.Commands, sp.Commands...)
+	}
+	return p, nil
 }
 
 func planPause(ctx context.Context, s *State) (Plan, error) {
@@ -124,10 +159,18 @@ func planScaleDown(ctx context.Context, s *State) (Plan, error) {
 	}}, nil
 }
 
-func planSnapshotSave(_ context.Context, s *State) (Plan, error) {
+func planSnapshotSave(ctx context.Context, s *State) (Plan, error) {
 	if s.via() == ViaStream {
 		return planSnapshotStream(s), nil
 	}
+	p, err := planStartSnapshot(ctx, s)
+	if err != nil {
+		return Plan{}, err
+	}
+	return withShardPlans(ctx, s, p, planStartSnapshot)
+}
+
+func planStartSnapshot(_ context.Context, s *State) (Plan, error) {
 	p := snapshotPath(s)
 	wait := fmt.Sprintf("wait until its first byte is in %s.part: etcd has then fixed the snapshot's revision, and etcdctl writes the rest while the API comes back", p)
 	if s.Opts.HoldAPIUntilSaved {
@@ -178,11 +221,19 @@ func planResume(_ context.Context, s *State) (Plan, error) {
 	}}, nil
 }
 
-func planUpload(_ context.Context, s *State) (Plan, error) {
+func planUpload(ctx context.Context, s *State) (Plan, error) {
 	if s.via() == ViaStream {
 		return planUploadStream(s), nil
 	}
-	key := objectKey(s.Opts.Prefix, s.Opts.Cluster, s.Out.Timestamp, snapshotObjectName)
+	p, err := planUploadMember(ctx, s)
+	if err != nil {
+		return Plan{}, err
+	}
+	return withShardPlans(ctx, s, p, planUploadMember)
+}
+
+func planUploadMember(_ context.Context, s *State) (Plan, error) {
+	key := objectKey(s.Opts.Prefix, s.Opts.Cluster, s.Out.Timestamp, s.snapshotObject())
 	// A dry run cannot exec, so preflight's choice is unknown there: show
 	// etcdutl, which every etcd image of OpenShift 4.12 and later has.
 	tool := s.Out.StatusTool
@@ -237,17 +288,29 @@ func planSaveKeys(ctx context.Context, s *State) (Plan, error) {
 	return Plan{Actions: actions, Commands: cmds}, nil
 }
 
-func planCleanupPodFile(_ context.Context, s *State) (Plan, error) {
+func planCleanupPodFile(ctx context.Context, s *State) (Plan, error) {
 	if s.via() == ViaStream {
 		return Plan{Actions: []string{"nothing was written in the pod; after a failure or Ctrl-C, stop the stream and abort its unfinished multipart upload"}}, nil
 	}
+	p, err := planCleanupMember(ctx, s)
+	if err != nil {
+		return Plan{}, err
+	}
+	return withShardPlans(ctx, s, p, planCleanupMember)
+}
+
+func planCleanupMember(_ context.Context, s *State) (Plan, error) {
 	return Plan{Actions: []string{fmt.Sprintf("stop etcdctl if it still writes, and remove %s and its .part, .log, .pid, .rc files from pod %s (also after a failure)", snapshotPath(s), s.Opts.Member)},
 		Commands: []string{RemoveSnapshotCommand(s.Out.HCPNamespace, s.Opts.Member, s.Opts.Container, snapshotPath(s))}}, nil
 }
 
 func planWriteManifest(_ context.Context, s *State) (Plan, error) {
 	key := objectKey(s.Opts.Prefix, s.Opts.Cluster, s.Out.Timestamp, manifestObjectName)
-	return Plan{Actions: []string{fmt.Sprintf("write s3://%s/%s: cluster, infraID, OpenShift version, etcd revision/keys/size/hash, SHA-256, object keys, times, downtime", s.Opts.Bucket, key)}}, nil
+	what := "cluster, infraID, OpenShift version, etcd revision/keys/size/hash, SHA-256, object keys, times, downtime"
+	if len(s.Out.Shards) > 0 {
+		what += fmt.Sprintf(", and the same for each of the %d etcd shard snapshots (manifest schema version %d: older hcpsnap versions refuse it rather than restore the default member alone)", len(s.Out.Shards), manifest.SchemaVersionShards)
+	}
+	return Plan{Actions: []string{fmt.Sprintf("write s3://%s/%s: %s", s.Opts.Bucket, key, what)}}, nil
 }
 
 // ocExec renders an `oc exec` into the member's container.

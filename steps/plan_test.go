@@ -431,34 +431,70 @@ func TestBuildStopsAtPreflight(t *testing.T) {
 }
 
 // TestBuildShards proves the dry run shows a sharded cluster as a run sees
-// it: refused without --without-shards, and with it a preflight line naming
-// every shard that the backup leaves out.
+// it: each shard's member checked, its snapshot started, uploaded and
+// cleaned up like the default member's; with --without-shards a preflight
+// line naming every shard that the backup leaves out; and a missing shard
+// member refused as a run refuses it.
 func TestBuildShards(t *testing.T) {
 	shards := []kube.EtcdShard{{Name: "events", Replicas: 1, Resources: []kube.EtcdShardResource{{Resource: "events"}}}}
-	for _, without := range []bool{false, true} {
-		cs, hs := newWorld(t, nil)
-		hs.shards = shards
-		o := options()
-		o.WithoutShards = without
-		s := &steps.State{Opts: o, Clients: steps.Clients{Kube: cs, HyperShift: hs},
-			Run: checkpoint.New("backup", checkpoint.Cluster{Namespace: ns, Name: cluster}, "host", nil, now), Out: &steps.Outputs{}}
-		entries, err := runbook.Build(context.Background(), steps.Backup(), s)
-		if !without {
-			if exitcode.Of(err) != exitcode.Precondition || !strings.Contains(err.Error(), "etcd shards events (events)") {
-				t.Fatalf("dry run of a sharded cluster: %v (exit %d), want the preflight refusal", err, exitcode.Of(err))
+	for _, tc := range []struct {
+		name           string
+		without, noPod bool
+	}{{name: "shards"}, {name: "without shards", without: true}, {name: "missing member", noPod: true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cs, hs := newWorld(t, nil)
+			hs.shards = shards
+			if !tc.noPod {
+				pod, err := cs.CoreV1().Pods(hcpNS).Get(context.Background(), "etcd-0", metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				pod = pod.DeepCopy()
+				pod.Name, pod.ResourceVersion = "etcd-events-0", ""
+				if _, err := cs.CoreV1().Pods(hcpNS).Create(context.Background(), pod, metav1.CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
 			}
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !slices.ContainsFunc(entries[0].Actions, func(a string) bool {
-			return strings.HasPrefix(a, "NOT backed up (--without-shards): etcd shards events (events);")
-		}) {
-			t.Errorf("preflight plan does not name the missing shard: %q", entries[0].Actions)
-		}
-		if hs.writes != 0 {
-			t.Errorf("dry run wrote %d times", hs.writes)
-		}
+			o := options()
+			o.WithoutShards = tc.without
+			s := &steps.State{Opts: o, Clients: steps.Clients{Kube: cs, HyperShift: hs},
+				Run: checkpoint.New("backup", checkpoint.Cluster{Namespace: ns, Name: cluster}, "host", nil, now), Out: &steps.Outputs{}}
+			writesBefore := hs.writes
+			entries, err := runbook.Build(context.Background(), steps.Backup(), s)
+			if tc.noPod {
+				if exitcode.Of(err) != exitcode.Precondition || !strings.Contains(err.Error(), "etcd shard events: etcd pod etcd-events-0 not found") {
+					t.Fatalf("dry run without the shard's member: %v (exit %d), want the preflight refusal", err, exitcode.Of(err))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			all := map[string]string{}
+			for _, e := range entries {
+				all[e.Step] = strings.Join(e.Actions, "\n") + "\n" + strings.Join(e.Commands, "\n")
+			}
+			checks := map[string]string{
+				"preflight":        "etcd shard events (events): member clusters-example/etcd-events-0 is Running and Ready",
+				"snapshot-save":    "etcd shard events: start `etcdctl snapshot save",
+				"upload-snapshot":  "/snapshot-events.db",
+				"cleanup-pod-file": "etcd shard events: stop etcdctl if it still writes",
+				"write-manifest":   "etcd shard snapshots (manifest schema version 2",
+			}
+			if tc.without {
+				checks = map[string]string{"preflight": "NOT backed up (--without-shards): etcd shards events (events);"}
+			}
+			for step, want := range checks {
+				if !strings.Contains(all[step], want) {
+					t.Errorf("plan of %s lacks %q:\n%s", step, want, all[step])
+				}
+			}
+			if tc.without && strings.Contains(all["snapshot-save"], "etcd-events-0") {
+				t.Errorf("--without-shards plan starts a shard snapshot:\n%s", all["snapshot-save"])
+			}
+			if hs.writes != writesBefore {
+				t.Errorf("dry run wrote %d times", hs.writes-writesBefore)
+			}
+		})
 	}
 }

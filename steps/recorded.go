@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/hcpsnap/hcpsnap/checkpoint"
+	"github.com/hcpsnap/hcpsnap/manifest"
 )
 
 // SnapshotPath is the snapshot file of a run inside the etcd pod. It is
@@ -55,15 +56,19 @@ func CheckOutputs(o *Outputs, opts Options, runID string) error {
 	default:
 		return bad("statusTool", o.StatusTool)
 	}
-	a := o.Attempt
-	if a == nil {
-		a = &Attempt{}
+	if err := checkAttempt(o.Attempt, o.Timestamp, manifest.SnapshotObject, opts, runID); err != nil {
+		return err
 	}
-	if a.Path != "" && a.Path != SnapshotPath(opts.Etcd.SnapshotDir, runID) {
-		return bad("attempt path", a.Path)
-	}
-	if o.Attempt != nil && (!snapshotIDRe.MatchString(a.ID) || !strings.HasPrefix(a.ID, runID+"-")) {
-		return bad("attempt id", a.ID)
+	for i, sh := range o.Shards {
+		if len(validation.IsDNS1123Label(sh.Shard.Name)) > 0 || sh.Pod != ShardPod(sh.Shard.Name) || slices.ContainsFunc(o.Shards[:i], func(x ShardRun) bool { return x.Shard.Name == sh.Shard.Name }) {
+			return bad("etcd shard", sh.Shard.Name+" in pod "+sh.Pod)
+		}
+		if err := checkAttempt(sh.Attempt, o.Timestamp, manifest.ShardSnapshotObject(sh.Shard.Name), opts, runID); err != nil {
+			return fmt.Errorf("etcd shard %s: %w", sh.Shard.Name, err)
+		}
+		if sh.DBSize < 0 {
+			return fmt.Errorf("recorded sizes are negative: the run was edited")
+		}
 	}
 	if o.CACert != "" && o.CACert != opts.Etcd.CACert && o.CACert != CACertPath && o.CACert != LegacyCACertPath {
 		return bad("caCert", o.CACert)
@@ -90,7 +95,6 @@ func CheckOutputs(o *Outputs, opts Options, runID string) error {
 		}
 	}
 	for _, k := range []struct{ field, got, prefix, name string }{
-		{"objectKey", a.ObjectKey, opts.Prefix, snapshotObjectName},
 		{"manifestKey", o.ManifestKey, opts.Prefix, manifestObjectName},
 		{"keyBundleKey", o.KeyBundleKey, opts.KeyPrefix, keyBundleObjectName},
 	} {
@@ -100,14 +104,6 @@ func CheckOutputs(o *Outputs, opts Options, runID string) error {
 	}
 	if f := o.KeyBundleFile; f != "" && (!strings.HasPrefix(f, "/") || path.Clean(f) != f || !checkpoint.Printable(f)) {
 		return bad("keyBundleFile", f)
-	}
-	if len(a.UploadID) > 1024 || strings.IndexFunc(a.UploadID, func(c rune) bool { return c <= ' ' || c > '~' }) >= 0 {
-		return bad("uploadID", a.UploadID)
-	}
-	for _, h := range []struct{ field, v string }{{"sha256", a.SHA256}, {"etcdSHA256", a.EtcdSHA256}} {
-		if h.v != "" && !hexSHA256.MatchString(h.v) {
-			return bad(h.field, h.v)
-		}
 	}
 	if err := o.Encryption.Check(); err != nil {
 		return fmt.Errorf("recorded encryption: %w: the run was edited", err)
@@ -123,7 +119,40 @@ func CheckOutputs(o *Outputs, opts Options, runID string) error {
 			return bad(v.field, v.v)
 		}
 	}
-	if o.EtcdDBSize < 0 || a.Bytes < 0 || (a.Status != nil && (a.Status.Revision < 0 || a.Status.TotalKey < 0 || a.Status.TotalSize < 0)) {
+	if o.EtcdDBSize < 0 {
+		return fmt.Errorf("recorded sizes are negative: the run was edited")
+	}
+	return nil
+}
+
+// checkAttempt checks a recorded snapshot attempt (nil: none) as
+// CheckOutputs does: its file in the pod, ID, object (objectName in the
+// run's folder), upload ID, hashes and sizes.
+func checkAttempt(a *Attempt, timestamp, objectName string, opts Options, runID string) error {
+	bad := func(field, v string) error {
+		return fmt.Errorf("recorded %s %s is not what this run derives: the run was edited", field, strconv.Quote(v))
+	}
+	if a == nil {
+		return nil
+	}
+	if a.Path != "" && a.Path != SnapshotPath(opts.Etcd.SnapshotDir, runID) {
+		return bad("attempt path", a.Path)
+	}
+	if !snapshotIDRe.MatchString(a.ID) || !strings.HasPrefix(a.ID, runID+"-") {
+		return bad("attempt id", a.ID)
+	}
+	if a.ObjectKey != "" && (timestamp == "" || a.ObjectKey != objectKey(opts.Prefix, opts.Cluster, timestamp, objectName)) {
+		return bad("objectKey", a.ObjectKey)
+	}
+	if len(a.UploadID) > 1024 || strings.IndexFunc(a.UploadID, func(c rune) bool { return c <= ' ' || c > '~' }) >= 0 {
+		return bad("uploadID", a.UploadID)
+	}
+	for _, h := range []struct{ field, v string }{{"sha256", a.SHA256}, {"etcdSHA256", a.EtcdSHA256}} {
+		if h.v != "" && !hexSHA256.MatchString(h.v) {
+			return bad(h.field, h.v)
+		}
+	}
+	if a.Bytes < 0 || (a.Status != nil && (a.Status.Revision < 0 || a.Status.TotalKey < 0 || a.Status.TotalSize < 0)) {
 		return fmt.Errorf("recorded sizes are negative: the run was edited")
 	}
 	return nil

@@ -1,9 +1,15 @@
 package steps
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"path"
+	"slices"
 	"strings"
 	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/hcpsnap/hcpsnap/checkpoint"
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
@@ -16,40 +22,133 @@ var testShards = []kube.EtcdShard{
 	{Name: "leases", Replicas: 3, Resources: []kube.EtcdShardResource{{APIGroup: "coordination.k8s.io", Resource: "leases"}}},
 }
 
-// TestBackupRefusesShards proves that a HostedCluster with etcd shards is
-// refused in preflight, with one line that names the shards and their
-// resources and the way out, before anything is changed anywhere.
-func TestBackupRefusesShards(t *testing.T) {
+// shardFixture is a fixture whose HostedCluster has the etcd shards
+// testShards, each with its first member's pod and files of its own.
+func shardFixture(t *testing.T) *fixture {
 	fx := newFixture(t, nil)
 	fx.hs.shards = testShards
-	s := fx.state(defaultOptions())
-	err := fx.execute(s)
-	if exitcode.Of(err) != exitcode.Precondition {
-		t.Fatalf("exit code %d (%v), want %d", exitcode.Of(err), err, exitcode.Precondition)
+	fx.exec.apart = map[string]bool{}
+	for _, sh := range testShards {
+		if _, err := fx.kube.CoreV1().Pods(testHCPNS).Create(context.Background(), shardPod(sh.Name), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		fx.exec.apart[ShardPod(sh.Name)] = true
 	}
-	msg := err.Error()
-	for _, want := range []string{"step preflight: ", "etcd shards events (events), leases (leases.coordination.k8s.io)",
-		"does not back up etcd shards yet", "would miss the data", "--without-shards"} {
-		if !strings.Contains(msg, want) {
-			t.Errorf("error %q lacks %q", msg, want)
+	return fx
+}
+
+// TestBackupShards proves that a sharded cluster's backup takes a snapshot
+// of the default member and of each shard's first member while the API is
+// down, uploads each to its own object, cleans every pod, and writes one
+// manifest (schema version 2) that lists them all.
+func TestBackupShards(t *testing.T) {
+	fx := shardFixture(t)
+	s := fx.state(defaultOptions())
+	if err := fx.execute(s); err != nil {
+		t.Fatalf("backup failed: %v", err)
+	}
+	m := storedManifest(t, fx, s)
+	if m.SchemaVersion != manifest.SchemaVersionShards || len(m.Shards) != 2 || m.MissingShards != nil {
+		t.Fatalf("manifest schema %d, shards %+v, missing %+v", m.SchemaVersion, m.Shards, m.MissingShards)
+	}
+	dir := path.Dir(m.Snapshot.Key)
+	for i, sh := range m.Shards {
+		want := testShards[i]
+		if sh.Name != want.Name || sh.Resources[0].Resource != want.Resources[0].Resource || sh.Etcd.Member != ShardPod(want.Name) {
+			t.Errorf("shards[%d] = %+v, want shard %s from pod %s", i, sh, want.Name, ShardPod(want.Name))
+		}
+		if sh.Snapshot.Key != dir+"/snapshot-"+want.Name+".db" || sh.Snapshot.Size != int64(len(fx.snapshot)) || sh.Etcd.Revision != 456 || sh.Snapshot.SHA256 == "" {
+			t.Errorf("shards[%d] snapshot %+v etcd %+v", i, sh.Snapshot, sh.Etcd)
+		}
+		obj, ok := fx.store.object(sh.Snapshot.Key)
+		if !ok || !bytes.Equal(obj.Data, fx.snapshot) {
+			t.Errorf("object %s missing or not the shard's snapshot", sh.Snapshot.Key)
 		}
 	}
-	if strings.Contains(msg, "\n") {
-		t.Errorf("error is not one line: %q", msg)
+	// Every snapshot's revision is fixed before the API comes back.
+	j := fx.j.get()
+	scaleUp := slices.IndexFunc(j, func(e string) bool { return strings.HasPrefix(e, "scale ") && !strings.HasSuffix(e, "=0") })
+	for _, want := range []string{"exec snapshot-save", "exec snapshot-save in etcd-events-0", "exec snapshot-save in etcd-leases-0"} {
+		if i := slices.Index(j, want); i < 0 || i > scaleUp {
+			t.Errorf("%q at %d, scale-up at %d: %q", want, i, scaleUp, j)
+		}
 	}
-	if patches, annotates := fx.hs.writes(); len(patches) != 0 || annotates != 0 {
-		t.Errorf("HostedCluster changed: patches %q, annotations %d", patches, annotates)
-	}
-	if got := fx.j.get(); len(got) != 0 {
-		t.Errorf("actions after the refusal: %q", got)
-	}
-	if keys := fx.store.keys(); len(keys) != 0 {
-		t.Errorf("objects written: %q", keys)
+	if files := fx.exec.fileNames(); len(files) != 0 {
+		t.Errorf("files left in the pods: %q", files)
 	}
 	for name, n := range fx.replicas(t) {
 		if n != deploymentReplicas[name] {
 			t.Errorf("%s has %d replicas, want %d", name, n, deploymentReplicas[name])
 		}
+	}
+}
+
+// TestBackupShardFailureUndoes proves that a shard whose snapshot cannot be
+// started stops the backup with its name, and that the undo cleans every
+// pod and brings the API back.
+func TestBackupShardFailureUndoes(t *testing.T) {
+	fx := shardFixture(t)
+	fx.exec.fail["snapshot-save in etcd-leases-0"] = errors.New("no space left on device")
+	s := fx.state(defaultOptions())
+	err := fx.execute(s)
+	if err == nil || !strings.Contains(err.Error(), "etcd shard leases:") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("error %v, want one line naming the shard", err)
+	}
+	if files := fx.exec.fileNames(); len(files) != 0 {
+		t.Errorf("files left in the pods: %q", files)
+	}
+	for name, n := range fx.replicas(t) {
+		if n != deploymentReplicas[name] {
+			t.Errorf("%s has %d replicas, want %d", name, n, deploymentReplicas[name])
+		}
+	}
+	if s.Out.ManifestKey != "" {
+		t.Error("a manifest was written")
+	}
+}
+
+// TestBackupShardsRefused proves what preflight refuses of a sharded
+// cluster, with one line that says what to do, before anything changed: a
+// streamed backup (shard snapshots are taken in the pods), and a shard
+// whose member pod is missing.
+func TestBackupShardsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		opts  func(*Options)
+		setup func(*fixture)
+		want  []string
+	}{
+		{name: "stream", opts: func(o *Options) { o.Via = ViaStream },
+			want: []string{"etcd shards events (events), leases (leases.coordination.k8s.io)", "--via exec", "--without-shards"}},
+		{name: "missing pod", setup: func(fx *fixture) {
+			_ = fx.kube.CoreV1().Pods(testHCPNS).Delete(context.Background(), ShardPod("leases"), metav1.DeleteOptions{})
+		}, want: []string{"etcd shard leases: etcd pod etcd-leases-0 not found", "--without-shards"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fx := shardFixture(t)
+			if tc.setup != nil {
+				tc.setup(fx)
+			}
+			o := defaultOptions()
+			if tc.opts != nil {
+				tc.opts(&o)
+			}
+			err := fx.execute(fx.state(o))
+			if exitcode.Of(err) != exitcode.Precondition {
+				t.Fatalf("exit code %d (%v), want %d", exitcode.Of(err), err, exitcode.Precondition)
+			}
+			for _, want := range append([]string{"step preflight: "}, tc.want...) {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q lacks %q", err, want)
+				}
+			}
+			if patches, annotates := fx.hs.writes(); len(patches) != 0 || annotates != 0 {
+				t.Errorf("HostedCluster changed: patches %q, annotations %d", patches, annotates)
+			}
+			if keys := fx.store.keys(); len(keys) != 0 {
+				t.Errorf("objects written: %q", keys)
+			}
+		})
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hcpsnap/hcpsnap/checkpoint"
+	"github.com/hcpsnap/hcpsnap/manifest"
 	"github.com/hcpsnap/hcpsnap/runbook"
 )
 
@@ -44,6 +45,68 @@ type State struct {
 
 	// stream is the snapshot stream this process has open (--via stream).
 	stream *liveStream
+
+	// parent is set on a view of the state for one etcd shard (onShard):
+	// Opts.Member is the shard's pod and Out.Attempt its attempt, and Save
+	// records the attempt in the parent's outputs before saving them.
+	parent *State
+	shard  int
+}
+
+// onShard returns a view of s on which the exec path's snapshot functions
+// act on etcd shard i: its member's pod, its attempt, its object
+// (manifest.ShardSnapshotObject). The view shares the checkpoint: its Save
+// saves the parent's outputs with the shard's attempt in them.
+func (s *State) onShard(i int) *State {
+	sh := &s.Out.Shards[i]
+	v := *s
+	v.Opts.Member = sh.Pod
+	out := *s.Out
+	out.Attempt, out.EtcdDBSize = sh.Attempt, sh.DBSize
+	v.Out, v.parent, v.shard, v.stream = &out, s, i, nil
+	return &v
+}
+
+// sync copies what a shard's view recorded back into the parent's outputs.
+func (s *State) sync() {
+	if s.parent == nil {
+		return
+	}
+	sh := &s.parent.Out.Shards[s.shard]
+	sh.Attempt, sh.DBSize = s.Out.Attempt, s.Out.EtcdDBSize
+	if s.parent.Out.StatusTool == "" {
+		s.parent.Out.StatusTool = s.Out.StatusTool
+	}
+}
+
+// snapshotObject is the name of the object the (shard's) snapshot goes to.
+func (s *State) snapshotObject() string {
+	if s.parent != nil {
+		return manifest.ShardSnapshotObject(s.parent.Out.Shards[s.shard].Shard.Name)
+	}
+	return snapshotObjectName
+}
+
+// eachShard runs fn on the view of every shard in order, recording what it
+// did; it stops at the first error, which names the shard.
+func (s *State) eachShard(ctx context.Context, fn func(context.Context, *State) error) error {
+	for i := range s.Out.Shards {
+		if err := s.eachShardAt(ctx, i, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// eachShardAt runs fn on the view of shard i, recording what it did.
+func (s *State) eachShardAt(ctx context.Context, i int, fn func(context.Context, *State) error) error {
+	v := s.onShard(i)
+	err := fn(ctx, v)
+	v.sync()
+	if err != nil {
+		return fmt.Errorf("etcd shard %s: %w", s.Out.Shards[i].Shard.Name, err)
+	}
+	return nil
 }
 
 // Saver persists a run's checkpoint. Save is called before every change a
@@ -54,6 +117,10 @@ type Saver interface {
 
 // Save records the outputs in the checkpoint and persists it.
 func (s *State) Save(ctx context.Context) error {
+	if s.parent != nil {
+		s.sync()
+		return s.parent.Save(ctx)
+	}
 	out, err := json.Marshal(s.Out)
 	if err != nil {
 		return err

@@ -22,7 +22,22 @@ func upload(ctx context.Context, s *State) error {
 	if s.via() == ViaStream {
 		return streamUpload(ctx, s)
 	}
-	key := objectKey(s.Opts.Prefix, s.Opts.Cluster, s.Out.Timestamp, snapshotObjectName)
+	if err := uploadMember(ctx, s); err != nil {
+		return err
+	}
+	return s.eachShard(ctx, func(ctx context.Context, v *State) error {
+		if a := v.Out.Attempt; a == nil || a.ID == "" {
+			return errors.New("no snapshot recorded: snapshot-save has not run for it in this run")
+		}
+		return uploadMember(ctx, v)
+	})
+}
+
+// uploadMember streams the (shard's) member's snapshot file into its
+// object, reading it as etcdctl writes it, and records its status.
+func uploadMember(ctx context.Context, s *State) error {
+	a := s.Out.Attempt
+	key := objectKey(s.Opts.Prefix, s.Opts.Cluster, s.Out.Timestamp, s.snapshotObject())
 	a.ObjectKey = key
 	st, err := probeWriter(ctx, s, a.Path)
 	if err == nil && st.Missing {

@@ -102,6 +102,17 @@ type Summary struct {
 	DowntimeSeconds float64 `json:"downtimeSeconds"`
 	UploadReused    bool    `json:"uploadReused,omitempty"`
 	Online          bool    `json:"online,omitempty"`
+	// Shards are the etcd shard snapshots of the backup.
+	Shards []ShardSummary `json:"shards,omitempty"`
+}
+
+// ShardSummary is one etcd shard's snapshot in a backup's Summary.
+type ShardSummary struct {
+	Shard     string `json:"shard"`
+	Snapshot  string `json:"snapshot"`
+	Bytes     int64  `json:"bytes"`
+	Revision  int64  `json:"revision"`
+	TotalKeys int64  `json:"totalKeys"`
 }
 
 func (r *reporter) summary(s *steps.State) error {
@@ -119,6 +130,10 @@ func (r *reporter) summary(s *steps.State) error {
 		DowntimeSeconds: m.DowntimeSeconds,
 		UploadReused:    s.Out.Attempt != nil && s.Out.Attempt.UploadReused,
 		Online:          s.Opts.Online,
+	}
+	for _, sh := range m.Shards {
+		sum.Shards = append(sum.Shards, ShardSummary{Shard: sh.Name, Snapshot: "s3://" + s.Opts.Bucket + "/" + sh.Snapshot.Key,
+			Bytes: sh.Snapshot.Size, Revision: sh.Etcd.Revision, TotalKeys: sh.Etcd.TotalKeys})
 	}
 	switch {
 	case s.Out.KeyBundleFile != "":
@@ -156,5 +171,11 @@ func (r *reporter) summary(s *steps.State) error {
   key bundle:   %s
   API downtime: %s
 `, sum.Cluster, sum.RunID, sum.Snapshot, sum.Bytes, float64(sum.Bytes)/(1<<20), sum.SHA256, etcd, sum.Manifest, sum.KeyBundle, downtime)
+	for _, sh := range sum.Shards {
+		if err != nil {
+			break
+		}
+		_, err = fmt.Fprintf(r.out, "  shard %s: %s, %d bytes, revision %d, %d keys\n", sh.Shard, sh.Snapshot, sh.Bytes, sh.Revision, sh.TotalKeys)
+	}
 	return err
 }

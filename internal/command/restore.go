@@ -205,7 +205,7 @@ func (o *RestoreOptions) Run(ctx context.Context) error {
 		logger.Info("verified: the presigned URL serves the backup's snapshot without credentials", "bytes", m.Snapshot.Size)
 	}
 	out, rep, err := restore.Patch(render, restore.Options{HostedCluster: o.HostedCluster, SnapshotURL: url, Secrets: secrets, Force: o.Force,
-		Encryption: m.Encryption, MissingShards: m.MissingShards})
+		Encryption: m.Encryption, MissingShards: m.MissingShards, Shards: m.Shards})
 	if err != nil {
 		return exitcode.New(exitcode.Usage, fmt.Errorf("%s: %w", o.renderName(), err))
 	}

@@ -3,6 +3,7 @@ package command
 import (
 	"encoding/json"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/hcpsnap/hcpsnap/checkpoint"
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
+	"github.com/hcpsnap/hcpsnap/manifest"
 	"github.com/hcpsnap/hcpsnap/steps"
 )
 
@@ -121,6 +123,32 @@ func TestCheckRecorded(t *testing.T) {
 			run: func(t *testing.T) *checkpoint.Run {
 				return midRun(t, nil, func(o *steps.Outputs, _ string) { o.Attempt.ObjectKey = "elsewhere/snapshot.db" })
 			}},
+		{name: "etcd shard with its own attempt", run: func(t *testing.T) *checkpoint.Run {
+			return midRun(t, nil, func(o *steps.Outputs, _ string) { o.Shards = []steps.ShardRun{shardRun(o, "events")} })
+		}},
+		{name: "etcd shard in another pod", want: `recorded etcd shard "events in pod kube-apiserver-0"`,
+			run: func(t *testing.T) *checkpoint.Run {
+				return midRun(t, nil, func(o *steps.Outputs, _ string) {
+					sh := shardRun(o, "events")
+					sh.Pod = "kube-apiserver-0"
+					o.Shards = []steps.ShardRun{sh}
+				})
+			}},
+		{name: "etcd shard object outside its folder", want: "etcd shard events: recorded objectKey",
+			run: func(t *testing.T) *checkpoint.Run {
+				return midRun(t, nil, func(o *steps.Outputs, _ string) {
+					sh := shardRun(o, "events")
+					// The default member's object, which the shard's upload would overwrite.
+					sh.Attempt.ObjectKey = path.Join("backups", "example", o.Timestamp, manifest.SnapshotObject)
+					o.Shards = []steps.ShardRun{sh}
+				})
+			}},
+		{name: "etcd shard named twice", want: "recorded etcd shard",
+			run: func(t *testing.T) *checkpoint.Run {
+				return midRun(t, nil, func(o *steps.Outputs, _ string) {
+					o.Shards = []steps.ShardRun{shardRun(o, "events"), shardRun(o, "events")}
+				})
+			}},
 		{name: "recorded preflight skipped", want: "preflight always runs",
 			run: func(t *testing.T) *checkpoint.Run {
 				return midRun(t, func(o *steps.Options) { o.SkipSteps = []string{steps.StepPreflight} }, nil)
@@ -225,6 +253,16 @@ func TestCheckRecorded(t *testing.T) {
 			}
 		})
 	}
+}
+
+// shardRun is a shard's record beside the run's own attempt o.Attempt: the
+// same file path in the shard's own pod, its own object.
+func shardRun(o *steps.Outputs, name string) steps.ShardRun {
+	a := *o.Attempt
+	if a.ObjectKey != "" {
+		a.ObjectKey = path.Join(path.Dir(a.ObjectKey), manifest.ShardSnapshotObject(name))
+	}
+	return steps.ShardRun{Shard: manifest.Shard{Name: name, Resources: []manifest.ShardResource{{Resource: name}}}, Pod: steps.ShardPod(name), Attempt: &a}
 }
 
 func TestCheckFlagsAgree(t *testing.T) {

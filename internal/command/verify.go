@@ -126,6 +126,19 @@ type verifyOutcome struct {
 	ExitCode    int           `json:"exitCode"`
 	Error       string        `json:"error,omitempty"`
 	Result      *drill.Result `json:"result,omitempty"`
+	// Shards are the checks of the backup's etcd shard snapshots, each on
+	// its own; OK and ExitCode above include them.
+	Shards []shardOutcome `json:"shards,omitempty"`
+}
+
+// shardOutcome is the verification of one etcd shard's snapshot.
+type shardOutcome struct {
+	Shard    string        `json:"shard"`
+	Snapshot string        `json:"snapshot"`
+	OK       bool          `json:"ok"`
+	ExitCode int           `json:"exitCode"`
+	Error    string        `json:"error,omitempty"`
+	Result   *drill.Result `json:"result,omitempty"`
 }
 
 // Run verifies the chosen backups, each on its own, and ends with the
@@ -191,53 +204,114 @@ func (o *VerifyOptions) backups(ctx context.Context) ([]*restore.Backup, error) 
 }
 
 // verifyOne checks one backup: the manifest and the snapshot object, and
-// with --drill the whole restore.
+// with --drill the whole restore; then each etcd shard's snapshot the same
+// way, each on its own. The outcome is the worst of them.
 func (o *VerifyOptions) verifyOne(ctx context.Context, b *restore.Backup) verifyOutcome {
-	logger := log.FromContext(ctx)
 	out := verifyOutcome{MessageType: "verify", Manifest: "s3://" + o.S3.Bucket + "/" + b.ManifestKey, Drill: o.Drill}
-	fail := func(code exitcode.Code, err error) verifyOutcome {
-		out.ExitCode, out.Error = int(code), oneLineError(err)
-		return out
-	}
 	out.Cluster = clusterOf(b)
-	if !o.Drill {
-		if err := restore.CheckSnapshot(ctx, o.store, b); err != nil {
-			return fail(exitcode.Unusable, err)
-		}
-		out.OK = true
-		return out
+	if o.Drill {
+		o.printDrillPlan(ctx, b, out)
 	}
+	var code exitcode.Code
+	var err error
+	code, out.Result, err = o.verifySnapshot(ctx, b, out.Cluster)
+	if err != nil {
+		out.ExitCode, out.Error = int(code), oneLineError(err)
+	}
+	for i, sh := range b.Manifest.Shards {
+		if ctx.Err() != nil {
+			break
+		}
+		shard := &restore.Backup{ManifestKey: b.ManifestKey, Manifest: b.Manifest.ForShard(i)}
+		so := shardOutcome{Shard: sh.Name, Snapshot: "s3://" + o.S3.Bucket + "/" + sh.Snapshot.Key, OK: true}
+		scode, res, err := o.verifySnapshot(ctx, shard, out.Cluster+" shard "+sh.Name)
+		so.Result = res
+		if err != nil {
+			so.OK, so.ExitCode, so.Error = false, int(scode), oneLineError(err)
+			if worseOutcome(scode, exitcode.Code(out.ExitCode)) {
+				out.ExitCode = int(scode)
+			}
+			if out.Error == "" {
+				out.Error = "etcd shard " + sh.Name + ": " + so.Error
+			}
+		}
+		out.Shards = append(out.Shards, so)
+	}
+	out.OK = out.ExitCode == 0 && out.Error == ""
+	return out
+}
+
+// printDrillPlan says, before a drill starts, what it needs: the scratch
+// space of its largest snapshot (the snapshots are drilled one after the
+// other, each scratch folder removed before the next) and the time of all.
+func (o *VerifyOptions) printDrillPlan(ctx context.Context, b *restore.Backup, out verifyOutcome) {
 	need := drill.Estimate(b.Manifest)
+	for i := range b.Manifest.Shards {
+		sn := drill.Estimate(b.Manifest.ForShard(i))
+		need.Bytes = max(need.Bytes, sn.Bytes)
+		need.Duration += sn.Duration
+	}
+	need.Seconds = need.Duration.Seconds()
 	free, _ := drill.FreeSpace(o.ScratchDir)
-	logger.Info("restore drill", "cluster", out.Cluster, "manifest", out.Manifest,
+	shards := ""
+	if n := len(b.Manifest.Shards); n > 0 {
+		shards = fmt.Sprintf(" and its %d etcd shard snapshots", n)
+	}
+	log.FromContext(ctx).Info("restore drill", "cluster", out.Cluster, "manifest", out.Manifest, "shards", len(b.Manifest.Shards),
 		"scratchMiB", need.Bytes>>20, "freeMiB", free>>20, "scratchDir", o.ScratchDir, "estimate", need.Duration.String())
 	if o.Global.Output == OutputJSON {
 		_ = json.NewEncoder(o.Out).Encode(map[string]any{"message_type": "drill_plan", "cluster": out.Cluster, "manifest": out.Manifest,
-			"scratchDir": o.ScratchDir, "needBytes": need.Bytes, "freeBytes": free, "estimateSeconds": need.Seconds})
-	} else {
-		fmt.Fprintf(o.Out, "drill of %s (%s): needs about %d MiB in %s (%d MiB free) and about %s\n", out.Cluster, out.Manifest, need.Bytes>>20, o.ScratchDir, free>>20, need.Duration)
+			"shardSnapshots": len(b.Manifest.Shards), "scratchDir": o.ScratchDir, "needBytes": need.Bytes, "freeBytes": free, "estimateSeconds": need.Seconds})
+		return
 	}
+	fmt.Fprintf(o.Out, "drill of %s (%s)%s: needs about %d MiB in %s (%d MiB free) and about %s\n", out.Cluster, out.Manifest, shards, need.Bytes>>20, o.ScratchDir, free>>20, need.Duration)
+}
+
+// verifySnapshot checks the snapshot b's manifest describes (a shard's,
+// through manifest.ForShard): its object without --drill, the whole
+// restore with it. name says whose snapshot it is in the progress lines.
+func (o *VerifyOptions) verifySnapshot(ctx context.Context, b *restore.Backup, name string) (exitcode.Code, *drill.Result, error) {
+	if !o.Drill {
+		if err := restore.CheckSnapshot(ctx, o.store, b); err != nil {
+			return exitcode.Unusable, nil, err
+		}
+		return exitcode.OK, nil, nil
+	}
+	logger := log.FromContext(ctx)
 	opts := drill.Options{ScratchDir: o.ScratchDir, Logger: etcdLogger(o.ErrOut),
-		Progress: func(phase string) { logger.Info("drill", "step", phase, "cluster", out.Cluster) }}
+		Progress: func(phase string) { logger.Info("drill", "step", phase, "cluster", name) }}
 	opts.KeyBundle, opts.NoKeyBundle = o.keyBundle(ctx, b)
 	run := o.drill
 	if run == nil {
 		run = drill.Run
 	}
 	res, err := run(ctx, o.store, b, opts)
-	out.Result = res
 	switch {
 	case err == nil:
-		out.OK = true
-		return out
+		return exitcode.OK, res, nil
 	case errors.Is(err, drill.ErrNoSpace):
-		return fail(exitcode.Precondition, err)
+		return exitcode.Precondition, res, err
 	case errors.Is(err, drill.ErrUnusable):
-		return fail(exitcode.Unusable, err)
+		return exitcode.Unusable, res, err
 	case errors.Is(err, drill.ErrKeyMismatch):
-		return fail(exitcode.KeyMismatch, err)
+		return exitcode.KeyMismatch, res, err
 	}
-	return fail(exitcode.Of(err), err)
+	return exitcode.Of(err), res, err
+}
+
+// worseOutcome reports whether code a is worse than b: unusable (7) before
+// key mismatch (8) before a precondition (3) before anything else but 0.
+func worseOutcome(a, b exitcode.Code) bool {
+	rank := map[exitcode.Code]int{exitcode.OK: -1, exitcode.Unusable: 4, exitcode.KeyMismatch: 3, exitcode.Precondition: 2}
+	ra, ok := rank[a]
+	if !ok {
+		ra = 1
+	}
+	rb, ok := rank[b]
+	if !ok {
+		rb = 1
+	}
+	return ra > rb
 }
 
 // keyBundle reads the backup's key bundle; without one it says why.
@@ -306,6 +380,29 @@ func renderOutcome(out verifyOutcome) string {
 		}
 		if r.ClientURL != "" {
 			fmt.Fprintf(&b, "  etcd       %s restored and served on %s (peer %s), %.1fs, scratch removed\n", r.EtcdVersion, r.ClientURL, r.PeerURL, r.Duration)
+		}
+	}
+	for _, sh := range out.Shards {
+		verdict := "OK"
+		if !sh.OK {
+			verdict = fmt.Sprintf("FAILED (exit %d)", sh.ExitCode)
+		}
+		fmt.Fprintf(&b, "  shard %s: %s\n", sh.Shard, verdict)
+		fmt.Fprintf(&b, "    snapshot   %s\n", sh.Snapshot)
+		if r := sh.Result; r != nil {
+			for _, c := range r.Checks {
+				mark := "ok  "
+				if !c.OK {
+					mark = "FAIL"
+				}
+				fmt.Fprintf(&b, "    %s %-9s %s\n", mark, c.Name, c.Detail)
+			}
+			if c := r.Contents; c != nil {
+				fmt.Fprintf(&b, "    resources  %s\n", formatCounts(c.Resources))
+			}
+		}
+		if sh.Error != "" {
+			fmt.Fprintf(&b, "    error      %s\n", sh.Error)
 		}
 	}
 	if out.Error != "" {

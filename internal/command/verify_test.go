@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"sort"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/hcpsnap/hcpsnap/drill"
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
+	"github.com/hcpsnap/hcpsnap/manifest"
 	"github.com/hcpsnap/hcpsnap/restore"
 )
 
@@ -183,5 +185,58 @@ func TestVerifyFromIgnoresClusterFromTheEnvironment(t *testing.T) {
 	}
 	if o.manifestKey != "backups/x/t/manifest.json" || o.S3.Bucket != "bkt" || o.Cluster != "" {
 		t.Errorf("manifest %q bucket %q cluster %q", o.manifestKey, o.S3.Bucket, o.Cluster)
+	}
+}
+
+// TestVerifyDrillsEachShard: a backup with etcd shard snapshots is drilled
+// snapshot by snapshot, each shard through a manifest that names its own
+// object and revision; a failed shard fails the backup with its code and
+// name, and the report shows every shard.
+func TestVerifyDrillsEachShard(t *testing.T) {
+	var m manifest.Manifest
+	if err := json.Unmarshal([]byte(manifestOf(t, "clusters", "c", "2026-01-01T00:00:00Z")), &m); err != nil {
+		t.Fatal(err)
+	}
+	m.SchemaVersion, m.Etcd.Revision = manifest.SchemaVersionShards, 100
+	for i, name := range []string{"events", "leases"} {
+		m.Shards = append(m.Shards, manifest.ShardSnapshot{Shard: manifest.Shard{Name: name, Resources: []manifest.ShardResource{{Resource: name}}},
+			Etcd: manifest.Etcd{Revision: int64(200 + i)}, Snapshot: manifest.Object{Key: "backups/c/t/snapshot-" + name + ".db"}})
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &backupsStore{objects: map[string]string{"backups/c/t/manifest.json": string(data)}}
+	ctx := charmlog.WithContext(context.Background(), charmlog.New(io.Discard))
+	var drilled []string
+	fake := func(_ context.Context, _ restore.Store, b *restore.Backup, _ drill.Options) (*drill.Result, error) {
+		drilled = append(drilled, fmt.Sprintf("%s@%d", path.Base(b.Manifest.Snapshot.Key), b.Manifest.Etcd.Revision))
+		if len(b.Manifest.Shards) != 0 && path.Base(b.Manifest.Snapshot.Key) != "snapshot.db" {
+			t.Errorf("drill of %s sees shards", b.Manifest.Snapshot.Key)
+		}
+		res := &drill.Result{Checks: []drill.Check{{Name: "revision", OK: true, Detail: "as recorded"}}}
+		if strings.HasSuffix(b.Manifest.Snapshot.Key, "leases.db") {
+			return res, fmt.Errorf("step fetch-snapshot: %w: snapshot missing", drill.ErrUnusable)
+		}
+		return res, nil
+	}
+	var out bytes.Buffer
+	o := &VerifyOptions{From: "s3://bkt/backups/c/t/manifest.json", Drill: true, ScratchDir: t.TempDir(), S3: S3Options{PartSizeMiB: 16, Concurrency: 4},
+		Global: &GlobalOptions{Output: OutputText}, Out: &out, store: store, drill: fake}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	err = o.Run(ctx)
+	if exitcode.Of(err) != exitcode.Unusable || !strings.Contains(err.Error(), "etcd shard leases: step fetch-snapshot") {
+		t.Fatalf("Run = %v (exit %d), want exit 7 naming the shard", err, exitcode.Of(err))
+	}
+	if got := strings.Join(drilled, " "); got != "snapshot.db@100 snapshot-events.db@200 snapshot-leases.db@201" {
+		t.Errorf("drilled %s", got)
+	}
+	for _, w := range []string{"drill clusters/c: FAILED (exit 7)", "and its 2 etcd shard snapshots", "  shard events: OK", "  shard leases: FAILED (exit 7)",
+		"snapshot   s3://bkt/backups/c/t/snapshot-leases.db"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("report lacks %q:\n%s", w, out.String())
+		}
 	}
 }
