@@ -11,8 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/hcpsnap/hcpsnap/checkpoint"
-	"github.com/hcpsnap/hcpsnap/internal/shell"
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
+	"github.com/hcpsnap/hcpsnap/internal/shell"
 	"github.com/hcpsnap/hcpsnap/manifest"
 	"github.com/hcpsnap/hcpsnap/runbook"
 )
