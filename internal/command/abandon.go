@@ -16,6 +16,7 @@ import (
 	"github.com/charmbracelet/log"
 	hyperv1 "github.com/openshift/hypershift/api/hypershift/v1beta1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/hcpsnap/hcpsnap/checkpoint"
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
@@ -235,21 +236,44 @@ func describeRun(run *checkpoint.Run, cluster checkpoint.Cluster, now time.Time)
 		case opts.Member == "" || opts.Etcd.SnapshotDir == "":
 			changed(steps.StepSnapshotSave, "snapshot files may remain in an etcd pod (the run's options are unreadable)")
 		default:
-			changed(steps.StepSnapshotSave, fmt.Sprintf("snapshot files %s* may remain in pod %s/%s", checkpoint.OneLine(p), hcpNS, checkpoint.OneLine(opts.Member)),
-				steps.RemoveSnapshotCommand(hcpNS, opts.Member, opts.Container, p))
+			pods := []string{checkpoint.OneLine(opts.Member)}
+			cmds := []string{steps.RemoveSnapshotCommand(hcpNS, opts.Member, opts.Container, p)}
+			// Each etcd shard's member holds a file of the same name; the
+			// pod is derived from the shard's name, never read back.
+			for _, sh := range out.Shards {
+				if sh.Attempt != nil && len(validation.IsDNS1123Label(sh.Shard.Name)) == 0 {
+					pod := steps.ShardPod(sh.Shard.Name)
+					pods = append(pods, pod)
+					cmds = append(cmds, steps.RemoveSnapshotCommand(hcpNS, pod, opts.Container, p))
+				}
+			}
+			changed(steps.StepSnapshotSave, fmt.Sprintf("snapshot files %s* may remain in pod %s/%s", checkpoint.OneLine(p), hcpNS, strings.Join(pods, ", ")), cmds...)
 		}
 	}
 	att := out.Attempt
 	if att == nil {
 		att = &steps.Attempt{}
 	}
-	if status(steps.StepUpload) != checkpoint.Done && att.ObjectKey != "" && began(steps.StepUpload) {
-		note := fmt.Sprintf("an unfinished multipart upload of s3://%s/%s may remain", checkpoint.OneLine(opts.Bucket), checkpoint.OneLine(att.ObjectKey))
-		var cmds []string
-		if att.UploadID != "" {
-			cmds = append(cmds, shell.Join("aws", "s3api", "abort-multipart-upload", "--bucket", opts.Bucket, "--key", att.ObjectKey, "--upload-id", att.UploadID))
+	if status(steps.StepUpload) != checkpoint.Done && began(steps.StepUpload) {
+		atts := []*steps.Attempt{att}
+		for _, sh := range out.Shards {
+			if sh.Attempt != nil {
+				atts = append(atts, sh.Attempt)
+			}
 		}
-		changed(steps.StepUpload, note, cmds...)
+		var keys, cmds []string
+		for _, a := range atts {
+			if a.ObjectKey == "" {
+				continue
+			}
+			keys = append(keys, "s3://"+checkpoint.OneLine(opts.Bucket)+"/"+checkpoint.OneLine(a.ObjectKey))
+			if a.UploadID != "" {
+				cmds = append(cmds, shell.Join("aws", "s3api", "abort-multipart-upload", "--bucket", opts.Bucket, "--key", a.ObjectKey, "--upload-id", a.UploadID))
+			}
+		}
+		if len(keys) > 0 {
+			changed(steps.StepUpload, "an unfinished multipart upload of "+strings.Join(keys, ", ")+" may remain", cmds...)
+		}
 	}
 	if status(steps.StepWriteManifest) != checkpoint.Done {
 		if status(steps.StepUpload) == checkpoint.Done && att.ObjectKey != "" {

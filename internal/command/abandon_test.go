@@ -221,6 +221,20 @@ func TestDescribeRun(t *testing.T) {
 			want: []string{"an unfinished multipart upload of s3://hcpsnap-backups/backups/example/20260603T140509Z/snapshot.db may remain - not removed",
 				"aws s3api abort-multipart-upload --bucket hcpsnap-backups --key backups/example/20260603T140509Z/snapshot.db --upload-id upload-1",
 				"restored by scale-up-apiservers"}},
+		{name: "etcd shards: their files and uploads too",
+			run: func(t *testing.T) *checkpoint.Run {
+				r := midRun(t, nil, func(o *steps.Outputs, _ string) {
+					o.Attempt.ObjectKey = "backups/example/20260603T140509Z/snapshot.db"
+					sh := shardRun(o, "events")
+					sh.Attempt.ObjectKey, sh.Attempt.UploadID = "backups/example/20260603T140509Z/snapshot-events.db", "upload-2"
+					o.Shards = []steps.ShardRun{sh}
+				})
+				r.Step(steps.StepUpload).Status = checkpoint.Running
+				return r
+			},
+			want: []string{"may remain in pod clusters-example/etcd-0, etcd-events-0", "oc exec -n clusters-example etcd-events-0 -c etcd -- sh -c 'rm -f",
+				"an unfinished multipart upload of s3://hcpsnap-backups/backups/example/20260603T140509Z/snapshot.db, s3://hcpsnap-backups/backups/example/20260603T140509Z/snapshot-events.db may remain",
+				"--key backups/example/20260603T140509Z/snapshot-events.db --upload-id upload-2"}},
 		{name: "a key bundle without a manifest",
 			run: func(t *testing.T) *checkpoint.Run {
 				r := midRun(t, nil, func(o *steps.Outputs, _ string) {
