@@ -349,10 +349,6 @@ func (o *VerifyOptions) print(out verifyOutcome) error {
 // renderOutcome is the text report of one backup's verification.
 func renderOutcome(out verifyOutcome) string {
 	var b strings.Builder
-	verdict := "OK"
-	if !out.OK {
-		verdict = fmt.Sprintf("FAILED (exit %d)", out.ExitCode)
-	}
 	what := "check"
 	if out.Drill {
 		what = "drill"
@@ -361,46 +357,13 @@ func renderOutcome(out verifyOutcome) string {
 	if name == "" {
 		name = out.Manifest
 	}
-	fmt.Fprintf(&b, "%s %s: %s\n", what, name, verdict)
+	fmt.Fprintf(&b, "%s %s: %s\n", what, name, verdictText(out.OK, out.ExitCode))
 	fmt.Fprintf(&b, "  manifest   %s\n", out.Manifest)
-	if r := out.Result; r != nil {
-		for _, c := range r.Checks {
-			mark := "ok  "
-			if !c.OK {
-				mark = "FAIL"
-			}
-			fmt.Fprintf(&b, "  %s %-9s %s\n", mark, c.Name, c.Detail)
-		}
-		if c := r.Contents; c != nil {
-			fmt.Fprintf(&b, "  resources  %s\n", formatCounts(c.Resources))
-			fmt.Fprintf(&b, "  namespaces %d: %s\n", len(c.Namespaces), strings.Join(c.Namespaces, ", "))
-		}
-		for _, f := range r.Findings {
-			fmt.Fprintf(&b, "  note       %s\n", f)
-		}
-		if r.ClientURL != "" {
-			fmt.Fprintf(&b, "  etcd       %s restored and served on %s (peer %s), %.1fs, scratch removed\n", r.EtcdVersion, r.ClientURL, r.PeerURL, r.Duration)
-		}
-	}
+	writeResult(&b, "  ", out.Result)
 	for _, sh := range out.Shards {
-		verdict := "OK"
-		if !sh.OK {
-			verdict = fmt.Sprintf("FAILED (exit %d)", sh.ExitCode)
-		}
-		fmt.Fprintf(&b, "  shard %s: %s\n", sh.Shard, verdict)
+		fmt.Fprintf(&b, "  shard %s: %s\n", sh.Shard, verdictText(sh.OK, sh.ExitCode))
 		fmt.Fprintf(&b, "    snapshot   %s\n", sh.Snapshot)
-		if r := sh.Result; r != nil {
-			for _, c := range r.Checks {
-				mark := "ok  "
-				if !c.OK {
-					mark = "FAIL"
-				}
-				fmt.Fprintf(&b, "    %s %-9s %s\n", mark, c.Name, c.Detail)
-			}
-			if c := r.Contents; c != nil {
-				fmt.Fprintf(&b, "    resources  %s\n", formatCounts(c.Resources))
-			}
-		}
+		writeResult(&b, "    ", sh.Result)
 		if sh.Error != "" {
 			fmt.Fprintf(&b, "    error      %s\n", sh.Error)
 		}
@@ -409,6 +372,39 @@ func renderOutcome(out verifyOutcome) string {
 		fmt.Fprintf(&b, "  error      %s\n", out.Error)
 	}
 	return b.String()
+}
+
+// verdictText is a verification's verdict as the report says it.
+func verdictText(ok bool, code int) string {
+	if ok {
+		return "OK"
+	}
+	return fmt.Sprintf("FAILED (exit %d)", code)
+}
+
+// writeResult writes a drill's checks, contents, findings and etcd, each
+// line after indent; nothing for a check without a drill (r nil).
+func writeResult(b *strings.Builder, indent string, r *drill.Result) {
+	if r == nil {
+		return
+	}
+	for _, c := range r.Checks {
+		mark := "ok  "
+		if !c.OK {
+			mark = "FAIL"
+		}
+		fmt.Fprintf(b, "%s%s %-9s %s\n", indent, mark, c.Name, c.Detail)
+	}
+	if c := r.Contents; c != nil {
+		fmt.Fprintf(b, "%sresources  %s\n", indent, formatCounts(c.Resources))
+		fmt.Fprintf(b, "%snamespaces %d: %s\n", indent, len(c.Namespaces), strings.Join(c.Namespaces, ", "))
+	}
+	for _, f := range r.Findings {
+		fmt.Fprintf(b, "%snote       %s\n", indent, f)
+	}
+	if r.ClientURL != "" {
+		fmt.Fprintf(b, "%setcd       %s restored and served on %s (peer %s), %.1fs, scratch removed\n", indent, r.EtcdVersion, r.ClientURL, r.PeerURL, r.Duration)
+	}
 }
 
 // formatCounts lists counts by name, largest first.
