@@ -482,8 +482,20 @@ func (o *ScheduleOptions) Run(ctx context.Context) error {
 }
 
 func (o *ScheduleOptions) print(objs *schedule.Objects) error {
-	if o.Global.Output == OutputJSON {
-		enc := json.NewEncoder(o.Out)
+	s := o.spec
+	header := fmt.Sprintf("# hcpsnap schedule %s: back up %s at %q (%s).\n"+
+		"# Apply with: kubectl apply --server-side --field-manager=%s -f FILE, or hcpsnap schedule ... --apply.\n",
+		s.Name, s.Target, s.Cron, s.TimeZone, schedule.FieldManager)
+	return printObjects(o.Out, o.Global.Output, header, s, objs)
+}
+
+// printObjects writes a schedule's objects in their apply order: with -o
+// json one object per line, else one YAML stream under header (comment
+// lines saying what the schedule does), to which it adds the Secret and
+// ConfigMap that the job's pod needs and that the schedule does not make.
+func printObjects(w io.Writer, output, header string, s schedule.Spec, objs *schedule.Objects) error {
+	if output == OutputJSON {
+		enc := json.NewEncoder(w)
 		for _, obj := range objs.List() {
 			m, err := schedule.ToUnstructured(obj)
 			if err != nil {
@@ -495,10 +507,6 @@ func (o *ScheduleOptions) print(objs *schedule.Objects) error {
 		}
 		return nil
 	}
-	s := o.spec
-	header := fmt.Sprintf("# hcpsnap schedule %s: back up %s at %q (%s).\n"+
-		"# Apply with: kubectl apply --server-side --field-manager=%s -f FILE, or hcpsnap schedule ... --apply.\n",
-		s.Name, s.Target, s.Cron, s.TimeZone, schedule.FieldManager)
 	if c := s.Credentials.Secret; c != "" {
 		header += fmt.Sprintf("# It needs Secret %s/%s with keys %s and %s (and optionally %s).\n",
 			s.JobNamespace, c, schedule.SecretKeyAccessKeyID, schedule.SecretKeySecretAccessKey, schedule.SecretKeySessionToken)
@@ -506,7 +514,7 @@ func (o *ScheduleOptions) print(objs *schedule.Objects) error {
 	if cm := s.S3CAConfigMap; cm != "" {
 		header += fmt.Sprintf("# It needs ConfigMap %s/%s with the S3 endpoint's CA under key %s.\n", s.JobNamespace, cm, schedule.S3CAKey)
 	}
-	return schedule.WriteYAML(o.Out, header, objs.List())
+	return schedule.WriteYAML(w, header, objs.List())
 }
 
 // runApply checks every precondition on the live cluster, then applies (or
