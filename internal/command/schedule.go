@@ -618,8 +618,15 @@ func (o *ScheduleOptions) checkCluster(ctx context.Context) error {
 			return exitcode.Preconditionf("--%s %q matches no HostedCluster in %s: check the labels (kubectl get hostedclusters -A --show-labels)", FlagSelector, t.Selector, where)
 		}
 	}
+	return checkJobInputs(ctx, o.kube, s)
+}
+
+// checkJobInputs reads the objects of the job's namespace that the job's
+// pod mounts and the schedule does not make: the S3 credentials Secret,
+// with both keys, and the CA ConfigMap. Each failure is one line.
+func checkJobInputs(ctx context.Context, kube kubernetes.Interface, s schedule.Spec) error {
 	if name := s.Credentials.Secret; name != "" {
-		sec, err := o.kube.CoreV1().Secrets(s.JobNamespace).Get(ctx, name, metav1.GetOptions{})
+		sec, err := kube.CoreV1().Secrets(s.JobNamespace).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return exitcode.Preconditionf("--%s %s: no such Secret in namespace %s: create it with keys %s and %s", FlagScheduleCredentialsSecret, name, s.JobNamespace, schedule.SecretKeyAccessKeyID, schedule.SecretKeySecretAccessKey)
 		}
@@ -633,7 +640,7 @@ func (o *ScheduleOptions) checkCluster(ctx context.Context) error {
 		}
 	}
 	if name := s.S3CAConfigMap; name != "" {
-		cm, err := o.kube.CoreV1().ConfigMaps(s.JobNamespace).Get(ctx, name, metav1.GetOptions{})
+		cm, err := kube.CoreV1().ConfigMaps(s.JobNamespace).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return exitcode.Preconditionf("--%s %s: no such ConfigMap in namespace %s: create it with the CA's PEM under key %s", FlagScheduleS3CAConfigMap, name, s.JobNamespace, schedule.S3CAKey)
 		}
@@ -749,7 +756,7 @@ func joinRefs(refs []schedule.Ref) string {
 func newScheduleCommand(stdout io.Writer) *cli.Command {
 	o := &ScheduleOptions{Out: stdout}
 	cmd := o.command(action(o, &o.Global))
-	cmd.Commands = []*cli.Command{newScheduleManagementCommand(stdout), newSchedulePullNodeCommand(stdout)}
+	cmd.Commands = []*cli.Command{newScheduleManagementCommand(stdout), newSchedulePullNodeCommand(stdout), newScheduleVerifyCommand(stdout)}
 	return cmd
 }
 
