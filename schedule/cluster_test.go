@@ -289,3 +289,38 @@ func TestList(t *testing.T) {
 		t.Errorf("List(team) = %+v, %v", list, err)
 	}
 }
+
+// TestObjectsWithoutRBAC: a schedule without a ClusterRole or bindings (a
+// verify schedule has none) lists, applies and dry-runs only the objects it
+// has, and an empty Objects lists nothing rather than typed nils.
+func TestObjectsWithoutRBAC(t *testing.T) {
+	full := render(t, testSpec(t))
+	tests := []struct {
+		name string
+		objs *Objects
+		want []string
+	}{
+		{"empty", &Objects{}, nil},
+		{"ServiceAccount and CronJob", &Objects{ServiceAccount: full.ServiceAccount, CronJob: full.CronJob}, []string{"ServiceAccount", "CronJob"}},
+		{"a nil RoleBinding", &Objects{ServiceAccount: full.ServiceAccount, RoleBindings: []*rbacv1.RoleBinding{nil}, CronJob: full.CronJob},
+			[]string{"ServiceAccount", "CronJob"}},
+		{"CronJob only", &Objects{CronJob: full.CronJob}, []string{"CronJob"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := kindsOf(tt.objs); !slices.Equal(got, tt.want) {
+				t.Fatalf("List kinds %v, want %v", got, tt.want)
+			}
+			for _, dry := range []bool{true, false} {
+				cs := fake.NewClientset()
+				done, err := Apply(context.Background(), cs, tt.objs, "clusters", full.CronJob.Name, dry)
+				if err != nil {
+					t.Fatalf("Apply (dry run %v): %v", dry, err)
+				}
+				if len(done) != len(tt.want) {
+					t.Errorf("Apply (dry run %v) applied %v, want %d objects", dry, done, len(tt.want))
+				}
+			}
+		})
+	}
+}

@@ -7,6 +7,10 @@
 // hcpsnap-backup, and the bindings that grant it where the backup works (the
 // HostedCluster's namespace and its control plane namespace, or the whole
 // cluster for a selector, whose future clusters' namespaces are unknown).
+// RenderPullNode and RenderVerify render the other scheduled jobs from the
+// same pod: `hcpsnap pull-node`, and the restore drill `hcpsnap verify
+// --drill`, which reads S3 only and so gets a ServiceAccount without an API
+// token and no RBAC at all.
 // Every object carries the ownership labels (LabelManagedBy, LabelSchedule,
 // LabelScheduleNamespace); Apply, List and Delete act only on objects that
 // carry them, so a same-named object someone else made is never changed.

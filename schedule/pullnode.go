@@ -46,6 +46,9 @@ func (s *PullNodeSpec) Validate() error {
 	if errs := validation.IsDNS1123Subdomain(s.Node); len(errs) > 0 {
 		return fmt.Errorf("node %q: %s", s.Node, errs[0])
 	}
+	if len(s.Rules) == 0 {
+		return fmt.Errorf("no RBAC rules for the ServiceAccount")
+	}
 	if len(s.NodeRules) == 0 {
 		return fmt.Errorf("no cluster-wide RBAC rules for the ServiceAccount")
 	}

@@ -59,6 +59,7 @@ func TestRenderPullNodeRefuses(t *testing.T) {
 	for name, change := range map[string]func(*PullNodeSpec){
 		"bad node":      func(s *PullNodeSpec) { s.Node = "Master_0" },
 		"no node rules": func(s *PullNodeSpec) { s.NodeRules = nil },
+		"no pod rules":  func(s *PullNodeSpec) { s.Rules = nil },
 		"bad cron":      func(s *PullNodeSpec) { s.Cron = "every hour" },
 		"tag image":     func(s *PullNodeSpec) { s.Image = "registry.example/hcpsnap:latest" },
 		"no creds":      func(s *PullNodeSpec) { s.Credentials = Credentials{} },

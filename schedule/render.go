@@ -48,7 +48,9 @@ var GlobalArgs = []string{"--log-format=json", "--output=json"}
 
 // Objects are the objects of one schedule, in the order they are applied:
 // the role and the identity before the bindings that join them, the CronJob
-// last, so that its first run finds its permissions in place.
+// last, so that its first run finds its permissions in place. A schedule
+// leaves out what its job does not need: a verify schedule has no RBAC at
+// all, so any field may be nil.
 type Objects struct {
 	ClusterRole *rbacv1.ClusterRole
 	// NodeClusterRole, for a pull-node schedule, holds the cluster-wide
@@ -61,20 +63,32 @@ type Objects struct {
 	CronJob            *batchv1.CronJob
 }
 
-// List returns the objects in their apply order.
+// List returns the objects that are set, in their apply order. It never
+// holds a nil: a typed nil pointer in a runtime.Object would pass a nil
+// check and fail where Apply reads its name.
 func (o *Objects) List() []runtime.Object {
-	l := []runtime.Object{o.ClusterRole}
+	var l []runtime.Object
+	if o.ClusterRole != nil {
+		l = append(l, o.ClusterRole)
+	}
 	if o.NodeClusterRole != nil {
 		l = append(l, o.NodeClusterRole)
 	}
-	l = append(l, o.ServiceAccount)
+	if o.ServiceAccount != nil {
+		l = append(l, o.ServiceAccount)
+	}
 	for _, rb := range o.RoleBindings {
-		l = append(l, rb)
+		if rb != nil {
+			l = append(l, rb)
+		}
 	}
 	if o.ClusterRoleBinding != nil {
 		l = append(l, o.ClusterRoleBinding)
 	}
-	return append(l, o.CronJob)
+	if o.CronJob != nil {
+		l = append(l, o.CronJob)
+	}
+	return l
 }
 
 // Render builds the objects of s. It validates s first.

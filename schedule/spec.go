@@ -121,10 +121,14 @@ func (s *Spec) Validate() error {
 			return fmt.Errorf("selector %q: %w", t.Selector, err)
 		}
 	}
+	if len(s.Rules) == 0 {
+		return fmt.Errorf("no RBAC rules for the ServiceAccount")
+	}
 	return s.validateJob()
 }
 
-// validateJob checks what every schedule's job has, whatever it runs.
+// validateJob checks what every schedule's job has, whatever it runs; the
+// permissions it needs are each kind of schedule's to check.
 func (s *Spec) validateJob() error {
 	if err := CheckName(s.Name); err != nil {
 		return fmt.Errorf("schedule name %q: %w", s.Name, err)
@@ -146,9 +150,6 @@ func (s *Spec) validateJob() error {
 		return fmt.Errorf("no S3 credentials: name a Secret or an IAM role")
 	case c.Secret != "" && c.RoleARN != "":
 		return fmt.Errorf("two sources of S3 credentials: keep the Secret or the IAM role")
-	}
-	if len(s.Rules) == 0 {
-		return fmt.Errorf("no RBAC rules for the ServiceAccount")
 	}
 	if s.StartingDeadline < 10*time.Second {
 		// The CronJob controller looks every 10 seconds: a shorter deadline

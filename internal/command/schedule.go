@@ -482,8 +482,20 @@ func (o *ScheduleOptions) Run(ctx context.Context) error {
 }
 
 func (o *ScheduleOptions) print(objs *schedule.Objects) error {
-	if o.Global.Output == OutputJSON {
-		enc := json.NewEncoder(o.Out)
+	s := o.spec
+	header := fmt.Sprintf("# hcpsnap schedule %s: back up %s at %q (%s).\n"+
+		"# Apply with: kubectl apply --server-side --field-manager=%s -f FILE, or hcpsnap schedule ... --apply.\n",
+		s.Name, s.Target, s.Cron, s.TimeZone, schedule.FieldManager)
+	return printObjects(o.Out, o.Global.Output, header, s, objs)
+}
+
+// printObjects writes a schedule's objects in their apply order: with -o
+// json one object per line, else one YAML stream under header (comment
+// lines saying what the schedule does), to which it adds the Secret and
+// ConfigMap that the job's pod needs and that the schedule does not make.
+func printObjects(w io.Writer, output, header string, s schedule.Spec, objs *schedule.Objects) error {
+	if output == OutputJSON {
+		enc := json.NewEncoder(w)
 		for _, obj := range objs.List() {
 			m, err := schedule.ToUnstructured(obj)
 			if err != nil {
@@ -495,10 +507,6 @@ func (o *ScheduleOptions) print(objs *schedule.Objects) error {
 		}
 		return nil
 	}
-	s := o.spec
-	header := fmt.Sprintf("# hcpsnap schedule %s: back up %s at %q (%s).\n"+
-		"# Apply with: kubectl apply --server-side --field-manager=%s -f FILE, or hcpsnap schedule ... --apply.\n",
-		s.Name, s.Target, s.Cron, s.TimeZone, schedule.FieldManager)
 	if c := s.Credentials.Secret; c != "" {
 		header += fmt.Sprintf("# It needs Secret %s/%s with keys %s and %s (and optionally %s).\n",
 			s.JobNamespace, c, schedule.SecretKeyAccessKeyID, schedule.SecretKeySecretAccessKey, schedule.SecretKeySessionToken)
@@ -506,7 +514,7 @@ func (o *ScheduleOptions) print(objs *schedule.Objects) error {
 	if cm := s.S3CAConfigMap; cm != "" {
 		header += fmt.Sprintf("# It needs ConfigMap %s/%s with the S3 endpoint's CA under key %s.\n", s.JobNamespace, cm, schedule.S3CAKey)
 	}
-	return schedule.WriteYAML(o.Out, header, objs.List())
+	return schedule.WriteYAML(w, header, objs.List())
 }
 
 // runApply checks every precondition on the live cluster, then applies (or
@@ -610,8 +618,15 @@ func (o *ScheduleOptions) checkCluster(ctx context.Context) error {
 			return exitcode.Preconditionf("--%s %q matches no HostedCluster in %s: check the labels (kubectl get hostedclusters -A --show-labels)", FlagSelector, t.Selector, where)
 		}
 	}
+	return checkJobInputs(ctx, o.kube, s)
+}
+
+// checkJobInputs reads the objects of the job's namespace that the job's
+// pod mounts and the schedule does not make: the S3 credentials Secret,
+// with both keys, and the CA ConfigMap. Each failure is one line.
+func checkJobInputs(ctx context.Context, kube kubernetes.Interface, s schedule.Spec) error {
 	if name := s.Credentials.Secret; name != "" {
-		sec, err := o.kube.CoreV1().Secrets(s.JobNamespace).Get(ctx, name, metav1.GetOptions{})
+		sec, err := kube.CoreV1().Secrets(s.JobNamespace).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return exitcode.Preconditionf("--%s %s: no such Secret in namespace %s: create it with keys %s and %s", FlagScheduleCredentialsSecret, name, s.JobNamespace, schedule.SecretKeyAccessKeyID, schedule.SecretKeySecretAccessKey)
 		}
@@ -625,7 +640,7 @@ func (o *ScheduleOptions) checkCluster(ctx context.Context) error {
 		}
 	}
 	if name := s.S3CAConfigMap; name != "" {
-		cm, err := o.kube.CoreV1().ConfigMaps(s.JobNamespace).Get(ctx, name, metav1.GetOptions{})
+		cm, err := kube.CoreV1().ConfigMaps(s.JobNamespace).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return exitcode.Preconditionf("--%s %s: no such ConfigMap in namespace %s: create it with the CA's PEM under key %s", FlagScheduleS3CAConfigMap, name, s.JobNamespace, schedule.S3CAKey)
 		}
@@ -741,7 +756,7 @@ func joinRefs(refs []schedule.Ref) string {
 func newScheduleCommand(stdout io.Writer) *cli.Command {
 	o := &ScheduleOptions{Out: stdout}
 	cmd := o.command(action(o, &o.Global))
-	cmd.Commands = []*cli.Command{newScheduleManagementCommand(stdout), newSchedulePullNodeCommand(stdout)}
+	cmd.Commands = []*cli.Command{newScheduleManagementCommand(stdout), newSchedulePullNodeCommand(stdout), newScheduleVerifyCommand(stdout)}
 	return cmd
 }
 

@@ -2,7 +2,6 @@ package command
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -221,33 +220,13 @@ func (o *SchedulePullNodeOptions) Run(ctx context.Context) error {
 }
 
 func (o *SchedulePullNodeOptions) print(objs *schedule.Objects) error {
-	if o.Global.Output == OutputJSON {
-		enc := json.NewEncoder(o.Out)
-		for _, obj := range objs.List() {
-			m, err := schedule.ToUnstructured(obj)
-			if err != nil {
-				return err
-			}
-			if err := enc.Encode(m); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
 	s := o.spec
 	header := fmt.Sprintf("# hcpsnap schedule pull-node %s: copy the management cluster's etcd snapshots off node %s at %q (%s).\n"+
 		"# Apply with: kubectl apply --server-side --field-manager=%s -f FILE, or hcpsnap schedule pull-node ... --apply.\n"+
 		"# pull-node's pod runs in namespace %s with a read-only hostPath: its Pod Security level must allow it (privileged);\n"+
 		"# on OpenShift, the job's ServiceAccount may use the SCC hostmount-anyuid (its ClusterRole says so).\n",
 		s.Name, s.Node, s.Cron, s.TimeZone, schedule.FieldManager, s.JobNamespace)
-	if c := s.Credentials.Secret; c != "" {
-		header += fmt.Sprintf("# It needs Secret %s/%s with keys %s and %s (and optionally %s).\n",
-			s.JobNamespace, c, schedule.SecretKeyAccessKeyID, schedule.SecretKeySecretAccessKey, schedule.SecretKeySessionToken)
-	}
-	if cm := s.S3CAConfigMap; cm != "" {
-		header += fmt.Sprintf("# It needs ConfigMap %s/%s with the S3 endpoint's CA under key %s.\n", s.JobNamespace, cm, schedule.S3CAKey)
-	}
-	return schedule.WriteYAML(o.Out, header, objs.List())
+	return printObjects(o.Out, o.Global.Output, header, s.Spec, objs)
 }
 
 // runApply checks the namespace, the node and the Secret, then applies (or
