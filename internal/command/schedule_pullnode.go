@@ -4,18 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
-	"time"
 
 	"github.com/urfave/cli/v3"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/hcpsnap/hcpsnap/deploy"
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
-	"github.com/hcpsnap/hcpsnap/internal/kube"
 	"github.com/hcpsnap/hcpsnap/internal/logging"
 	"github.com/hcpsnap/hcpsnap/schedule"
 )
@@ -39,73 +35,24 @@ var pullNodeScheduleExcluded = map[string]string{
 
 // SchedulePullNodeOptions are the options of `hcpsnap schedule pull-node`.
 type SchedulePullNodeOptions struct {
-	// job holds the job flags (scheduleJobFlags); pull the pull-node flags
-	// passed through.
-	job         ScheduleOptions
-	pull        PullNodeOptions
-	passThrough []string
-	Global      *GlobalOptions
-	Out         io.Writer
-
-	isSet func(string) bool
-	value func(string) any
-	now   func() time.Time
-
+	scheduledJob
+	// pull holds the pull-node flags passed through.
+	pull PullNodeOptions
 	spec schedule.PullNodeSpec
-	kube kubernetes.Interface
 }
 
 func (o *SchedulePullNodeOptions) flags() []cli.Flag {
-	var f []cli.Flag
-	for _, fl := range o.job.flags() {
-		if slices.Contains(scheduleJobFlags, fl.Names()[0]) {
-			f = append(f, fl)
-		}
-	}
-	o.passThrough = nil
-	for _, fl := range o.pull.flags() {
-		name := fl.Names()[0]
-		if _, excluded := pullNodeScheduleExcluded[name]; excluded {
-			continue
-		}
-		o.passThrough = append(o.passThrough, name)
-		if c, ok := fl.(cli.CategorizableFlag); ok {
-			c.SetCategory("Options of the scheduled pull-node (passed to the job's hcpsnap pull-node)")
-		}
-		f = append(f, fl)
-	}
-	return f
-}
-
-// mode is what the command was asked to do.
-func (o *SchedulePullNodeOptions) mode() string {
-	switch {
-	case o.job.Delete:
-		return FlagScheduleDelete
-	case o.job.DryRun == dryRunServer:
-		return "dry-run=server"
-	case o.job.Apply:
-		return FlagApply
-	}
-	return "render"
+	return o.scheduledJob.flags(o.pull.flags(), pullNodeScheduleExcluded, "Options of the scheduled pull-node (passed to the job's hcpsnap pull-node)")
 }
 
 // Validate checks the options without any I/O: the job's flags, then the
 // pull-node options with pull-node's own rules, then the whole schedule.
 func (o *SchedulePullNodeOptions) Validate() error {
 	j := &o.job
-	switch j.DryRun {
-	case "", dryRunNone, dryRunClient, dryRunServer:
-	default:
-		return exitcode.Usagef("--%s=%s is not a mode: use --%s=server to validate against the API server, or leave it out to print", FlagDryRun, j.DryRun, FlagDryRun)
+	if err := o.validateMode(); err != nil {
+		return err
 	}
 	switch {
-	case j.Delete && (j.Apply || j.DryRun == dryRunServer):
-		return exitcode.Usagef("--%s and --%s/--%s=server are different actions: choose one", FlagScheduleDelete, FlagApply, FlagDryRun)
-	case j.Apply && j.DryRun == dryRunClient:
-		return exitcode.Usagef("--%s and --%s=client contradict each other: leave out --%s to print, or use --%s=server", FlagApply, FlagDryRun, FlagApply, FlagDryRun)
-	case o.Global.Output == OutputMarkdown:
-		return exitcode.Usagef("--output markdown is the format of a backup dry run; schedule writes YAML or text (text) or JSON (json)")
 	case o.pull.Node == "":
 		return exitcode.Usagef("--%s is required: name the master whose snapshots the job copies (or set %s)", FlagNode, env(FlagNode))
 	case j.JobNamespace == "":
@@ -147,18 +94,7 @@ func (o *SchedulePullNodeOptions) Validate() error {
 	if err != nil {
 		return err
 	}
-	o.spec = schedule.PullNodeSpec{
-		Spec: schedule.Spec{
-			Name: j.Name, JobNamespace: j.JobNamespace,
-			Cron: j.Cron, TimeZone: j.TimeZone, StartingDeadline: j.StartingDeadline, ActiveDeadline: j.ActiveDeadline,
-			SuccessfulJobsHistory: int32(j.SuccessfulHistory), FailedJobsHistory: int32(j.FailedHistory), Suspend: j.Suspend,
-			Image:       j.Image,
-			Credentials: schedule.Credentials{Secret: j.CredentialsSecret, RoleARN: j.RoleARN},
-			S3Endpoint:  j.S3Endpoint, Region: j.Region, S3CAConfigMap: j.S3CAConfigMap,
-			Rules: podRole.Rules,
-		},
-		Node: o.pull.Node, PullNodeArgs: args, NodeRules: nodeRole.Rules,
-	}
+	o.spec = schedule.PullNodeSpec{Spec: o.scheduledJob.spec(podRole.Rules), Node: o.pull.Node, PullNodeArgs: args, NodeRules: nodeRole.Rules}
 	if err := o.spec.Validate(); err != nil {
 		return exitcode.New(exitcode.Usage, err)
 	}
@@ -170,45 +106,15 @@ func (o *SchedulePullNodeOptions) Validate() error {
 // pull-node's order; flags left unset get the defaults of the image.
 func (o *SchedulePullNodeOptions) pullNodeArgs() ([]string, error) {
 	args := []string{"--" + FlagNode + "=" + o.pull.Node, "--" + FlagImage + "=" + o.job.Image}
-	if o.isSet == nil {
-		return args, nil
-	}
-	for _, name := range o.passThrough {
-		if name == FlagNode || !o.isSet(name) {
-			continue
-		}
-		arg, err := formatFlag(name, o.value(name))
-		if err != nil {
-			return nil, err
-		}
-		args = append(args, arg)
-	}
-	return args, nil
-}
-
-// Complete builds the client, unless the command only prints.
-func (o *SchedulePullNodeOptions) Complete(context.Context) error {
-	if o.now == nil {
-		o.now = time.Now
-	}
-	if o.mode() == "render" || o.kube != nil {
-		return nil
-	}
-	cfg, err := kube.RESTConfig(o.Global.Kubeconfig, o.Global.Context)
-	if err != nil {
-		return exitcode.New(exitcode.Precondition, err)
-	}
-	o.kube, err = kubernetes.NewForConfig(cfg)
-	return err
+	passed, err := o.passedArgs(FlagNode)
+	return append(args, passed...), err
 }
 
 // Run prints, applies or deletes.
 func (o *SchedulePullNodeOptions) Run(ctx context.Context) error {
-	// Delete and the printers of schedule work on its options.
-	o.job.Global, o.job.Out, o.job.kube = o.Global, o.Out, o.kube
 	switch o.mode() {
 	case FlagScheduleDelete:
-		return o.job.runDelete(ctx)
+		return o.runDelete(ctx)
 	case "render":
 		objs, err := schedule.RenderPullNode(o.spec)
 		if err != nil {
@@ -261,8 +167,7 @@ func (o *SchedulePullNodeOptions) runApply(ctx context.Context) error {
 }
 
 func newSchedulePullNodeCommand(stdout io.Writer) *cli.Command {
-	o := &SchedulePullNodeOptions{Out: stdout}
-	run := action(o, &o.Global)
+	o := &SchedulePullNodeOptions{scheduledJob: scheduledJob{Out: stdout}}
 	return &cli.Command{
 		Name:  "pull-node",
 		Usage: "run hcpsnap pull-node on a schedule: render, apply or delete its CronJob",
@@ -285,12 +190,8 @@ The job's namespace must allow pull-node's pod: a read-only hostPath and
 root (Pod Security level privileged; on OpenShift the SCC above). --delete
 removes every object that carries the schedule's labels; hcpsnap schedule
 --list lists it with the backup schedules.`,
-		Flags: o.flags(),
-		Action: func(ctx context.Context, cmd *cli.Command) error {
-			o.isSet = cmd.IsSet
-			o.value = cmd.Value
-			return run(ctx, cmd)
-		},
+		Flags:        o.flags(),
+		Action:       o.action(action(o, &o.Global)),
 		OnUsageError: usageError,
 	}
 }

@@ -4,17 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
-	"time"
 
 	"github.com/urfave/cli/v3"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/hcpsnap/hcpsnap/internal/exitcode"
-	"github.com/hcpsnap/hcpsnap/internal/kube"
 	"github.com/hcpsnap/hcpsnap/internal/logging"
 	"github.com/hcpsnap/hcpsnap/schedule"
 )
@@ -32,73 +28,24 @@ var verifyScheduleExcluded = map[string]string{
 
 // ScheduleVerifyOptions are the options of `hcpsnap schedule verify`.
 type ScheduleVerifyOptions struct {
-	// job holds the job flags (scheduleJobFlags); verify the verify flags
-	// passed through.
-	job         ScheduleOptions
-	verify      VerifyOptions
-	passThrough []string
-	Global      *GlobalOptions
-	Out         io.Writer
-
-	isSet func(string) bool
-	value func(string) any
-	now   func() time.Time
-
-	spec schedule.VerifySpec
-	kube kubernetes.Interface
+	scheduledJob
+	// verify holds the verify flags passed through.
+	verify VerifyOptions
+	spec   schedule.VerifySpec
 }
 
 func (o *ScheduleVerifyOptions) flags() []cli.Flag {
-	var f []cli.Flag
-	for _, fl := range o.job.flags() {
-		if slices.Contains(scheduleJobFlags, fl.Names()[0]) {
-			f = append(f, fl)
-		}
-	}
-	o.passThrough = nil
-	for _, fl := range o.verify.flags() {
-		name := fl.Names()[0]
-		if _, excluded := verifyScheduleExcluded[name]; excluded {
-			continue
-		}
-		o.passThrough = append(o.passThrough, name)
-		if c, ok := fl.(cli.CategorizableFlag); ok {
-			c.SetCategory("Options of the scheduled drill (passed to the job's hcpsnap verify --drill)")
-		}
-		f = append(f, fl)
-	}
-	return f
-}
-
-// mode is what the command was asked to do.
-func (o *ScheduleVerifyOptions) mode() string {
-	switch {
-	case o.job.Delete:
-		return FlagScheduleDelete
-	case o.job.DryRun == dryRunServer:
-		return "dry-run=server"
-	case o.job.Apply:
-		return FlagApply
-	}
-	return "render"
+	return o.scheduledJob.flags(o.verify.flags(), verifyScheduleExcluded, "Options of the scheduled drill (passed to the job's hcpsnap verify --drill)")
 }
 
 // Validate checks the options without any I/O: the job's flags, then the
 // verify options with verify's own rules, then the whole schedule.
 func (o *ScheduleVerifyOptions) Validate() error {
 	j := &o.job
-	switch j.DryRun {
-	case "", dryRunNone, dryRunClient, dryRunServer:
-	default:
-		return exitcode.Usagef("--%s=%s is not a mode: use --%s=server to validate against the API server, or leave it out to print", FlagDryRun, j.DryRun, FlagDryRun)
+	if err := o.validateMode(); err != nil {
+		return err
 	}
 	switch {
-	case j.Delete && (j.Apply || j.DryRun == dryRunServer):
-		return exitcode.Usagef("--%s and --%s/--%s=server are different actions: choose one", FlagScheduleDelete, FlagApply, FlagDryRun)
-	case j.Apply && j.DryRun == dryRunClient:
-		return exitcode.Usagef("--%s and --%s=client contradict each other: leave out --%s to print, or use --%s=server", FlagApply, FlagDryRun, FlagApply, FlagDryRun)
-	case o.Global.Output == OutputMarkdown:
-		return exitcode.Usagef("--output markdown is the format of a backup dry run; schedule writes YAML or text (text) or JSON (json)")
 	case j.JobNamespace == "":
 		return exitcode.Usagef("--%s is required: the namespace of the CronJob, its Jobs and its ServiceAccount (or set %s)", FlagScheduleJobNamespace, env(FlagScheduleJobNamespace))
 	}
@@ -132,17 +79,7 @@ func (o *ScheduleVerifyOptions) Validate() error {
 	if err != nil {
 		return err
 	}
-	o.spec = schedule.VerifySpec{
-		Spec: schedule.Spec{
-			Name: j.Name, JobNamespace: j.JobNamespace,
-			Cron: j.Cron, TimeZone: j.TimeZone, StartingDeadline: j.StartingDeadline, ActiveDeadline: j.ActiveDeadline,
-			SuccessfulJobsHistory: int32(j.SuccessfulHistory), FailedJobsHistory: int32(j.FailedHistory), Suspend: j.Suspend,
-			Image:       j.Image,
-			Credentials: schedule.Credentials{Secret: j.CredentialsSecret, RoleARN: j.RoleARN},
-			S3Endpoint:  j.S3Endpoint, Region: j.Region, S3CAConfigMap: j.S3CAConfigMap,
-		},
-		Cluster: o.verify.Cluster, VerifyArgs: args,
-	}
+	o.spec = schedule.VerifySpec{Spec: o.scheduledJob.spec(nil), Cluster: o.verify.Cluster, VerifyArgs: args}
 	if err := o.spec.Validate(); err != nil {
 		return exitcode.New(exitcode.Usage, err)
 	}
@@ -159,45 +96,15 @@ func (o *ScheduleVerifyOptions) verifyArgs() ([]string, error) {
 	if o.verify.Cluster != "" {
 		args = append(args, "--"+FlagCluster+"="+o.verify.Cluster)
 	}
-	if o.isSet == nil {
-		return args, nil
-	}
-	for _, name := range o.passThrough {
-		if name == FlagCluster || !o.isSet(name) {
-			continue
-		}
-		arg, err := formatFlag(name, o.value(name))
-		if err != nil {
-			return nil, err
-		}
-		args = append(args, arg)
-	}
-	return args, nil
-}
-
-// Complete builds the client, unless the command only prints.
-func (o *ScheduleVerifyOptions) Complete(context.Context) error {
-	if o.now == nil {
-		o.now = time.Now
-	}
-	if o.mode() == "render" || o.kube != nil {
-		return nil
-	}
-	cfg, err := kube.RESTConfig(o.Global.Kubeconfig, o.Global.Context)
-	if err != nil {
-		return exitcode.New(exitcode.Precondition, err)
-	}
-	o.kube, err = kubernetes.NewForConfig(cfg)
-	return err
+	passed, err := o.passedArgs(FlagCluster)
+	return append(args, passed...), err
 }
 
 // Run prints, applies or deletes.
 func (o *ScheduleVerifyOptions) Run(ctx context.Context) error {
-	// Delete works on schedule's options.
-	o.job.Global, o.job.Out, o.job.kube = o.Global, o.Out, o.kube
 	switch o.mode() {
 	case FlagScheduleDelete:
-		return o.job.runDelete(ctx)
+		return o.runDelete(ctx)
 	case "render":
 		objs, err := schedule.RenderVerify(o.spec)
 		if err != nil {
@@ -257,7 +164,7 @@ func (o *ScheduleVerifyOptions) runApply(ctx context.Context) error {
 }
 
 func newScheduleVerifyCommand(stdout io.Writer) *cli.Command {
-	o := &ScheduleVerifyOptions{Out: stdout}
+	o := &ScheduleVerifyOptions{scheduledJob: scheduledJob{Out: stdout}}
 	return o.command(action(o, &o.Global))
 }
 
@@ -288,12 +195,8 @@ fails (exit 7: a backup is unusable; 8: its key bundle does not decrypt its
 Secrets; 3: no such backup or no space) fails its Job, and hcpsnap schedule
 --list shows it Failed next to the backup schedules. --delete removes every
 object that carries the schedule's labels.`,
-		Flags: o.flags(),
-		Action: func(ctx context.Context, cmd *cli.Command) error {
-			o.isSet = cmd.IsSet
-			o.value = cmd.Value
-			return run(ctx, cmd)
-		},
+		Flags:        o.flags(),
+		Action:       o.action(run),
 		OnUsageError: usageError,
 	}
 }

@@ -191,7 +191,7 @@ func scheduleVerifyOptions(t *testing.T, kubeObjs []runtime.Object, args ...stri
 	t.Helper()
 	clearHCPSNAPEnv(t)
 	var out bytes.Buffer
-	captured := &ScheduleVerifyOptions{Out: &out}
+	captured := &ScheduleVerifyOptions{scheduledJob: scheduledJob{Out: &out}}
 	root := New(strings.NewReader(""), &out, &bytes.Buffer{})
 	for _, c := range root.Commands {
 		if c.Name != "schedule" {
