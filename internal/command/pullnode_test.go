@@ -130,18 +130,8 @@ func TestBackupsManagement(t *testing.T) {
 func TestSchedulePullNodeBadInput(t *testing.T) {
 	ok := []string{"schedule", "pull-node", "--node", "master-0", "--schedule", "30 * * * *", "--job-namespace", "hcpsnap",
 		"--image", testImage, "--s3-credentials-secret", "s3", "--bucket", "bkt"}
-	with := func(extra ...string) []string { return append(append([]string{}, ok...), extra...) }
-	without := func(flag string) []string {
-		var out []string
-		for i := 0; i < len(ok); i++ {
-			if ok[i] == flag {
-				i++
-				continue
-			}
-			out = append(out, ok[i])
-		}
-		return out
-	}
+	with := func(extra ...string) []string { return argsWith(ok, extra...) }
+	without := func(flag string) []string { return argsWithout(ok, flag) }
 	for _, c := range []struct {
 		args []string
 		want string
@@ -168,17 +158,7 @@ func TestSchedulePullNodeBadInput(t *testing.T) {
 		t.Run(strings.Join(c.args[2:], " "), func(t *testing.T) {
 			t.Setenv("HCPSNAP_BUCKET", "")
 			t.Setenv("KUBECONFIG", "/nonexistent/kubeconfig")
-			var out, errOut bytes.Buffer
-			err := New(strings.NewReader(""), &out, &errOut).Run(context.Background(), append([]string{"hcpsnap"}, c.args...))
-			if code := exitcode.Of(err); code != exitcode.Usage {
-				t.Fatalf("exit code %d (%v), want %d", code, err, exitcode.Usage)
-			}
-			if !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
-				t.Errorf("error %q should be one line containing %q", err, c.want)
-			}
-			if out.String() != "" {
-				t.Errorf("stdout %q, want nothing", out.String())
-			}
+			checkUsageError(t, c.args, c.want)
 		})
 	}
 }

@@ -126,27 +126,7 @@ func TestSchedulePassThroughReparses(t *testing.T) {
 func TestScheduleFlagsCoverBackup(t *testing.T) {
 	o := &ScheduleOptions{}
 	_ = o.flags()
-	for _, f := range (&BackupOptions{}).flags() {
-		name := f.Names()[0]
-		_, excluded := scheduleExcluded[name]
-		passed := slices.Contains(o.passThrough, name)
-		switch {
-		case excluded && passed:
-			t.Errorf("--%s is both excluded and passed through", name)
-		case !excluded && !passed:
-			t.Errorf("backup flag --%s is neither passed through to the job nor excluded with a reason", name)
-		}
-		if passed {
-			if _, err := formatFlag(name, f.Get()); err != nil {
-				t.Error(err)
-			}
-		}
-	}
-	for name := range scheduleExcluded {
-		if !hasFlag((&BackupOptions{}).flags(), name) {
-			t.Errorf("excluded flag --%s is not a backup flag", name)
-		}
-	}
+	checkPassThrough(t, "backup", (&BackupOptions{}).flags, o.passThrough, scheduleExcluded)
 }
 
 func TestScheduleBadInput(t *testing.T) {

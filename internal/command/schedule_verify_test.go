@@ -27,18 +27,8 @@ var scheduleVerifyBase = []string{"schedule", "verify", "--cluster", "example", 
 
 // schedule verify: each bad flag is one line and exit 2, nothing printed.
 func TestScheduleVerifyBadInput(t *testing.T) {
-	with := func(extra ...string) []string { return append(slices.Clone(scheduleVerifyBase), extra...) }
-	without := func(flag string) []string {
-		var out []string
-		for i := 0; i < len(scheduleVerifyBase); i++ {
-			if scheduleVerifyBase[i] == flag {
-				i++
-				continue
-			}
-			out = append(out, scheduleVerifyBase[i])
-		}
-		return out
-	}
+	with := func(extra ...string) []string { return argsWith(scheduleVerifyBase, extra...) }
+	without := func(flag string) []string { return argsWithout(scheduleVerifyBase, flag) }
 	for _, c := range []struct {
 		args []string
 		want string
@@ -69,17 +59,7 @@ func TestScheduleVerifyBadInput(t *testing.T) {
 		t.Run(strings.Join(c.args[2:], " "), func(t *testing.T) {
 			clearHCPSNAPEnv(t)
 			t.Setenv("KUBECONFIG", "/nonexistent/kubeconfig")
-			var out, errOut bytes.Buffer
-			err := New(strings.NewReader(""), &out, &errOut).Run(context.Background(), append([]string{"hcpsnap"}, c.args...))
-			if code := exitcode.Of(err); code != exitcode.Usage {
-				t.Fatalf("exit code %d (%v), want %d", code, err, exitcode.Usage)
-			}
-			if !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
-				t.Errorf("error %q should be one line containing %q", err, c.want)
-			}
-			if out.String() != "" {
-				t.Errorf("stdout %q, want nothing", out.String())
-			}
+			checkUsageError(t, c.args, c.want)
 		})
 	}
 }
@@ -143,27 +123,7 @@ func TestScheduleVerifyRender(t *testing.T) {
 func TestScheduleVerifyFlagsCoverVerify(t *testing.T) {
 	o := &ScheduleVerifyOptions{}
 	_ = o.flags()
-	for _, f := range (&VerifyOptions{}).flags() {
-		name := f.Names()[0]
-		_, excluded := verifyScheduleExcluded[name]
-		passed := slices.Contains(o.passThrough, name)
-		switch {
-		case excluded && passed:
-			t.Errorf("--%s is both excluded and passed through", name)
-		case !excluded && !passed:
-			t.Errorf("verify flag --%s is neither passed through to the job nor excluded with a reason", name)
-		}
-		if passed {
-			if _, err := formatFlag(name, f.Get()); err != nil {
-				t.Error(err)
-			}
-		}
-	}
-	for name := range verifyScheduleExcluded {
-		if !hasFlag((&VerifyOptions{}).flags(), name) {
-			t.Errorf("excluded flag --%s is not a verify flag", name)
-		}
-	}
+	checkPassThrough(t, "verify", (&VerifyOptions{}).flags, o.passThrough, verifyScheduleExcluded)
 }
 
 // TestScheduleVerifyArgsReparse parses the job's arguments with the real
