@@ -627,20 +627,11 @@ func TestScheduleRunsForReal(t *testing.T) {
 	if pod.Spec.ServiceAccountName != name || pod.Spec.Containers[0].Image != image {
 		t.Errorf("pod ran as %s with image %s", pod.Spec.ServiceAccountName, pod.Spec.Containers[0].Image)
 	}
-	logs, err := env.kube.CoreV1().Pods(env.namespace).GetLogs(pod.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
-	if err != nil {
-		t.Fatalf("logs of %s: %v", pod.Name, err)
-	}
-	record(string(logs)) // the job's hcpsnap output joins the secret scan
+	logs, events := env.jobEvents(t, ctx, pod.Name)
 	var sawSummary bool
-	for _, line := range strings.Split(strings.TrimSpace(string(logs)), "\n") {
-		var ev map[string]any
-		if err := json.Unmarshal([]byte(line), &ev); err != nil {
-			t.Errorf("the job wrote a line that is not JSON: %q", line)
-			continue
-		}
-		if ev["message_type"] == "summary" {
-			sawSummary = ev["manifest"] == "s3://"+env.bucket+"/"+manifestKey
+	for _, ev := range events {
+		if ev.fields["message_type"] == "summary" {
+			sawSummary = ev.fields["manifest"] == "s3://"+env.bucket+"/"+manifestKey
 		}
 	}
 	if !sawSummary {
@@ -672,4 +663,33 @@ func (e *testEnv) podReport(t *testing.T, job string) string {
 		}
 	}
 	return b.String()
+}
+
+// jobEvent is one line a job's hcpsnap wrote: the line and its fields.
+type jobEvent struct {
+	line   string
+	fields map[string]any
+}
+
+// jobEvents reads the logs of a job's pod, adds them to the secret scan,
+// and returns them and their lines, each of which must be a JSON object
+// (the job runs hcpsnap with -o json --log-format json).
+func (e *testEnv) jobEvents(t *testing.T, ctx context.Context, pod string) (string, []jobEvent) {
+	t.Helper()
+	raw, err := e.kube.CoreV1().Pods(e.namespace).GetLogs(pod, &corev1.PodLogOptions{}).DoRaw(ctx)
+	if err != nil {
+		t.Fatalf("logs of %s: %v", pod, err)
+	}
+	logs := string(raw)
+	record(logs) // the job's hcpsnap output joins the secret scan
+	var events []jobEvent
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Errorf("the job wrote a line that is not JSON: %q", line)
+			continue
+		}
+		events = append(events, jobEvent{line: line, fields: ev})
+	}
+	return logs, events
 }

@@ -82,28 +82,19 @@ func TestScheduleVerifyRunsForReal(t *testing.T) {
 			t.Errorf("the drill's pod mounts a ServiceAccount token (volume %s)", v.Name)
 		}
 	}
-	logs, err := env.kube.CoreV1().Pods(env.namespace).GetLogs(pod.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
-	if err != nil {
-		t.Fatalf("logs of %s: %v", pod.Name, err)
-	}
-	record(string(logs)) // the job's output joins the secret scan
-	if strings.Contains(string(logs), base64.StdEncoding.EncodeToString(fixture.EncryptionKey(env.FixtureConfig()))) {
+	logs, events := env.jobEvents(t, ctx, pod.Name)
+	if strings.Contains(logs, base64.StdEncoding.EncodeToString(fixture.EncryptionKey(env.FixtureConfig()))) {
 		t.Error("the job's output holds the AES key")
 	}
 	var drilled *drillLine
 	var sawScratch bool
-	for _, l := range strings.Split(strings.TrimSpace(string(logs)), "\n") {
-		var ev map[string]any
-		if err := json.Unmarshal([]byte(l), &ev); err != nil {
-			t.Errorf("the job wrote a line that is not JSON: %q", l)
-			continue
+	for _, ev := range events {
+		if ev.fields["message_type"] == "drill_plan" {
+			sawScratch = ev.fields["scratchDir"] == schedule.ScratchDir
 		}
-		if ev["message_type"] == "drill_plan" {
-			sawScratch = ev["scratchDir"] == schedule.ScratchDir
-		}
-		if ev["message_type"] == "verify" {
+		if ev.fields["message_type"] == "verify" {
 			var line drillLine
-			if err := json.Unmarshal([]byte(l), &line); err != nil {
+			if err := json.Unmarshal([]byte(ev.line), &line); err != nil {
 				t.Fatal(err)
 			}
 			drilled = &line
